@@ -1,0 +1,210 @@
+"""Small editing toolkit for TFLite flatbuffers (object API of the schema).
+
+The rewrites of this package work on ``schema_py_generated.ModelT`` objects:
+find producers/consumers, rewire tensor uses, drop operators, then ``prune``
+removes whatever became unreachable (tensors, buffers, operator codes) and
+renumbers every reference so the file really shrinks.
+"""
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+BUILTIN = schema.BuiltinOperator
+TENSOR_TYPE = schema.TensorType
+_BUILTIN_NAMES = {v: k for k, v in vars(BUILTIN).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k for k, v in vars(TENSOR_TYPE).items() if not k.startswith("_")}
+
+
+def load(tflite_bytes):
+    """ModelT of a .tflite (bytes); ValueError if it is not a TFLite flatbuffer."""
+    data = bytes(tflite_bytes)
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ValueError("not a TFLite flatbuffer (missing 'TFL3' identifier)")
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+
+
+def dump(model):
+    """Serialized bytes of a ModelT."""
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def opcode_of(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def op_name(model, op):
+    """Builtin name ('CONV_2D') or the custom code ('TFLMCaps_Squash')."""
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = opcode_of(model, op)
+    if builtin == BUILTIN.CUSTOM:
+        return code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+    return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+
+def type_name(tensor_type):
+    return _TYPE_NAMES.get(tensor_type, str(tensor_type))
+
+
+def tensor_name(tensor):
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def opcode_index(model, builtin=None, custom=None, version=1):
+    """Index of an operator code, appended when missing."""
+    for i, code in enumerate(model.operatorCodes):
+        if custom is not None:
+            name = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            if name == custom and max(code.builtinCode, code.deprecatedBuiltinCode) == BUILTIN.CUSTOM:
+                return i
+        elif max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = BUILTIN.CUSTOM if custom is not None else builtin
+    code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+    code.customCode = custom
+    code.version = version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _ints(values):
+    return [] if values is None else [int(v) for v in values]
+
+
+def producers(subgraph):
+    """tensor index -> index of the operator writing it."""
+    out = {}
+    for k, op in enumerate(subgraph.operators):
+        for t in _ints(op.outputs):
+            out[t] = k
+    return out
+
+
+def consumers(subgraph):
+    """tensor index -> indices of the operators reading it."""
+    out = {}
+    for k, op in enumerate(subgraph.operators):
+        for t in _ints(op.inputs):
+            if t >= 0:
+                out.setdefault(t, []).append(k)
+    return out
+
+
+def replace_uses(subgraph, old, new, skip_op=None):
+    """Make every reader of tensor ``old`` (and the graph outputs) use ``new``."""
+    for k, op in enumerate(subgraph.operators):
+        if k == skip_op:
+            continue
+        op.inputs = np.array([new if t == old else t for t in _ints(op.inputs)], np.int32)
+    subgraph.outputs = np.array([new if t == old else t for t in _ints(subgraph.outputs)],
+                                np.int32)
+
+
+def remove_ops(subgraph, indices):
+    drop = set(indices)
+    subgraph.operators = [op for k, op in enumerate(subgraph.operators) if k not in drop]
+
+
+def add_tensor(subgraph, like, name, tensor_type, quantization=None, buffer=0):
+    """Append a tensor with the shape of ``like``; returns its index."""
+    tensor = schema.TensorT()
+    tensor.shape = np.array(like.shape, np.int32)
+    if like.shapeSignature is not None:
+        tensor.shapeSignature = np.array(like.shapeSignature, np.int32)
+    tensor.type = tensor_type
+    tensor.buffer = buffer
+    tensor.name = name.encode() if isinstance(name, str) else name
+    tensor.quantization = quantization
+    tensor.hasRank = like.hasRank
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def add_buffer(model, data):
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(bytes(data), np.uint8).copy()
+    model.buffers.append(buf)
+    return len(model.buffers) - 1
+
+
+def affine(scales, zero_points, quantized_dimension=0):
+    q = schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32).reshape(-1)
+    q.zeroPoint = np.asarray(zero_points, np.int64).reshape(-1)
+    q.quantizedDimension = int(quantized_dimension)
+    return q
+
+
+def buffer_bytes(model, tensor):
+    buf = model.buffers[tensor.buffer]
+    if buf.data is None:
+        return None
+    return np.asarray(buf.data, np.uint8).tobytes()
+
+
+def constant_array(model, tensor, dtype):
+    """Numpy copy of a constant tensor's data (None when it has no buffer)."""
+    data = buffer_bytes(model, tensor)
+    if data is None:
+        return None
+    return np.frombuffer(data, dtype).reshape(_ints(tensor.shape)).copy()
+
+
+def prune(model):
+    """Drop tensors, buffers and operator codes nothing refers to; renumber references.
+
+    Returns (tensors removed, buffers removed).
+    """
+    removed_tensors = 0
+    for sg_index, sg in enumerate(model.subgraphs):
+        used = set(_ints(sg.inputs)) | set(_ints(sg.outputs))
+        for op in sg.operators:
+            for field in (op.inputs, op.outputs, op.intermediates):
+                used.update(t for t in _ints(field) if t >= 0)
+        keep = [t for t in range(len(sg.tensors)) if t in used]
+        remap = {old: new for new, old in enumerate(keep)}
+        removed_tensors += len(sg.tensors) - len(keep)
+        sg.tensors = [sg.tensors[t] for t in keep]
+
+        def renum(values):
+            return np.array([remap[t] if t >= 0 else t for t in _ints(values)], np.int32)
+
+        sg.inputs, sg.outputs = renum(sg.inputs), renum(sg.outputs)
+        for op in sg.operators:
+            op.inputs, op.outputs = renum(op.inputs), renum(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = renum(op.intermediates)
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == sg_index:
+                for tmap in list(sig.inputs or []) + list(sig.outputs or []):
+                    tmap.tensorIndex = remap[tmap.tensorIndex]
+
+    # Buffers: index 0 is the schema's empty sentinel and always stays.
+    used_buffers = {0}
+    for sg in model.subgraphs:
+        used_buffers.update(t.buffer for t in sg.tensors)
+    used_buffers.update(m.buffer for m in model.metadata or [])
+    used_buffers.update(_ints(model.metadataBuffer))
+    keep = sorted(used_buffers)
+    remap = {old: new for new, old in enumerate(keep)}
+    removed_buffers = len(model.buffers) - len(keep)
+    model.buffers = [model.buffers[b] for b in keep]
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            t.buffer = remap[t.buffer]
+    for m in model.metadata or []:
+        m.buffer = remap[m.buffer]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = np.array([remap[b] for b in _ints(model.metadataBuffer)],
+                                        np.int32)
+
+    # Operator codes.
+    used_codes = sorted({op.opcodeIndex for sg in model.subgraphs for op in sg.operators})
+    remap = {old: new for new, old in enumerate(used_codes)}
+    model.operatorCodes = [model.operatorCodes[c] for c in used_codes]
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            op.opcodeIndex = remap[op.opcodeIndex]
+    return removed_tensors, removed_buffers

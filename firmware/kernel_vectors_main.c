@@ -1,0 +1,297 @@
+/*
+ * Bare-metal kernel test and benchmark program.
+ *
+ * Runs every kernel call of an in-memory vector blob (format of
+ * tflm_caps.reference.vectors, embedded by firmware/mcu_vectors.py as
+ * caps_vectors.h), compares each output with the numpy reference's output
+ * embedded next to it, and counts the instructions of each call:
+ *
+ *   CALL index=K case=C op=NAME status=S count=N mismatches=M first=I
+ *   PROFILE index=K cores=C critical=N serial=N core0=N ...   (RISC-V profiling)
+ *   SUMMARY calls=N failed=F
+ *
+ * Exit code 0 only if every call returned CAPS_NN_SUCCESS and matched.
+ * Scratch buffers get exactly the size the API promises, starting
+ * CAPS_SCRATCH_OFFSET bytes past a 16-byte boundary (the API promises no
+ * alignment), inputs are read in place from the unaligned blob.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "caps_vectors.h"
+#include "mcu_harness.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+#if defined(CAPS_NN_RISCV_PROFILE)
+#include "tflm_caps/caps_nn_backend_riscv.h"
+#endif
+
+#ifndef CAPS_SCRATCH_OFFSET
+#define CAPS_SCRATCH_OFFSET 0
+#endif
+
+enum { OP_SQUASH = 1, OP_LENGTH = 2, OP_CLASS_CAPS = 3 };
+enum { F_PREDICTIONS = 1, F_ROUTING = 2, F_STORE = 4, F_RECOMPUTE = 8 };
+
+/* Bump allocator over one static arena, reset per case. */
+static uint8_t g_arena[CAPS_ARENA_BYTES] __attribute__((aligned(16)));
+static size_t g_arena_used;
+
+static void *arena_take(size_t n, size_t offset)
+{
+    size_t start = (g_arena_used + 15u) & ~(size_t)15u;
+    start += offset;
+    if (start + n > sizeof(g_arena)) {
+        mcu_fail("kernel_vectors_main: arena too small (CAPS_ARENA_BYTES)\n");
+    }
+    g_arena_used = start + n;
+    return g_arena + start;
+}
+
+static const uint8_t *g_pos;
+static const uint8_t *g_end;
+static const int8_t *g_expected;
+static int32_t g_calls;
+static int32_t g_failed;
+
+static int32_t rd32(void)
+{
+    if (g_pos + 4 > g_end) {
+        mcu_fail("kernel_vectors_main: truncated vector blob\n");
+    }
+    const uint32_t v = (uint32_t)g_pos[0] | ((uint32_t)g_pos[1] << 8) |
+                       ((uint32_t)g_pos[2] << 16) | ((uint32_t)g_pos[3] << 24);
+    g_pos += 4;
+    return (int32_t)v;
+}
+
+static const int8_t *rd_i8(size_t n)
+{
+    if (g_pos + n > g_end) {
+        mcu_fail("kernel_vectors_main: truncated vector data\n");
+    }
+    const int8_t *p = (const int8_t *)g_pos;
+    g_pos += n;
+    return p;
+}
+
+static void profile_reset(void)
+{
+#if defined(CAPS_NN_RISCV_PROFILE)
+    caps_nn_riscv_profile_reset();
+#endif
+}
+
+static void profile_report(int32_t index, uint64_t total)
+{
+#if defined(CAPS_NN_RISCV_PROFILE)
+    const caps_nn_riscv_profile *p = caps_nn_riscv_profile_get();
+    const uint64_t serial = total > p->parallel_total ? total - p->parallel_total : 0;
+    printf("PROFILE index=%ld cores=%ld phases=%lu critical=%llu serial=%llu", (long)index,
+           (long)p->num_cores, (unsigned long)p->phases,
+           (unsigned long long)(serial + p->parallel_critical), (unsigned long long)serial);
+    for (int32_t c = 0; c < p->num_cores; ++c) {
+        printf(" core%ld=%llu", (long)c, (unsigned long long)p->core_instructions[c]);
+    }
+    printf("\n");
+#else
+    (void)index;
+    (void)total;
+#endif
+}
+
+/* Compare n output bytes with the next n expected bytes and report. */
+static void check_call(int32_t case_index, const char *op, caps_nn_status st, uint64_t count,
+                       const int8_t *out, size_t n)
+{
+    size_t mismatches = 0;
+    long first = -1;
+    for (size_t k = 0; k < n; ++k) {
+        if (out[k] != g_expected[k]) {
+            if (first < 0) {
+                first = (long)k;
+            }
+            ++mismatches;
+        }
+    }
+    const int ok = st == CAPS_NN_SUCCESS && mismatches == 0;
+    printf("CALL index=%ld case=%ld op=%s status=%d count=%llu mismatches=%lu first=%ld",
+           (long)g_calls, (long)case_index, op, (int)st, (unsigned long long)count,
+           (unsigned long)mismatches, first);
+    if (first >= 0) {
+        printf(" got=%d want=%d", out[first], g_expected[first]);
+    }
+    printf(" %s\n", ok ? "PASS" : "FAIL");
+    profile_report(g_calls, count);
+    g_expected += n;
+    g_failed += ok ? 0 : 1;
+    ++g_calls;
+}
+
+static void run_squash_or_length(int32_t case_index, int32_t op)
+{
+    caps_caps_dims dims;
+    dims.n_caps = rd32();
+    dims.dim = rd32();
+    const int32_t zp = rd32();
+    const int32_t a = rd32();
+    const int32_t b = rd32();
+    const size_t n = (size_t)dims.n_caps * (size_t)dims.dim;
+    const int8_t *x = rd_i8(n);
+    uint64_t t0, t1;
+    caps_nn_status st;
+    if (op == OP_SQUASH) {
+        caps_squash_params p = {zp, a, b};
+        int8_t *out = (int8_t *)arena_take(n, 0);
+        profile_reset();
+        t0 = mcu_counter_read();
+        st = caps_squash_s8(&dims, &p, x, out);
+        t1 = mcu_counter_read();
+        check_call(case_index, "squash", st, t1 - t0, out, n);
+    } else {
+        caps_length_params p;
+        p.input_zp = zp;
+        p.out.multiplier = a;
+        p.out.shift = b;
+        int8_t *out = (int8_t *)arena_take((size_t)dims.n_caps, 0);
+        profile_reset();
+        t0 = mcu_counter_read();
+        st = caps_length_s8(&dims, &p, x, out);
+        t1 = mcu_counter_read();
+        check_call(case_index, "length", st, t1 - t0, out, (size_t)dims.n_caps);
+    }
+}
+
+static caps_nn_context scratch(int32_t bytes)
+{
+    caps_nn_context ctx;
+    ctx.size = bytes < 0 ? 0 : bytes;
+    ctx.buf = arena_take((size_t)ctx.size, CAPS_SCRATCH_OFFSET);
+    return ctx;
+}
+
+static void run_class_caps(int32_t case_index)
+{
+    caps_class_caps_dims dims;
+    dims.n_in = rd32();
+    dims.dim_in = rd32();
+    dims.n_out = rd32();
+    dims.dim_out = rd32();
+    const int32_t flags = rd32();
+
+    static int32_t mult[CAPS_NN_MAX_N_OUT];
+    static int32_t shift[CAPS_NN_MAX_N_OUT];
+    caps_class_caps_params p;
+    memset(&p, 0, sizeof(p));
+    p.pred.input_zp = rd32();
+    p.pred.num_scales = rd32();
+    if (p.pred.num_scales < 1 || p.pred.num_scales > CAPS_NN_MAX_N_OUT) {
+        mcu_fail("kernel_vectors_main: bad scale count\n");
+    }
+    for (int32_t k = 0; k < p.pred.num_scales; ++k) {
+        mult[k] = rd32();
+    }
+    for (int32_t k = 0; k < p.pred.num_scales; ++k) {
+        shift[k] = rd32();
+    }
+    p.pred.multipliers = mult;
+    p.pred.shifts = shift;
+    caps_routing_params *rp = &p.routing;
+    rp->n_in = dims.n_in;
+    rp->n_out = dims.n_out;
+    rp->dim_out = dims.dim_out;
+    rp->routings = rd32();
+    if (rp->routings < 1 || rp->routings > CAPS_NN_MAX_ROUTINGS) {
+        mcu_fail("kernel_vectors_main: bad routing count\n");
+    }
+    for (int32_t r = 0; r < rp->routings; ++r) {
+        rp->s[r].multiplier = rd32();
+        rp->s[r].shift = rd32();
+        rp->squash[r].input_zp = rd32();
+        rp->squash[r].sq_multiplier = rd32();
+        rp->squash[r].sq_exponent = rd32();
+    }
+    for (int32_t u = 0; u + 1 < rp->routings; ++u) {
+        rp->agree[u].multiplier = rd32();
+        rp->agree[u].shift = rd32();
+        rp->carry[u].multiplier = rd32();
+        rp->carry[u].shift = rd32();
+        rp->exp_beta[u].multiplier = rd32();
+        rp->exp_beta[u].shift = rd32();
+    }
+    const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
+    const int8_t *u = rd_i8((size_t)dims.n_in * (size_t)dims.dim_in);
+    const int8_t *w = rd_i8((size_t)dims.n_in * md * (size_t)dims.dim_in);
+    int8_t *v = (int8_t *)arena_take(md, 0);
+    uint64_t t0, t1;
+    caps_nn_status st;
+
+    if (flags & F_PREDICTIONS) {
+        int8_t *u_hat = (int8_t *)arena_take((size_t)dims.n_in * md, 0);
+        caps_nn_context ctx = scratch(caps_predictions_s8_get_buffer_size(&dims));
+        profile_reset();
+        t0 = mcu_counter_read();
+        st = caps_predictions_s8(&ctx, &dims, &p.pred, u, w, u_hat);
+        t1 = mcu_counter_read();
+        check_call(case_index, "predictions", st, t1 - t0, u_hat, (size_t)dims.n_in * md);
+        if (flags & F_ROUTING) {
+            caps_nn_context rctx = scratch(caps_dynamic_routing_s8_get_buffer_size(&dims));
+            profile_reset();
+            t0 = mcu_counter_read();
+            st = caps_dynamic_routing_s8(&rctx, &dims, rp, u_hat, v);
+            t1 = mcu_counter_read();
+            check_call(case_index, "routing", st, t1 - t0, v, md);
+        }
+    }
+    for (int32_t store = 1; store >= 0; --store) {
+        if (!(flags & (store ? F_STORE : F_RECOMPUTE))) {
+            continue;
+        }
+        caps_nn_context ctx = scratch(caps_class_caps_s8_get_buffer_size(&dims, store));
+        memset(v, 0x55, md);
+        profile_reset();
+        t0 = mcu_counter_read();
+        st = caps_class_caps_s8(&ctx, &dims, &p, store, u, w, v);
+        t1 = mcu_counter_read();
+        check_call(case_index, store ? "class_caps_store" : "class_caps_recompute", st, t1 - t0,
+                   v, md);
+    }
+}
+
+int main(void)
+{
+    mcu_counter_start();
+    g_pos = caps_vectors;
+    g_end = caps_vectors + sizeof(caps_vectors) - 1; /* string literal: drop the NUL */
+    g_expected = (const int8_t *)caps_expected;
+    if (g_end - g_pos < 12 || memcmp(g_pos, "CAPV", 4) != 0) {
+        mcu_fail("kernel_vectors_main: vector blob has no CAPV header\n");
+    }
+    g_pos += 4;
+    if (rd32() != 1) {
+        mcu_fail("kernel_vectors_main: unsupported vector version\n");
+    }
+    const int32_t cases = rd32();
+    /* Overhead of one counter read pair, for the host to subtract. */
+    const uint64_t a = mcu_counter_read();
+    const uint64_t b = mcu_counter_read();
+    printf("START cases=%ld unit=%s overhead=%llu\n", (long)cases, MCU_COUNTER_UNIT,
+           (unsigned long long)(b - a));
+    for (int32_t c = 0; c < cases; ++c) {
+        g_arena_used = 0;
+        const int32_t op = rd32();
+        if (op == OP_SQUASH || op == OP_LENGTH) {
+            run_squash_or_length(c, op);
+        } else if (op == OP_CLASS_CAPS) {
+            run_class_caps(c);
+        } else {
+            mcu_fail("kernel_vectors_main: unknown op code in vector blob\n");
+        }
+    }
+    if ((const uint8_t *)g_expected != (const uint8_t *)caps_expected + sizeof(caps_expected) - 1) {
+        mcu_fail("kernel_vectors_main: expected outputs not fully consumed\n");
+    }
+    printf("SUMMARY calls=%ld failed=%ld\n", (long)g_calls, (long)g_failed);
+    return g_failed == 0 ? 0 : 1;
+}

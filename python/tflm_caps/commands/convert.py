@@ -1,0 +1,95 @@
+"""``tflm-caps convert``: Keras CapsNet (.keras) -> fully int8 .tflite."""
+import json
+import os
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "convert", help="convert a Keras CapsNet to a fully int8 .tflite",
+        description="Convert a Keras CapsNet (.keras) to a .tflite whose capsule layers are "
+                    "int8 TFLite CUSTOM ops (TFLMCaps_Squash, TFLMCaps_ClassCaps, "
+                    "TFLMCaps_Length) and whose builtins are int8, calibrated on training "
+                    "images of the data source.")
+    parser.add_argument("model", metavar="MODEL.keras", help="trained Keras model")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
+                        help="where to write the int8 model")
+    parser.add_argument("--data", default="bundled", metavar="SOURCE",
+                        help="calibration data source (train split only; see tflm_caps.data: "
+                             "bundled, digits, mnist-npz:PATH, idx:DIR, cifar10:PATH, ...; "
+                             "default: bundled)")
+    parser.add_argument("--samples", type=int, default=200, metavar="N",
+                        help="calibration images (stratified from the train split; "
+                             "default: 200)")
+    parser.add_argument("--fit", choices=("none", "auto", "pad", "resize"), default="none",
+                        help="adapt data images to the model input shape (default: none, "
+                             "a mismatch is an error)")
+    parser.add_argument("--per-capsule", action="store_true",
+                        help="one ClassCaps weight scale per output capsule (default: per "
+                             "tensor)")
+    parser.add_argument("--float-io", action="store_true",
+                        help="float32 input/output (one QUANTIZE and one DEQUANTIZE); default "
+                             "int8 input/output")
+    parser.add_argument("--recompute-predictions", action="store_true",
+                        help="ClassCaps recomputes the prediction vectors in every routing "
+                             "iteration instead of storing them (less RAM, more MACs)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+                        help="fixed batch dimension of the model (default: 1)")
+    parser.add_argument("--float-output", metavar="FLOAT.tflite",
+                        help="also write the float model of the same graph")
+    parser.add_argument("--no-metadata", action="store_true",
+                        help="do not embed TFLite metadata (name, labels, normalization)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the conversion summary as JSON")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args):
+    from tflm_caps.cli import CliError
+
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"model file not found: {args.model}")
+    if args.samples < 1:
+        raise CliError(f"--samples must be >= 1, got {args.samples}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise CliError(f"output directory does not exist: {out_dir}")
+
+    from tflm_caps import data as caps_data
+    from tflm_caps.converter import ConversionError, convert_detailed
+    from tflm_caps.converter.api import _load_model
+
+    model = _load_model(args.model)
+    dataset = caps_data.load(args.data)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if args.fit != "none":
+        dataset = dataset.fit_to(shape, args.fit)
+    elif tuple(dataset.input_shape) != shape:
+        raise CliError(f"data {args.data!r} has images of shape {tuple(dataset.input_shape)}, "
+                       f"the model takes {shape}; pass --fit auto|pad|resize to adapt them")
+    try:
+        result = convert_detailed(
+            model, dataset, num_samples=args.samples,
+            weight_granularity="per-capsule" if args.per_capsule else "per-tensor",
+            io_dtype="float32" if args.float_io else "int8",
+            store_predictions=not args.recompute_predictions, batch_size=args.batch_size,
+            metadata=None if args.no_metadata else "auto", progress=not args.json)
+    except ConversionError as exc:
+        raise CliError(str(exc)) from exc
+    with open(args.output, "wb") as f:
+        f.write(result.model)
+    if args.float_output:
+        with open(args.float_output, "wb") as f:
+            f.write(result.float_model)
+    summary = result.summary
+    if args.json:
+        body = summary.to_dict()
+        body.update({"output": args.output, "float_output": args.float_output,
+                     "data": args.data})
+        print(json.dumps(body, indent=2))
+    else:
+        print(summary.format())
+        print(f"wrote {args.output}" + (f" and {args.float_output}" if args.float_output else ""))
+    return 0

@@ -1,0 +1,166 @@
+"""``tflm-caps demo``: the main job end to end on the bundled MNIST digits.
+
+train (or reuse WORKDIR/costa2022-mnist.keras) -> convert to int8 with a
+representative set from the training split -> run in the TFLM host
+interpreter -> validate on the held-out split and measure top-1 agreement
+on all bundled images -> report (JSON, Markdown, PNG) with the targets.
+"""
+import json
+import os
+import sys
+import time
+
+MODEL_NAME = "costa2022-mnist"
+# Targets of the main job.
+TARGET_AGREEMENT = 0.995        # top-1 agreement on all bundled images
+TARGET_ACCURACY_DROP = 0.002    # int8 accuracy at most 0.2 points below float (held-out)
+TARGET_SIZE_RATIO = 0.27        # int8 .tflite bytes / float .tflite bytes
+CALIBRATION_SAMPLES = 200
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "demo", help="train, convert, run in TFLM and validate costa2022-mnist end to end",
+        description="Train costa2022-mnist on the bundled MNIST digits (or reuse "
+                    "WORKDIR/costa2022-mnist.keras), convert it to a fully int8 .tflite "
+                    "with calibration images from the training split, run it in the TFLM "
+                    "host interpreter with the tflm-caps operators, validate it against "
+                    "Keras on the held-out split and measure the top-1 agreement on all "
+                    "bundled images.  Prints a summary and writes report JSON/Markdown/PNG.")
+    parser.add_argument("--workdir", default="tflm-caps-demo", metavar="DIR",
+                        help="where models and reports go (default: ./tflm-caps-demo)")
+    parser.add_argument("--json", metavar="REPORT.json",
+                        help="report path (default: WORKDIR/report.json; .md and .png next "
+                             "to it); '-' prints the JSON to stdout")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train even if WORKDIR holds a trained model")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--per-capsule", action="store_true",
+                        help="one ClassCaps weight scale per output capsule")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when a target is missed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _log(msg):
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+def _targets(report):
+    drop = report["float_accuracy"] - report["int8_accuracy"]
+    return [
+        {"name": "top-1 agreement, all bundled images", "required": f">= {TARGET_AGREEMENT:.1%}",
+         "measured": f"{report['all_images_agreement']:.2%}",
+         "met": report["all_images_agreement"] >= TARGET_AGREEMENT},
+        {"name": "int8 vs float accuracy (held-out)",
+         "required": f"drop <= {100 * TARGET_ACCURACY_DROP:.1f} points",
+         "measured": f"{100 * drop:+.2f} points drop",
+         "met": drop <= TARGET_ACCURACY_DROP + 1e-12},
+        {"name": "int8 / float .tflite size", "required": f"<= {TARGET_SIZE_RATIO:.0%}",
+         "measured": f"{report['int8_to_float_size']:.2%}",
+         "met": report["int8_to_float_size"] <= TARGET_SIZE_RATIO},
+    ]
+
+
+def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, progress=True):
+    """The demo as a function; returns (report dict, files written)."""
+    import numpy as np
+
+    from tflm_caps import data as caps_data
+    from tflm_caps.converter import convert_detailed
+    from tflm_caps.converter.api import _load_model
+    from tflm_caps.runtime import TFLMRunner
+    from tflm_caps.validate import validate, write_report
+
+    t0 = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    keras_path = os.path.join(workdir, f"{MODEL_NAME}.keras")
+    int8_path = os.path.join(workdir, f"{MODEL_NAME}.tflite")
+    float_path = os.path.join(workdir, f"{MODEL_NAME}_float.tflite")
+    json_path = json_path or os.path.join(workdir, "report.json")
+
+    ds = caps_data.load("bundled")
+    _log(f"data: {ds}")
+    training = None
+    if os.path.isfile(keras_path) and not retrain:
+        _log(f"reusing trained model {keras_path}")
+        model = _load_model(keras_path)
+        if tuple(model.inputs[0].shape[1:]) != tuple(ds.input_shape):
+            raise ValueError(f"{keras_path} takes inputs of shape "
+                             f"{tuple(model.inputs[0].shape[1:])}, not the bundled "
+                             f"{tuple(ds.input_shape)}: delete it or pass --retrain")
+    else:
+        from tflm_caps import train
+        _log(f"training {MODEL_NAME} (seed {seed})")
+        _, result = train.train(MODEL_NAME, ds, seed=seed, progress=progress)
+        model = result.inference_model
+        model.save(keras_path)
+        training = result.as_dict()
+        training.pop("history", None)
+
+    _log("converting to int8 (calibration on the training split)")
+    conv = convert_detailed(model, ds.calibration_subset(CALIBRATION_SAMPLES, seed=seed),
+                            num_samples=CALIBRATION_SAMPLES,
+                            weight_granularity="per-capsule" if per_capsule else "per-tensor",
+                            metadata="auto", progress=progress)
+    with open(int8_path, "wb") as f:
+        f.write(conv.model)
+    with open(float_path, "wb") as f:
+        f.write(conv.float_model)
+
+    _log("validating on the held-out split (Keras float vs TFLM int8)")
+    report = validate(model, int8_path, ds, float_tflite=conv.float_model, progress=progress)
+    report["model"] = MODEL_NAME
+
+    _log("top-1 agreement on all bundled images")
+    x_all = np.concatenate([ds.x_train, ds.x_test])
+    runner = TFLMRunner(conv.model)
+    int8_all = np.argmax(runner.predict(x_all, progress=progress), axis=-1)
+    float_all = np.argmax(model.predict(x_all, batch_size=256, verbose=0), axis=-1)
+    report["all_images"] = int(len(x_all))
+    report["all_images_agreement"] = float(np.mean(int8_all == float_all))
+    report["all_images_disagreements"] = int(np.sum(int8_all != float_all))
+    report["training"] = training
+    report["conversion"] = {"calibration_samples": conv.summary.calibration_samples,
+                            "weight_granularity": conv.summary.weight_granularity,
+                            "seconds": round(conv.summary.conversion_seconds, 2)}
+    report["files"] = {"keras": keras_path, "int8_tflite": int8_path,
+                       "float_tflite": float_path}
+    report["targets"] = _targets(report)
+    report["targets_met"] = all(t["met"] for t in report["targets"])
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    files = None
+    if json_path != "-":
+        files = write_report(report, json_path, title=f"tflm-caps demo: {MODEL_NAME}")
+    return report, files
+
+
+def run(args):
+    from tflm_caps.cli import CliError
+
+    if args.json not in (None, "-"):
+        out_dir = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(out_dir):
+            raise CliError(f"output directory does not exist: {out_dir}")
+    from tflm_caps.converter import ConversionError
+    from tflm_caps.runtime import TFLMError
+    from tflm_caps.validate import markdown, to_json
+
+    try:
+        report, files = run_demo(args.workdir, args.json, retrain=args.retrain, seed=args.seed,
+                                 per_capsule=args.per_capsule,
+                                 progress=not args.no_progress and args.json != "-")
+    except (TFLMError, ConversionError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.json == "-":
+        print(json.dumps(to_json(report), indent=2))
+    else:
+        print(markdown(report, f"tflm-caps demo: {MODEL_NAME}"))
+        print(f"wrote {files['json']}, {files['markdown']}, {files['png']}")
+    for t in report["targets"]:
+        if not t["met"]:
+            print(f"TARGET MISSED: {t['name']}: required {t['required']}, measured "
+                  f"{t['measured']}", file=sys.stderr)
+    return 1 if args.strict and not report["targets_met"] else 0

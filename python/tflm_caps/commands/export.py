@@ -1,0 +1,46 @@
+"""``tflm-caps export``: .tflite -> C array, header with arena size, main.cc."""
+import json
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "export", help="write a .tflite as firmware sources (C array, header, main.cc)",
+        description="Write MODEL.tflite as an aligned C array, a header with the tensor arena "
+                    "size (measured with the host TFLM interpreter plus a margin) and the "
+                    "model's I/O quantization, and a minimal TFLM main.cc that registers the "
+                    "tflm-caps operators and runs one inference. See docs/firmware.md.")
+    p.add_argument("model", help="int8 .tflite produced by `tflm-caps convert`")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--name", help="C identifier prefix (default: the model file's stem)")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="drop tflite-support metadata (saves flash; TFLM ignores it)")
+    p.add_argument("--arena-size", type=int,
+                   help="use this arena size in bytes instead of measuring it (no margin added)")
+    p.add_argument("--no-overwrite", action="store_true", help="fail if output files exist")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    from tflm_caps.export import export_model
+
+    result = export_model(args.model, args.out, name=args.name, strip=args.strip_metadata,
+                          arena_size=args.arena_size, overwrite=not args.no_overwrite)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    s = result.summary
+    print(f"model     {result.model_bytes} bytes"
+          + (f" -> {result.stripped_bytes} bytes without metadata"
+             if result.stripped_bytes != result.model_bytes else ""))
+    print(f"ops       builtin: {', '.join(s.builtin_ops) or '-'}; custom: "
+          f"{', '.join(s.custom_ops) or '-'}")
+    if result.arena_source == "measured":
+        print(f"arena     {result.arena_size} bytes (measured {result.arena_measured} "
+              f"+ margin {result.arena_margin}, rounded to 16)")
+    else:
+        print(f"arena     {result.arena_size} bytes (given)")
+    for role, path in result.files.items():
+        print(f"{role:<9} {path}")
+    return 0

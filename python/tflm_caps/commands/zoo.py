@@ -1,0 +1,53 @@
+"""``tflm-caps zoo``: list the model zoo with parameter counts."""
+import json
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "zoo", help="list the CapsNet model zoo",
+        description="List the zoo's models: input shape, classes, inference parameter "
+                    "count (built with Keras, without the reconstruction decoder) and the "
+                    "count published by the paper.")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {name, params, published_params, "
+                             "input_shape, num_classes, ...}")
+    parser.add_argument("--model", action="append", metavar="NAME",
+                        help="only this model (repeatable); default: all")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args):
+    from tflm_caps import models
+
+    selected = args.model or models.names()
+    unknown = [n for n in selected if n not in models.ZOO]
+    if unknown:
+        # ValueError (not CliError) is reported cleanly also under `python -m tflm_caps.cli`.
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; available: "
+                       f"{', '.join(models.names())}")
+    from tqdm import tqdm
+
+    import keras
+
+    rows = []
+    for name in tqdm(selected, desc="building models", unit="model", disable=None,
+                     leave=False):
+        model = models.build(name)
+        row = models.describe(name)
+        row["params"] = models.count_inference_params(model)
+        rows.append(row)
+        del model
+        keras.backend.clear_session()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<22} {'input':<10} {'classes':>7} {'params':>11} {'published':>11}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        shape = "x".join(str(d) for d in row["input_shape"])
+        published = "-" if row["published_params"] is None else f"{row['published_params']:,}"
+        print(f"{row['name']:<22} {shape:<10} {row['num_classes']:>7} "
+              f"{row['params']:>11,} {published:>11}")
+    return 0

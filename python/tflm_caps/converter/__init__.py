@@ -1,0 +1,17 @@
+"""Keras CapsNet -> fully int8 .tflite with capsule layers as TFLite CUSTOM ops.
+
+``convert(model, representative_dataset, ...)`` returns the int8 model
+bytes; ``convert_detailed`` also returns the float model of the same graph
+and a ``ConversionSummary``; ``convert_float`` gives just the float model.
+``summarize(bytes)`` describes any .tflite; ``kernels.make_interpreter``
+runs our models in ``tf.lite`` with Python capsule kernels.  See
+docs/converter.md.
+"""
+from tflm_caps.converter.api import (DEFAULT_NUM_SAMPLES, IO_DTYPES, WEIGHT_GRANULARITIES,
+                                     ConversionResult, convert, convert_detailed, convert_float)
+from tflm_caps.converter.errors import ConversionError
+from tflm_caps.converter.summary import ConversionSummary, ModelSummary, summarize
+
+__all__ = ["convert", "convert_detailed", "convert_float", "summarize", "ConversionError",
+           "ConversionResult", "ConversionSummary", "ModelSummary", "DEFAULT_NUM_SAMPLES",
+           "IO_DTYPES", "WEIGHT_GRANULARITIES"]

@@ -1,0 +1,366 @@
+"""Keras CapsNet -> fully int8 .tflite with the capsule layers as CUSTOM ops.
+
+Pipeline (docs/converter.md):
+
+1. ``export.build_inference_export``: image -> lengths tf.function, capsule
+   math as fusable composites (TFLMCaps_Squash / _ClassCaps / _Length).
+2. TF converter with ``_experimental_calibrate_only``: the float graph runs
+   over the representative data (float Python kernels for the custom ops)
+   and every activation gets min/max statistics; the ClassCaps inputs are
+   recorded on the way.
+3. ``converter_patches.int8_custom_ops.set_fixed_output_ranges`` +
+   ``mlir_quantize``: builtins quantized by TensorFlow exactly as its
+   converter would.
+4. ``converter_patches``: custom ops int8, weights int8, routing scales
+   calibrated (``tflm_caps.reference.quant.calibrate_class_caps``) and written
+   into the ops' options, QUANTIZE/DEQUANTIZE pairs and dead data removed.
+5. Optional TFLite metadata.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from tflm_caps.converter import calibration, composites, export
+from tflm_caps.converter import options as caps_options
+from tflm_caps.converter.errors import ConversionError
+from tflm_caps.converter.summary import ConversionSummary, summarize
+
+WEIGHT_GRANULARITIES = ("per-tensor", "per-capsule")
+IO_DTYPES = ("int8", "float32")
+DEFAULT_NUM_SAMPLES = 200
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    """The int8 model, the float model of the same graph, and a summary."""
+
+    model: bytes
+    float_model: bytes
+    summary: ConversionSummary
+
+
+def _load_model(model):
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        import keras
+
+        import tflm_caps.layers  # noqa: F401 - registers the capsule layers
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as exc:
+            raise ConversionError(f"cannot load Keras model {path}: {exc}") from exc
+    return model
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConversionError(f"{name} must be one of {', '.join(map(repr, choices))}, "
+                              f"got {value!r}")
+
+
+def _tf_converter(concrete_function):
+    import tensorflow as tf
+
+    # Passing a trackable object selects the saved-model import path, which
+    # keeps the composite functions intact so they fuse into CUSTOM ops (the
+    # frozen-graph path inlines them first).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function],
+                                                                tf.Module())
+    converter.allow_custom_ops = True
+    return converter
+
+
+def _run_tf_converter(converter, what):
+    try:
+        return converter.convert()
+    except Exception as exc:
+        raise ConversionError(f"TensorFlow Lite converter failed ({what}): {exc}") from exc
+
+
+def _float_options(model_obj):
+    """Versioned options on the custom ops of a float graph (no calibrated scales)."""
+    from tflm_caps.converter_patches import graph as G
+    from tflm_caps.converter_patches import int8_custom_ops as P
+
+    for k, name in P.caps_ops(model_obj):
+        op = model_obj.subgraphs[0].operators[k]
+        raw = bytes(op.customOptions) if op.customOptions is not None else b""
+        attrs = {}
+        if raw:
+            from flatbuffers import flexbuffers
+            attrs = dict(flexbuffers.GetRoot(raw).Value)
+        opts = {}
+        if name == P.CLASS_CAPS:
+            opts = {"num_routing": int(attrs["num_routing"]),
+                    "store_predictions": int(bool(attrs.get("store_predictions", 1)))}
+        P.set_options(op, caps_options.encode(name, opts, float_model=True))
+    G.prune(model_obj)
+
+
+def _float_model_bytes(ex):
+    from tflm_caps.converter_patches import graph as G
+
+    raw = _run_tf_converter(_tf_converter(ex.concrete_function), "float model")
+    model_obj = G.load(raw)
+    _float_options(model_obj)
+    _name_custom_outputs(model_obj, ex)
+    return G.dump(model_obj)
+
+
+def _layer_names(model_obj, ex):
+    """{position among capsule ops: Keras layer name} (execution order per op type)."""
+    from tflm_caps.converter_patches import int8_custom_ops as P
+
+    by_type = {}
+    for name, layer in ex.custom_ops:
+        by_type.setdefault(name, []).append(layer)
+    names = {}
+    seen = {}
+    for pos, (_, name) in enumerate(P.caps_ops(model_obj)):
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        layers = by_type.get(name, [])
+        if k < len(layers):
+            names[pos] = layers[k]
+    return names
+
+
+def _name_custom_outputs(model_obj, ex):
+    from tflm_caps.converter_patches import int8_custom_ops as P
+
+    sg = model_obj.subgraphs[0]
+    outputs = {int(t) for t in sg.outputs}
+    names = _layer_names(model_obj, ex)
+    for pos, (k, _) in enumerate(P.caps_ops(model_obj)):
+        t = int(sg.operators[k].outputs[0])
+        if pos in names and t not in outputs:
+            sg.tensors[t].name = names[pos].encode()
+
+
+def _check_activation_ranges(model_obj, num_samples):
+    """ConversionError for an activation whose calibrated range is a single value."""
+    from tflm_caps.converter_patches import graph as G
+    from tflm_caps.converter_patches import int8_custom_ops as P
+
+    sg = model_obj.subgraphs[0]
+    writers = G.producers(sg)
+    caps_outputs = {int(sg.operators[k].outputs[0]) for k, _ in P.caps_ops(model_obj)}
+    for index, tensor in enumerate(sg.tensors):
+        q = tensor.quantization
+        if q is None or q.min is None or q.max is None or not len(q.min):
+            continue
+        if index in caps_outputs:
+            continue  # fixed ranges
+        lo, hi = float(np.min(q.min)), float(np.max(q.max))
+        if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+            who = "graph input" if index not in writers else \
+                G.op_name(model_obj, sg.operators[writers[index]])
+            raise ConversionError(
+                f"activation {G.tensor_name(tensor)!r} (written by {who}) has a zero range "
+                f"[{lo}, {hi}] over {num_samples} calibration samples; int8 needs a non-empty "
+                "range (check the representative data and the layer's weights)")
+
+
+def _default_metadata(model_name, num_classes, input_shape, data):
+    names = getattr(data, "class_names", None) or ()
+    labels = list(names) if len(names) == num_classes else [str(k) for k in range(num_classes)]
+    from tflm_caps import __version__
+    return {
+        "name": model_name,
+        "description": f"CapsNet {model_name}: image {list(input_shape)} -> class-capsule "
+                       "lengths (int8 capsule custom ops, tflm-caps)",
+        "version": __version__,
+        "labels": labels,
+        "mean": [0.0] * int(input_shape[-1]),
+        "std": [255.0] * int(input_shape[-1]),
+    }
+
+
+def _add_metadata(tflite_bytes, metadata):
+    from tflm_caps import metadata as md
+    return md.write(tflite_bytes, **metadata)
+
+
+def _resolve_metadata(metadata, ex, data):
+    if metadata is None or metadata is False:
+        return None
+    auto = _default_metadata(ex.model_name, ex.num_classes, ex.input_shape, data)
+    if metadata is True or metadata == "auto":
+        return auto
+    if isinstance(metadata, dict):
+        return {**auto, **metadata}
+    raise ConversionError(f"metadata must be None, 'auto' or a dict, got {type(metadata).__name__}")
+
+
+def _verify_int8(model_obj, io_dtype):
+    """Every activation and weight int8 (int32 biases/shapes); Q/DQ only at float I/O."""
+    from tflm_caps.converter_patches import graph as G
+
+    sg = model_obj.subgraphs[0]
+    io = {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
+    allowed_float = io if io_dtype == "float32" else set()
+    for index, tensor in enumerate(sg.tensors):
+        if tensor.type in (G.TENSOR_TYPE.INT8, G.TENSOR_TYPE.INT32):
+            continue
+        if index in allowed_float and tensor.type == G.TENSOR_TYPE.FLOAT32:
+            continue
+        raise ConversionError(f"internal: tensor {G.tensor_name(tensor)!r} is "
+                              f"{G.type_name(tensor.type)} after conversion")
+    for op in sg.operators:
+        name = G.op_name(model_obj, op)
+        if name == "QUANTIZE" and not (int(op.inputs[0]) in allowed_float):
+            raise ConversionError("internal: a QUANTIZE remains inside the graph")
+        if name == "DEQUANTIZE" and not (int(op.outputs[0]) in allowed_float):
+            raise ConversionError("internal: a DEQUANTIZE remains inside the graph")
+
+
+def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
+                     weight_granularity="per-tensor", io_dtype="int8", store_predictions=True,
+                     batch_size=1, metadata="auto", progress=False):
+    """Convert ``model`` (keras.Model or .keras path); returns a ConversionResult.
+
+    representative_dataset: calibration images of the train split (array
+    [N, H, W, C] in the model's input range, a ``tflm_caps.data.Dataset``,
+    an iterable / callable / tf.data yielding images); at most
+    ``num_samples`` are used.  weight_granularity: ``"per-tensor"`` or
+    ``"per-capsule"`` (one ClassCaps weight scale per output capsule).
+    io_dtype: ``"int8"`` (int8 input/output tensors) or ``"float32"`` (one
+    QUANTIZE at the input, one DEQUANTIZE at the output).  batch_size: the
+    model's fixed batch dimension.  metadata: ``"auto"``, None or a dict
+    (keys of ``tflm_caps.metadata.write``).  progress: tqdm bar.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+    from tqdm import tqdm
+
+    from tflm_caps.converter import kernels
+    from tflm_caps.converter_patches import graph as G
+    from tflm_caps.converter_patches import int8_custom_ops as P
+
+    start = time.perf_counter()
+    _check_choice("weight_granularity", weight_granularity, WEIGHT_GRANULARITIES)
+    _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    if not isinstance(store_predictions, (bool, np.bool_)) and store_predictions not in (0, 1):
+        raise ConversionError(f"store_predictions must be a bool, got {store_predictions!r}")
+    model = _load_model(model)
+    ex = export.build_inference_export(model, batch_size=batch_size,
+                                       store_predictions=bool(store_predictions))
+    samples = calibration.calibration_samples(representative_dataset, ex.input_shape,
+                                              num_samples)
+    n_batches = len(samples) // batch_size
+    if n_batches == 0:
+        raise ConversionError(f"representative_dataset: {len(samples)} sample(s) cannot fill "
+                              f"one batch of batch_size={batch_size}")
+    used = n_batches * batch_size
+    batches = samples[:used].reshape(n_batches, batch_size, *ex.input_shape)
+    meta = _resolve_metadata(metadata, ex, representative_dataset)
+
+    float_bytes = _float_model_bytes(ex)
+
+    # Calibration of the float graph (step 2).
+    recorder = calibration.RoutingRecorder()
+    kernel_set = kernels.float_kernels(recorder)
+    converter = _tf_converter(ex.concrete_function)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    bar = tqdm(total=n_batches, desc="calibrating", unit="batch", disable=not progress,
+               leave=False)
+
+    def representative():
+        for batch in batches:
+            yield [batch]
+            bar.update(1)
+
+    converter.representative_dataset = representative
+    converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
+    converter._experimental_calibrate_only = True
+    t0 = time.perf_counter()
+    try:
+        calibrated = _run_tf_converter(converter, "calibration")
+        kernel_set.raise_pending()
+    finally:
+        bar.close()
+    calibration_seconds = time.perf_counter() - t0
+
+    cal_model = G.load(calibrated)
+    _check_activation_ranges(cal_model, used)
+    # ClassCaps ops in execution order -> their recorded float inputs.
+    routing_inputs = [recorder.samples(int(op.outputs[0]))
+                      for _, op in P.class_caps_ops(cal_model)]
+    if len(routing_inputs) != len(ex.class_caps):
+        raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
+                              f"{len(ex.class_caps)} ClassCaps layers in the model")
+    P.set_fixed_output_ranges(cal_model)
+
+    # Builtins quantized by TensorFlow (step 3).
+    io_tf = tf.int8 if io_dtype == "int8" else tf.float32
+    try:
+        quantized = tf_convert.mlir_quantize(G.dump(cal_model), input_data_type=io_tf,
+                                             output_data_type=io_tf)
+    except Exception as exc:
+        raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
+
+    # Capsule ops int8 (step 4).
+    q_model = G.load(quantized)
+    names = _layer_names(q_model, ex)
+    try:
+        removed = P.make_custom_ops_int8(q_model, names)
+    except P.PatchError as exc:
+        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
+    per_capsule = weight_granularity == "per-capsule"
+    cc_reports = []
+    for (k, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
+        scale, zp = P.activation_quant(q_model, op)
+        weights = P.class_caps_weights(q_model, op)
+        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
+                                                 scale, zp, per_capsule)
+        opts = caps_options.encode(P.CLASS_CAPS, {
+            "num_routing": info.num_routing, "store_predictions": int(bool(store_predictions)),
+            "u_hat_scale": q.uhat_scale, "s_scales": list(q.s_scales),
+            "b_scales": list(q.b_scales)})
+        P.quantize_class_caps(q_model, op, w_int8, q.weight_scales, opts,
+                              weight_name=f"{info.layer_name}/W")
+        cc_reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
+                           "calibration_samples": int(len(u)), **q.to_dict()})
+    for k, name in P.caps_ops(q_model):
+        if name != P.CLASS_CAPS:
+            P.set_options(q_model.subgraphs[0].operators[k], caps_options.encode(name, {}))
+    G.prune(q_model)
+    _verify_int8(q_model, io_dtype)
+    int8_bytes = G.dump(q_model)
+
+    if meta is not None:
+        int8_bytes = _add_metadata(int8_bytes, meta)
+        float_bytes = _add_metadata(float_bytes, meta)
+
+    summary = ConversionSummary(
+        model_name=ex.model_name, int8=summarize(int8_bytes), float=summarize(float_bytes),
+        io_dtype=io_dtype, weight_granularity=weight_granularity, batch_size=batch_size,
+        calibration_samples=used, calibration_seconds=calibration_seconds,
+        conversion_seconds=time.perf_counter() - start, class_caps=cc_reports,
+        removed_conversions=removed)
+    return ConversionResult(int8_bytes, float_bytes, summary)
+
+
+def convert(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
+            weight_granularity="per-tensor", io_dtype="int8", store_predictions=True,
+            batch_size=1, metadata="auto", progress=False):
+    """Fully int8 .tflite (bytes) of a Keras CapsNet; see ``convert_detailed``."""
+    return convert_detailed(model, representative_dataset, num_samples=num_samples,
+                            weight_granularity=weight_granularity, io_dtype=io_dtype,
+                            store_predictions=store_predictions, batch_size=batch_size,
+                            metadata=metadata, progress=progress).model
+
+
+def convert_float(model, *, batch_size=1, store_predictions=True, metadata=None):
+    """Float .tflite of the same graph (custom ops in float), for size comparison and
+    validation; runs in ``tf.lite`` with ``kernels.make_interpreter``."""
+    model = _load_model(model)
+    ex = export.build_inference_export(model, batch_size=batch_size,
+                                       store_predictions=bool(store_predictions))
+    data = _float_model_bytes(ex)
+    meta = _resolve_metadata(metadata, ex, None)
+    return _add_metadata(data, meta) if meta is not None else data

@@ -1,0 +1,47 @@
+"""Capsule math as fusable composite tf.functions.
+
+Each function carries an ``experimental_implements`` NameAttrList with
+``tfl_fusable_op: true``; with ``allow_custom_ops`` the TF converter replaces
+every call by one TFLite CUSTOM op whose name is the NameAttrList name and
+whose inputs are the function arguments (a constant argument, such as the
+routing weights, becomes a constant input).  The bodies use the same float
+math as the Keras layers (``tflm_caps.layers.ops``): they define what the
+float ``.tflite`` means and let the export be checked against Keras.
+"""
+import tensorflow as tf
+
+from tflm_caps.layers import ops
+
+SQUASH = "TFLMCaps_Squash"
+CLASS_CAPS = "TFLMCaps_ClassCaps"
+LENGTH = "TFLMCaps_Length"
+CUSTOM_OPS = (SQUASH, CLASS_CAPS, LENGTH)
+
+
+def implements(name, **int_attrs):
+    """NameAttrList text proto marking a function as fusable into CUSTOM op ``name``."""
+    parts = [f'name: "{name}"', 'attr {key: "tfl_fusable_op" value {b: true}}']
+    for key, value in sorted(int_attrs.items()):
+        parts.append(f'attr {{key: "{key}" value {{i: {int(value)}}}}}')
+    return " ".join(parts)
+
+
+def squash_fn():
+    # Only tensors are arguments: each argument becomes an op input.
+    def body(x):
+        return ops.squash(x)
+    return tf.function(body, autograph=False, experimental_implements=implements(SQUASH))
+
+
+def length_fn():
+    def body(v):
+        return ops.length(v)
+    return tf.function(body, autograph=False, experimental_implements=implements(LENGTH))
+
+
+def class_caps_fn(num_routing, store_predictions=True):
+    """u [B, N_in, D_in], W [N_in, N_out, D_out, D_in] -> v [B, N_out, D_out]."""
+    def body(u, w):
+        return ops.dynamic_routing(ops.predictions(u, w), num_routing)
+    return tf.function(body, autograph=False, experimental_implements=implements(
+        CLASS_CAPS, num_routing=num_routing, store_predictions=int(bool(store_predictions))))

@@ -1,0 +1,452 @@
+"""Export an int8 ``.tflite`` for a TFLM firmware build.
+
+Writes three files into the output directory:
+
+- ``<name>_model_data.cc``: the flatbuffer as an ``alignas(16)`` C array
+  (TFLM reads tensors in place, so the array must stay aligned);
+- ``<name>_model_data.h``: its declaration plus the numbers a firmware needs
+  (tensor arena size, input/output shapes and quantization);
+- ``main.cc``: a minimal program that registers exactly the builtin ops the
+  model uses plus ``tflm_caps::AddCapsOps``, runs one inference and prints
+  the class.
+
+The arena size is measured with the host TFLM interpreter
+(``tflm_caps.runtime.find_min_arena_size``) and a margin is added, see
+:func:`arena_margin`.  Only the flatbuffer schema shipped with the pinned
+``tflite-micro`` wheel is imported here (no TensorFlow).
+"""
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+
+TFLITE_IDENTIFIER = b"TFL3"
+CUSTOM_OP_PREFIX = "TFLMCaps_"
+ARENA_ALIGN = 16
+# Margin on top of the host-measured arena: the host interpreter understated
+# the need by about 100 bytes on tiny models, and a firmware's TFLM build may
+# differ from the wheel (allocator bookkeeping, optional features).  Pointers
+# are 8 bytes on the host and 4 on a 32-bit MCU, so the host figure is
+# otherwise an upper bound.
+ARENA_MARGIN_MIN = 1024
+ARENA_MARGIN_FRACTION = 0.10
+# Metadata names written by tflite-support (and its associated-file zip).
+STRIPPABLE_METADATA = ("TFLITE_METADATA",)
+
+# MicroMutableOpResolver method of each builtin where the CamelCase of the
+# schema name differs from the method name.
+_RESOLVER_EXCEPTIONS = {
+    "BATCH_MATMUL": "AddBatchMatMul",
+    "PADV2": "AddPadV2",
+    "CUMSUM": "AddCumSum",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "DETECTION_POSTPROCESS": "AddDetectionPostprocess",
+}
+# Methods TFLM's MicroMutableOpResolver offers for builtins (2026 tree).
+_RESOLVER_METHODS = frozenset("""
+AddAbs AddAdd AddAddN AddArgMax AddArgMin AddAssignVariable AddAveragePool2D
+AddBatchMatMul AddBatchToSpaceNd AddBroadcastArgs AddBroadcastTo AddCallOnce
+AddCast AddCeil AddConcatenation AddConv2D AddCos AddCumSum AddDepthToSpace
+AddDepthwiseConv2D AddDequantize AddDiv AddDynamicUpdateSlice AddElu
+AddEmbeddingLookup AddEqual AddExp AddExpandDims AddFill AddFloor AddFloorDiv
+AddFloorMod AddFullyConnected AddGather AddGatherNd AddGreater AddGreaterEqual
+AddHardSwish AddIf AddL2Normalization AddL2Pool2D AddLeakyRelu AddLess
+AddLessEqual AddLog AddLogSoftmax AddLogicalAnd AddLogicalNot AddLogicalOr
+AddLogistic AddMaxPool2D AddMaximum AddMean AddMinimum AddMirrorPad AddMul
+AddNeg AddNotEqual AddPack AddPad AddPadV2 AddPrelu AddQuantize
+AddReadVariable AddReduceAll AddReduceMax AddReduceMin AddRelu AddRelu6 AddReshape
+AddResizeBilinear AddResizeNearestNeighbor AddReverseV2 AddRound AddRsqrt
+AddSelectV2 AddShape AddSin AddSlice AddSoftmax AddSpaceToBatchNd
+AddSpaceToDepth AddSplit AddSplitV AddSqrt AddSquare AddSquaredDifference
+AddSqueeze AddStridedSlice AddSub AddSum AddSvdf AddTanh AddTranspose
+AddTransposeConv AddUnidirectionalSequenceLSTM AddUnpack AddVarHandle AddWhile
+AddZerosLike
+""".split())
+
+_TYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 7: "int16", 9: "int8"}
+_C_TYPES = {"float32": "float", "int32": "int32_t", "uint8": "uint8_t", "int16": "int16_t",
+            "int8": "int8_t"}
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list
+    scale: float
+    zero_point: int
+
+    @property
+    def elements(self):
+        n = 1
+        for d in self.shape:
+            n *= max(int(d), 1)
+        return n
+
+
+@dataclasses.dataclass
+class ModelSummary:
+    size: int
+    builtin_ops: list      # schema names, sorted
+    custom_ops: list       # custom codes, sorted
+    inputs: list           # TensorInfo
+    outputs: list          # TensorInfo
+    metadata: list         # metadata entry names
+
+    @property
+    def resolver_methods(self):
+        return [resolver_method(op) for op in self.builtin_ops]
+
+
+@dataclasses.dataclass
+class ExportResult:
+    name: str
+    out_dir: str
+    files: dict            # role -> path
+    model_bytes: int
+    stripped_bytes: int
+    arena_measured: int    # 0 when given by the user
+    arena_margin: int
+    arena_size: int
+    arena_source: str      # "measured" or "user"
+    summary: ModelSummary
+
+    def to_json(self):
+        d = dataclasses.asdict(self)
+        return json.loads(json.dumps(d, default=str))
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
+    return schema_py_generated
+
+
+def check_tflite(data, what="model"):
+    """Raise ValueError unless `data` looks like a TFLite flatbuffer."""
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError(f"{what} is not a TFLite flatbuffer (no 'TFL3' identifier at byte 4; "
+                         f"{len(data)} bytes)")
+
+
+def _builtin_names():
+    schema = _schema()
+    return {v: k for k, v in vars(schema.BuiltinOperator).items()
+            if not k.startswith("_") and isinstance(v, int)}
+
+
+def resolver_method(builtin_name):
+    """MicroMutableOpResolver method registering `builtin_name` (schema
+    spelling, e.g. CONV_2D -> AddConv2D)."""
+    if builtin_name in _RESOLVER_EXCEPTIONS:
+        return _RESOLVER_EXCEPTIONS[builtin_name]
+    return "Add" + "".join(part[:1] + part[1:].lower() for part in builtin_name.split("_"))
+
+
+def summarize(data):
+    """Operators, I/O tensors and metadata names of a .tflite."""
+    check_tflite(data)
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    names = _builtin_names()
+    builtin, custom = set(), set()
+    for oc in model.operatorCodes or []:
+        code = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
+        if code == schema.BuiltinOperator.CUSTOM:
+            custom.add((oc.customCode or b"").decode() if isinstance(oc.customCode, bytes)
+                       else str(oc.customCode))
+        else:
+            builtin.add(names.get(code, f"BUILTIN_{code}"))
+    if not model.subgraphs:
+        raise ValueError("model has no subgraph")
+    sg = model.subgraphs[0]
+
+    def info(index):
+        t = sg.tensors[index]
+        q = t.quantization
+        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+        zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+        return TensorInfo(name, _TYPE_NAMES.get(int(t.type), f"type{int(t.type)}"),
+                          [int(d) for d in (t.shape if t.shape is not None else [])], scale, zp)
+
+    metadata = [(m.name.decode() if isinstance(m.name, bytes) else str(m.name))
+                for m in (model.metadata or [])]
+    return ModelSummary(len(data), sorted(builtin), sorted(custom),
+                        [info(i) for i in sg.inputs], [info(i) for i in sg.outputs], metadata)
+
+
+def strip_metadata(data):
+    """Drop tflite-support metadata (and the associated-files zip appended
+    after the flatbuffer).  Tensors, weights and custom options are kept;
+    the emptied buffer stays in place so no buffer index changes."""
+    check_tflite(data)
+    import flatbuffers
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    kept = []
+    for m in model.metadata or []:
+        name = m.name.decode() if isinstance(m.name, bytes) else str(m.name)
+        if name in STRIPPABLE_METADATA:
+            model.buffers[m.buffer].data = None
+        else:
+            kept.append(m)
+    model.metadata = kept or None
+    builder = flatbuffers.Builder(max(1024, len(data)))
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def arena_margin(measured):
+    """Bytes added to the host-measured arena (documented in docs/firmware.md)."""
+    return max(ARENA_MARGIN_MIN, int(measured * ARENA_MARGIN_FRACTION))
+
+
+def round_up(n, align=ARENA_ALIGN):
+    return (int(n) + align - 1) // align * align
+
+
+def measure_arena(data):
+    """Smallest arena the host TFLM interpreter accepts for this model."""
+    try:
+        from tflm_caps.runtime import find_min_arena_size
+    except ImportError as exc:
+        raise ValueError("cannot measure the tensor arena: tflm_caps.runtime is not available "
+                         f"({exc}); pass the size explicitly (--arena-size)") from None
+    return int(find_min_arena_size(bytes(data)))
+
+
+def c_identifier(name):
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    if not ident or ident[0].isdigit():
+        ident = "m_" + ident
+    return ident
+
+
+def c_array_body(data, per_line=16):
+    lines = []
+    for start in range(0, len(data), per_line):
+        chunk = data[start:start + per_line]
+        lines.append("    " + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
+    return "\n".join(lines)
+
+
+_ARRAY_RE = re.compile(r"\[\]\s*=\s*\{(?P<body>[^}]*)\}", re.S)
+
+
+def parse_c_array(text):
+    """Bytes of the first ``x[] = { ... }`` initializer in C source `text`."""
+    m = _ARRAY_RE.search(text)
+    if not m:
+        raise ValueError("no array initializer found")
+    values = [v.strip() for v in m.group("body").split(",") if v.strip()]
+    return bytes(int(v, 0) for v in values)
+
+
+def _header_text(ident, guard, summary, arena, measured, margin, source, model_len):
+    inp, out = summary.inputs[0], summary.outputs[0]
+    up = ident.upper()
+    dims = lambda t: ", ".join(str(d) for d in t.shape) or "1"
+    note = (f"measured {measured} bytes with the host TFLM interpreter + {margin} bytes margin"
+            if source == "measured" else "given on the command line")
+    return f"""/* Generated by `tflm-caps export`: the model as a C array plus the numbers
+ * a firmware needs to run it.  Arena: {note}. */
+#ifndef {guard}
+#define {guard}
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+extern const unsigned char g_{ident}_model_data[];
+extern const unsigned int g_{ident}_model_data_len;
+
+#ifdef __cplusplus
+}}
+#endif
+
+#define {up}_MODEL_BYTES {model_len}u
+#define {up}_TENSOR_ARENA_SIZE {arena}u
+#define {up}_TENSOR_ARENA_MEASURED {measured}u
+#define {up}_TENSOR_ARENA_MARGIN {margin}u
+
+/* Input 0: {inp.name} */
+#define {up}_INPUT_TYPE {_C_TYPES.get(inp.dtype, 'int8_t')}
+#define {up}_INPUT_ELEMENTS {inp.elements}u
+#define {up}_INPUT_SCALE {inp.scale!r}f
+#define {up}_INPUT_ZERO_POINT ({inp.zero_point})
+/* Input shape: {{{dims(inp)}}} */
+
+/* Output 0: {out.name} */
+#define {up}_OUTPUT_TYPE {_C_TYPES.get(out.dtype, 'int8_t')}
+#define {up}_OUTPUT_ELEMENTS {out.elements}u
+#define {up}_OUTPUT_SCALE {out.scale!r}f
+#define {up}_OUTPUT_ZERO_POINT ({out.zero_point})
+/* Output shape: {{{dims(out)}}} */
+#define {up}_NUM_BUILTIN_OPS {len(summary.builtin_ops)}u
+
+#endif /* {guard} */
+"""
+
+
+def _data_text(ident, header_name, data):
+    return f"""/* Generated by `tflm-caps export`: {len(data)} bytes of TFLite flatbuffer.
+ * TFLM reads weights in place: keep the array 16-byte aligned and const
+ * (it stays in flash). */
+#include "{header_name}"
+
+alignas(16) const unsigned char g_{ident}_model_data[] = {{
+{c_array_body(data)}
+}};
+const unsigned int g_{ident}_model_data_len = {len(data)}u;
+"""
+
+
+def _main_text(ident, header_name, summary):
+    up = ident.upper()
+    methods = []
+    for op in summary.builtin_ops:
+        method = resolver_method(op)
+        if method in _RESOLVER_METHODS:
+            methods.append(f"  if (resolver.{method}() != kTfLiteOk) return Fail(\"{op}\");")
+        else:
+            methods.append(f"  /* {op}: no MicroMutableOpResolver method known, register it "
+                           f"yourself */")
+    slots = len(summary.builtin_ops) + 3
+    reg = "\n".join(methods) or "  /* no builtin operators */"
+    out_t = _C_TYPES.get(summary.outputs[0].dtype, "int8_t")
+    in_t = _C_TYPES.get(summary.inputs[0].dtype, "int8_t")
+    return f"""/* Generated by `tflm-caps export`: minimal TFLM firmware main.
+ * Registers the builtins the model uses and the tflm-caps operators, runs
+ * one inference on an input at the zero point (replace FillInput with your
+ * sensor data) and prints the highest-scoring class.  Build it with the
+ * TFLM library, tflm_caps_ops (see docs/firmware.md) and
+ * {header_name[:-2]}.cc. */
+#include <stdint.h>
+
+#include "{header_name}"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_log.h"
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+#include "tflm/caps_ops.h"
+
+namespace {{
+
+constexpr int kOpSlots = {slots};  // builtins + 3 tflm-caps operators
+alignas(16) uint8_t tensor_arena[{up}_TENSOR_ARENA_SIZE];
+
+int Fail(const char* what) {{
+  MicroPrintf("tflm-caps demo: %s failed", what);
+  return 1;
+}}
+
+void FillInput(TfLiteTensor* input) {{
+  {in_t}* data = tflite::GetTensorData<{in_t}>(input);
+  for (unsigned int i = 0; i < {up}_INPUT_ELEMENTS; ++i) {{
+    data[i] = static_cast<{in_t}>({up}_INPUT_ZERO_POINT);
+  }}
+}}
+
+}}  // namespace
+
+int main() {{
+  const tflite::Model* model = tflite::GetModel(g_{ident}_model_data);
+  if (model->version() != TFLITE_SCHEMA_VERSION) return Fail("schema version check");
+
+  static tflite::MicroMutableOpResolver<kOpSlots> resolver;
+{reg}
+  if (tflm_caps::AddCapsOps(resolver) != kTfLiteOk) return Fail("AddCapsOps");
+
+  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena,
+                                              {up}_TENSOR_ARENA_SIZE);
+  if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors");
+  MicroPrintf("arena used: %u of %u bytes",
+              static_cast<unsigned>(interpreter.arena_used_bytes()),
+              static_cast<unsigned>({up}_TENSOR_ARENA_SIZE));
+
+  FillInput(interpreter.input(0));
+  if (interpreter.Invoke() != kTfLiteOk) return Fail("Invoke");
+
+  const {out_t}* scores = tflite::GetTensorData<{out_t}>(interpreter.output(0));
+  unsigned int best = 0;
+  for (unsigned int i = 1; i < {up}_OUTPUT_ELEMENTS; ++i) {{
+    if (scores[i] > scores[best]) best = i;
+  }}
+  MicroPrintf("class %u (score %d)", best, static_cast<int>(scores[best]));
+  return 0;
+}}
+"""
+
+
+def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwrite=True):
+    """Export `model` (path or bytes) into `out_dir`; returns ExportResult.
+
+    arena_size: use this many bytes instead of measuring with the host
+    interpreter (no margin is added to a given size)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        data = path.read_bytes()
+        default_name = path.stem
+        what = str(path)
+    else:
+        data = bytes(model)
+        default_name = "model"
+        what = "model"
+    check_tflite(data, what)
+    original_len = len(data)
+    summary = summarize(data)
+    unknown = [c for c in summary.custom_ops if not c.startswith(CUSTOM_OP_PREFIX)]
+    if unknown:
+        raise ValueError(f"{what}: custom operators not provided by tflm-caps: {', '.join(unknown)}")
+    if not summary.inputs or not summary.outputs:
+        raise ValueError(f"{what}: model has no input or no output tensor")
+    if strip:
+        data = strip_metadata(data)
+        summary = summarize(data)
+
+    if arena_size is not None:
+        if int(arena_size) <= 0:
+            raise ValueError(f"arena size must be positive, got {arena_size}")
+        measured, margin, arena, source = 0, 0, round_up(arena_size), "user"
+    else:
+        measured = measure_arena(data)
+        margin = arena_margin(measured)
+        arena, source = round_up(measured + margin), "measured"
+
+    ident = c_identifier(name or default_name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header = f"{ident}_model_data.h"
+    files = {"header": out / header, "data": out / f"{ident}_model_data.cc", "main": out / "main.cc"}
+    if not overwrite:
+        existing = [str(p) for p in files.values() if p.exists()]
+        if existing:
+            raise ValueError(f"refusing to overwrite {', '.join(existing)}")
+    guard = f"{ident.upper()}_MODEL_DATA_H_"
+    files["header"].write_text(_header_text(ident, guard, summary, arena, measured, margin,
+                                            source, len(data)))
+    files["data"].write_text(_data_text(ident, header, data))
+    files["main"].write_text(_main_text(ident, header, summary))
+    return ExportResult(ident, str(out), {k: str(v) for k, v in files.items()}, original_len,
+                        len(data), measured, margin, arena, source, summary)
+
+
+def read_header_defines(text):
+    """``#define NAME VALUE`` lines of a generated header -> {NAME: VALUE}
+    (integers parsed, the `u` suffix dropped)."""
+    out = {}
+    for m in re.finditer(r"^#define\s+(\w+)\s+(.+?)\s*$", text, re.M):
+        value = m.group(2)
+        num = re.fullmatch(r"\(?(-?\d+)u?\)?", value)
+        out[m.group(1)] = int(num.group(1)) if num else value
+    return out
+
+
+__all__ = ["export_model", "summarize", "strip_metadata", "parse_c_array", "arena_margin",
+           "measure_arena", "resolver_method", "read_header_defines", "ExportResult",
+           "ModelSummary", "TensorInfo"]

@@ -1,0 +1,159 @@
+"""Fixed-point primitives, bit for bit as ``caps_nn_fixedpoint.h``.
+
+All functions take and return numpy int64 arrays (or scalars broadcast to
+them); every intermediate fits int64 for inputs inside the documented
+ranges (docs/quantization.md), so numpy's wrapping never happens.
+"""
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+# Minimax coefficients (Q30) of 2^-x on [0, 1); see caps_nn_fixedpoint.h.
+EXP2_COEFFS = (-744258158, 257898529, -59395887, 9908950, -1024411)
+
+
+def _i64(x):
+    return np.asarray(x, dtype=np.int64)
+
+
+def sat32(x):
+    """Clamp into int32 (result int64)."""
+    return np.clip(_i64(x), INT32_MIN, INT32_MAX)
+
+
+def sat8(x):
+    """Clamp into int8 (result int8)."""
+    return np.clip(_i64(x), -128, 127).astype(np.int8)
+
+
+def _trunc_div_pow2(q, n):
+    """q / 2^n truncated toward zero."""
+    return np.where(q >= 0, q >> n, -((-q) >> n))
+
+
+def srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul: round(a*b / 2^31), ties away from 0."""
+    a, b = np.broadcast_arrays(_i64(a), _i64(b))
+    ab = a * b
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    res = _trunc_div_pow2(ab + nudge, 31)
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), res)
+
+
+def rdbpot(x, exponent):
+    """RoundingDivideByPOT: round(x / 2^exponent), ties away from 0, exponent 0..31."""
+    x, e = np.broadcast_arrays(_i64(x), _i64(exponent))
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)
+
+
+def requantize(x, multiplier, shift):
+    """TFLite MultiplyByQuantizedMultiplier with a saturating left shift.
+
+    x: int32 values; multiplier, shift: scalars or arrays broadcasting with x.
+    """
+    x, m, s = np.broadcast_arrays(_i64(x), _i64(multiplier), _i64(shift))
+    left = np.maximum(s, 0)
+    xs = sat32(x * (np.int64(1) << left))
+    return rdbpot(srdhm(xs, m), np.maximum(-s, 0))
+
+
+def round_shift_s64(x, p):
+    """round(x / 2^p) with ties toward +inf (p >= 0 scalar)."""
+    x = _i64(x)
+    p = int(p)
+    if p <= 0:
+        return x
+    return (x + (np.int64(1) << (p - 1))) >> p
+
+
+def isqrt(n):
+    """floor(sqrt(n)) for 0 <= n < 2^62, exact."""
+    n = _i64(n)
+    r = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
+    for _ in range(4):  # float sqrt is within 1 of the answer; fix it up
+        r = np.where(r * r > n, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= n, r + 1, r)
+    return r
+
+
+def norm_q16(sq):
+    """floor(sqrt(sq) * 2^16) for 0 <= sq < 2^30."""
+    return isqrt(_i64(sq) << 32)
+
+
+def exp2_neg_q30(w_q16):
+    """2^(-w / 2^16) in Q30 for w >= 0 (negative w counts as 0)."""
+    w = np.maximum(_i64(w_q16), 0)
+    n = w >> 16
+    x = (w & 0xFFFF) << 14
+    half = np.int64(1 << 29)
+    p = np.full_like(x, EXP2_COEFFS[4])
+    for c in (EXP2_COEFFS[3], EXP2_COEFFS[2], EXP2_COEFFS[1], EXP2_COEFFS[0]):
+        p = c + ((p * x + half) >> 30)
+    p = (1 << 30) + ((p * x + half) >> 30)
+    nn = np.minimum(n, 31)
+    rounding = np.where(nn > 0, np.int64(1) << np.maximum(nn - 1, 0), 0)
+    out = (p + rounding) >> nn
+    return np.where(n > 30, np.int64(0), out)
+
+
+def exp_table(beta_multiplier, beta_shift):
+    """T[k] = exp(-k * b_scale) in Q30, k = 0..255."""
+    k = np.arange(256, dtype=np.int64)
+    return exp2_neg_q30(requantize(k, beta_multiplier, beta_shift))
+
+
+def softmax_q15(logits, table):
+    """Integer softmax over the last axis of int8 logits -> unsigned Q15."""
+    b = _i64(logits)
+    mx = b.max(axis=-1, keepdims=True)
+    e = table[mx - b]
+    total = e.sum(axis=-1, keepdims=True)
+    recip = ((np.int64(1) << 62) + (total >> 1)) // total
+    return (e * recip + (np.int64(1) << 46)) >> 47
+
+
+def routing_acc_shift(n_in):
+    """Smallest p >= 0 with n_in <= 2^(8+p)."""
+    p = 0
+    while p < 30 and (1 << (8 + p)) < int(n_in):
+        p += 1
+    return p
+
+
+def squash_gain(sq, sq_multiplier, sq_exponent):
+    """Squash gain G (Q24) of capsules with squared offset norms sq (< 2^30)."""
+    sq = _i64(sq)
+    m = int(sq_multiplier)
+    e = int(sq_exponent)
+    if m <= 0:
+        return np.zeros_like(sq)
+    cap = np.int64(1 << 62)
+    prod = sq * m
+    left = e - 1
+    if left >= 0:
+        if left >= 62:
+            t = np.where(prod > 0, cap, np.int64(0))
+        else:
+            t = np.where(prod > (cap >> left), cap, prod << left)
+    elif -left >= 63:
+        t = np.zeros_like(prod)
+    else:
+        t = (prod + (np.int64(1) << (-left - 1))) >> (-left)
+    den = (np.int64(1) << 30) + t
+    f = (np.int64(1) << 30) - (((np.int64(1) << 60) + (den >> 1)) // den)
+    r = norm_q16(sq)
+    safe_r = np.where(r > 0, r, 1)
+    g = (f * (np.int64(1) << 17) + (safe_r >> 1)) // safe_r
+    return np.where(sq > 0, g, np.int64(0))
+
+
+def squash_apply(y, gain_q24):
+    """round(y * G / 2^24), ties away from zero, saturated to int8."""
+    y = _i64(y)
+    mag = (np.abs(y) * _i64(gain_q24) + (np.int64(1) << 23)) >> 24
+    return sat8(np.where(y < 0, -mag, mag))

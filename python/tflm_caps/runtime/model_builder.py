@@ -1,0 +1,209 @@
+"""Build small ``.tflite`` graphs directly from the TFLite schema.
+
+Used to run one operator in TFLM (bit-exact tests of each custom op, the
+interface canary, error-path tests) without going through TensorFlow.
+Example::
+
+    x = TensorSpec("x", (1, 4, 8), "int8", scale=0.05, zero_point=3)
+    v = TensorSpec("v", (1, 4, 8), "int8", scale=1 / 128, zero_point=0)
+    model = single_op_model("TFLMCaps_Squash", [x], [v], {"version": 1})
+"""
+import array
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+_TYPE_CODES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7,
+               "int8": 9}
+
+
+@dataclass
+class TensorSpec:
+    """One tensor: shape, dtype name, optional quantization and constant data.
+
+    scale / zero_point: scalars (per tensor) or sequences (per channel along
+    ``quantized_dimension``).  ``data``: constant contents (stored in a
+    buffer of the model), cast to ``dtype``.
+    """
+    name: str
+    shape: Sequence[int]
+    dtype: str = "int8"
+    scale: Optional[object] = None
+    zero_point: Optional[object] = None
+    quantized_dimension: int = 0
+    data: Optional[np.ndarray] = None
+
+
+@dataclass
+class OpSpec:
+    """An operator: builtin name (e.g. "QUANTIZE") or custom code, tensor
+    indices (-1 for an omitted optional input) and custom options bytes."""
+    code: str
+    inputs: Sequence[int]
+    outputs: Sequence[int]
+    custom_options: bytes = b""
+    custom: Optional[bool] = None  # None: custom unless code is a builtin name
+
+
+def encode_options(options):
+    """FlexBuffer map of a dict: ints (bools as ints), floats, float lists.
+
+    Unlike the converter's writer this accepts any keys and values, so
+    tests can build wrong or incomplete options on purpose.
+    """
+    from flatbuffers import flexbuffers
+
+    fbb = flexbuffers.Builder()
+    with fbb.Map():
+        for key in sorted(options):
+            value = options[key]
+            if isinstance(value, (bool, np.bool_)):
+                fbb.Int(key, int(value))
+            elif isinstance(value, (int, np.integer)):
+                fbb.Int(key, int(value))
+            elif isinstance(value, (float, np.floating)):
+                fbb.Float(key, float(value))
+            elif isinstance(value, str):
+                fbb.String(key, value)
+            else:
+                fbb.Key(key)
+                fbb.TypedVectorFromElements(array.array("f", [float(v) for v in value]))
+    return bytes(fbb.Finish())
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    return fb
+
+
+def build_model(tensors, operators, inputs, outputs, description="tflm-caps test graph"):
+    """Serialize one subgraph; returns the .tflite bytes."""
+    import flatbuffers
+
+    fb = _schema()
+    model = fb.ModelT()
+    model.version = 3
+    model.description = description
+    model.buffers = [fb.BufferT()]  # buffer 0: the empty sentinel
+    sub = fb.SubGraphT()
+    sub.tensors = []
+    for spec in tensors:
+        t = fb.TensorT()
+        t.name = spec.name
+        t.shape = [int(v) for v in spec.shape]
+        t.type = _TYPE_CODES[spec.dtype]
+        if spec.scale is not None:
+            q = fb.QuantizationParametersT()
+            q.scale = [float(v) for v in np.atleast_1d(np.asarray(spec.scale, np.float32))]
+            zp = 0 if spec.zero_point is None else spec.zero_point
+            zps = [int(v) for v in np.atleast_1d(np.asarray(zp, np.int64))]
+            q.zeroPoint = zps * len(q.scale) if len(zps) == 1 else zps
+            q.quantizedDimension = int(spec.quantized_dimension)
+            t.quantization = q
+        if spec.data is not None:
+            data = np.ascontiguousarray(np.asarray(spec.data).astype(spec.dtype))
+            if data.size != int(np.prod(spec.shape)):
+                raise ValueError(f"tensor {spec.name!r}: data has {data.size} elements, shape "
+                                 f"{list(spec.shape)} needs {int(np.prod(spec.shape))}")
+            buf = fb.BufferT()
+            buf.data = data.tobytes()
+            model.buffers.append(buf)
+            t.buffer = len(model.buffers) - 1
+        else:
+            t.buffer = 0
+        sub.tensors.append(t)
+    codes, code_index = [], {}
+    builtin = vars(fb.BuiltinOperator)
+    sub.operators = []
+    for spec in operators:
+        is_custom = spec.custom if spec.custom is not None else spec.code not in builtin
+        key = (spec.code, is_custom)
+        if key not in code_index:
+            oc = fb.OperatorCodeT()
+            if is_custom:
+                oc.builtinCode = oc.deprecatedBuiltinCode = fb.BuiltinOperator.CUSTOM
+                oc.customCode = spec.code
+            else:
+                code = builtin[spec.code]
+                oc.builtinCode = code
+                oc.deprecatedBuiltinCode = min(code, 127)
+            oc.version = 1
+            code_index[key] = len(codes)
+            codes.append(oc)
+        op = fb.OperatorT()
+        op.opcodeIndex = code_index[key]
+        op.inputs = [int(v) for v in spec.inputs]
+        op.outputs = [int(v) for v in spec.outputs]
+        if spec.custom_options:
+            op.customOptions = list(spec.custom_options)
+            op.customOptionsFormat = fb.CustomOptionsFormat.FLEXBUFFERS
+        sub.operators.append(op)
+    sub.inputs = [int(v) for v in inputs]
+    sub.outputs = [int(v) for v in outputs]
+    sub.name = "main"
+    model.subgraphs = [sub]
+    model.operatorCodes = codes
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def single_op_model(code, inputs, outputs, options=None):
+    """A graph of one operator; non-constant inputs become graph inputs.
+
+    options: bytes (used as is), a dict (encoded with encode_options) or None.
+    """
+    if isinstance(options, dict):
+        options = encode_options(options)
+    tensors = list(inputs) + list(outputs)
+    n_in = len(inputs)
+    op = OpSpec(code, list(range(n_in)), list(range(n_in, len(tensors))), options or b"")
+    graph_inputs = [k for k, t in enumerate(inputs) if t.data is None]
+    return build_model(tensors, [op], graph_inputs, op.outputs)
+
+
+# ----------------------------------------------------------------------------
+# Single capsule-op models (tests, benchmarks)
+# ----------------------------------------------------------------------------
+
+def squash_model(shape, input_scale, input_zero_point=0, options=None):
+    """TFLMCaps_Squash on an int8 [B, N, D] input."""
+    x = TensorSpec("x", shape, "int8", scale=input_scale, zero_point=input_zero_point)
+    v = TensorSpec("v", shape, "int8", scale=1.0 / 128, zero_point=0)
+    return single_op_model("TFLMCaps_Squash", [x], [v],
+                           {"version": 1} if options is None else options)
+
+
+def length_model(shape, input_scale, input_zero_point=0, options=None):
+    """TFLMCaps_Length on an int8 [B, N, D] input."""
+    x = TensorSpec("v", shape, "int8", scale=input_scale, zero_point=input_zero_point)
+    out = TensorSpec("length", tuple(shape[:2]), "int8", scale=1.0 / 256, zero_point=-128)
+    return single_op_model("TFLMCaps_Length", [x], [out],
+                           {"version": 1} if options is None else options)
+
+
+def class_caps_options(quant, store_predictions=True):
+    """Options dict of TFLMCaps_ClassCaps from a reference ClassCapsQuant."""
+    opts = {"version": 1, "num_routing": quant.routings,
+            "store_predictions": int(bool(store_predictions)),
+            "u_hat_scale": quant.uhat_scale, "s_scales": list(quant.s_scales)}
+    if quant.b_scales:
+        opts["b_scales"] = list(quant.b_scales)
+    return opts
+
+
+def class_caps_model(batch, weights_q, quant, store_predictions=True, options=None):
+    """TFLMCaps_ClassCaps with int8 weights [N_in, N_out, D_out, D_in] and the
+    quantization of a reference ClassCapsQuant (1 or N_out weight scales)."""
+    n_in, n_out, d_out, d_in = np.asarray(weights_q).shape
+    u = TensorSpec("u", (batch, n_in, d_in), "int8", scale=quant.input_scale,
+                   zero_point=quant.input_zero_point)
+    scales = list(quant.weight_scales)
+    w = TensorSpec("W", (n_in, n_out, d_out, d_in), "int8",
+                   scale=scales if len(scales) > 1 else scales[0], zero_point=0,
+                   quantized_dimension=1 if len(scales) > 1 else 0, data=weights_q)
+    v = TensorSpec("v", (batch, n_out, d_out), "int8", scale=1.0 / 128, zero_point=0)
+    if options is None:
+        options = class_caps_options(quant, store_predictions)
+    return single_op_model("TFLMCaps_ClassCaps", [u, w], [v], options)

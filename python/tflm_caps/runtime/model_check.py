@@ -1,0 +1,396 @@
+"""Structural check of a ``.tflite`` flatbuffer before TFLM sees it.
+
+TFLM trusts the flatbuffer: a truncated or corrupt model makes the native
+interpreter read out of bounds and crash the Python process.  This module
+walks every table, vector and string TFLM reads (file identifier, vtables,
+offsets and lengths all inside the buffer) and then checks the graph's
+consistency (tensor, buffer and operator-code indices, constant data sizes,
+quantization arrays).  Any problem raises :class:`ModelFormatError` naming
+the offending table or tensor.
+
+The result, :class:`ModelInfo`, is a light description of the graph (tensor
+shapes, dtypes, quantization, operators and their custom options) used by
+the runner and the validation.
+"""
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+FILE_IDENTIFIER = b"TFL3"
+SCHEMA_VERSION = 3
+BUILTIN_CUSTOM = 32
+
+# TFLite TensorType -> numpy dtype (types whose element size is fixed).
+TENSOR_TYPES = {
+    0: np.dtype(np.float32), 1: np.dtype(np.float16), 2: np.dtype(np.int32),
+    3: np.dtype(np.uint8), 4: np.dtype(np.int64), 6: np.dtype(np.bool_),
+    7: np.dtype(np.int16), 9: np.dtype(np.int8), 10: np.dtype(np.float64),
+    12: np.dtype(np.uint64), 15: np.dtype(np.uint32), 16: np.dtype(np.uint16),
+}
+TENSOR_TYPE_NAMES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
+    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
+    19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
+}
+
+
+class ModelFormatError(ValueError):
+    """The bytes are not a well-formed .tflite model."""
+
+
+@dataclass
+class TensorInfo:
+    index: int
+    name: str
+    shape: Tuple[int, ...]
+    type_code: int
+    buffer: int
+    scale: np.ndarray  # float32, possibly empty
+    zero_point: np.ndarray  # int64, possibly empty
+    quantized_dimension: int
+    data: Optional[bytes] = None  # constant data, if the tensor has any
+
+    @property
+    def dtype(self):
+        return TENSOR_TYPES.get(self.type_code)
+
+    @property
+    def type_name(self):
+        return TENSOR_TYPE_NAMES.get(self.type_code, f"type{self.type_code}")
+
+    @property
+    def is_constant(self):
+        return self.data is not None
+
+    @property
+    def quantization(self):
+        """(scale, zero_point) of a per-tensor quantized tensor, else None."""
+        if self.scale.size == 1 and self.zero_point.size >= 1:
+            return float(self.scale[0]), int(self.zero_point[0])
+        return None
+
+    @property
+    def nbytes(self):
+        dt = self.dtype
+        return int(np.prod(self.shape, dtype=np.int64)) * (dt.itemsize if dt is not None else 1)
+
+
+@dataclass
+class OperatorInfo:
+    index: int
+    op_name: str  # builtin name (e.g. CONV_2D) or the custom code
+    custom_code: Optional[str]
+    inputs: Tuple[int, ...]
+    outputs: Tuple[int, ...]
+    custom_options: bytes = b""
+
+
+@dataclass
+class ModelInfo:
+    size: int
+    description: str
+    tensors: List[TensorInfo]
+    inputs: Tuple[int, ...]
+    outputs: Tuple[int, ...]
+    operators: List[OperatorInfo]
+    num_subgraphs: int = 1
+    metadata_names: List[str] = field(default_factory=list)
+
+    @property
+    def custom_codes(self):
+        return sorted({op.custom_code for op in self.operators if op.custom_code})
+
+    def input_tensors(self):
+        return [self.tensors[i] for i in self.inputs]
+
+    def output_tensors(self):
+        return [self.tensors[i] for i in self.outputs]
+
+    def ops_named(self, name):
+        return [op for op in self.operators if op.op_name == name]
+
+
+# ----------------------------------------------------------------------------
+# Generic flatbuffer walking with bounds checks
+# ----------------------------------------------------------------------------
+
+_SCALAR = "scalar"   # (kind, struct format)
+_STRING = "string"
+_VECTOR = "vector"   # (kind, struct format of the element)
+_TABLE = "table"     # (kind, spec)
+_TABLES = "tables"   # vector of tables: (kind, spec)
+_ANY_TABLE = "any"   # union member / unknown table: bounds only
+_ANY_TABLES = "anys"
+
+_GENERIC = {}
+
+_QUANT = {0: ("min", _VECTOR, "f"), 1: ("max", _VECTOR, "f"), 2: ("scale", _VECTOR, "f"),
+          3: ("zero_point", _VECTOR, "q"), 4: ("details_type", _SCALAR, "B"),
+          5: ("details", _ANY_TABLE, None), 6: ("quantized_dimension", _SCALAR, "i")}
+_TENSOR = {0: ("shape", _VECTOR, "i"), 1: ("type", _SCALAR, "b"), 2: ("buffer", _SCALAR, "I"),
+           3: ("name", _STRING, None), 4: ("quantization", _TABLE, _QUANT),
+           5: ("is_variable", _SCALAR, "?"), 6: ("sparsity", _ANY_TABLE, None),
+           7: ("shape_signature", _VECTOR, "i"), 8: ("has_rank", _SCALAR, "?"),
+           9: ("variant_tensors", _ANY_TABLES, None)}
+_OPERATOR = {0: ("opcode_index", _SCALAR, "I"), 1: ("inputs", _VECTOR, "i"),
+             2: ("outputs", _VECTOR, "i"), 3: ("builtin_options_type", _SCALAR, "B"),
+             4: ("builtin_options", _ANY_TABLE, None), 5: ("custom_options", _VECTOR, "B"),
+             6: ("custom_options_format", _SCALAR, "b"),
+             7: ("mutating_variable_inputs", _VECTOR, "?"), 8: ("intermediates", _VECTOR, "i"),
+             9: ("large_custom_options_offset", _SCALAR, "Q"),
+             10: ("large_custom_options_size", _SCALAR, "Q"),
+             11: ("builtin_options_2_type", _SCALAR, "B"),
+             12: ("builtin_options_2", _ANY_TABLE, None)}
+_SUBGRAPH = {0: ("tensors", _TABLES, _TENSOR), 1: ("inputs", _VECTOR, "i"),
+             2: ("outputs", _VECTOR, "i"), 3: ("operators", _TABLES, _OPERATOR),
+             4: ("name", _STRING, None)}
+_OPCODE = {0: ("deprecated_builtin_code", _SCALAR, "b"), 1: ("custom_code", _STRING, None),
+           2: ("version", _SCALAR, "i"), 3: ("builtin_code", _SCALAR, "i")}
+_BUFFER = {0: ("data", _VECTOR, "B"), 1: ("offset", _SCALAR, "Q"), 2: ("size", _SCALAR, "Q")}
+_METADATA = {0: ("name", _STRING, None), 1: ("buffer", _SCALAR, "I")}
+_TENSORMAP = {0: ("name", _STRING, None), 1: ("tensor_index", _SCALAR, "I")}
+_SIGNATURE = {0: ("inputs", _TABLES, _TENSORMAP), 1: ("outputs", _TABLES, _TENSORMAP),
+              2: ("signature_key", _STRING, None), 4: ("subgraph_index", _SCALAR, "I")}
+_MODEL = {0: ("version", _SCALAR, "I"), 1: ("operator_codes", _TABLES, _OPCODE),
+          2: ("subgraphs", _TABLES, _SUBGRAPH), 3: ("description", _STRING, None),
+          4: ("buffers", _TABLES, _BUFFER), 5: ("metadata_buffer", _VECTOR, "i"),
+          6: ("metadata", _TABLES, _METADATA), 7: ("signature_defs", _TABLES, _SIGNATURE),
+          8: ("external_buffer_groups", _ANY_TABLES, None),
+          9: ("external_buffers", _ANY_TABLES, None)}
+
+
+class _Walker:
+    """Reads tables of a flatbuffer, checking every offset and length."""
+
+    def __init__(self, buf):
+        self.buf = buf
+        self.n = len(buf)
+
+    def _fail(self, path, what):
+        raise ModelFormatError(f"malformed .tflite: {path}: {what} (file is {self.n} bytes; "
+                               "truncated or corrupt?)")
+
+    def _get(self, fmt, pos, path):
+        size = struct.calcsize("<" + fmt)
+        if pos < 0 or pos + size > self.n:
+            self._fail(path, f"value at offset {pos} lies outside the file")
+        return struct.unpack_from("<" + fmt, self.buf, pos)[0]
+
+    def _deref(self, pos, path):
+        off = self._get("I", pos, path)
+        target = pos + off
+        if target >= self.n:
+            self._fail(path, f"offset {off} at {pos} points outside the file")
+        return target
+
+    def table(self, pos, spec, path):
+        soff = self._get("i", pos, path)
+        vt = pos - soff
+        if vt < 0 or vt + 4 > self.n:
+            self._fail(path, f"vtable of the table at {pos} lies outside the file")
+        vt_size = self._get("H", vt, path)
+        tbl_size = self._get("H", vt + 2, path)
+        if vt_size < 4 or vt_size % 2 or vt + vt_size > self.n:
+            self._fail(path, f"vtable size {vt_size} at {vt} is invalid")
+        if tbl_size < 4 or pos + tbl_size > self.n:
+            self._fail(path, f"table size {tbl_size} at {pos} runs past the end of the file")
+        out = {}
+        for slot in range((vt_size - 4) // 2):
+            fo = self._get("H", vt + 4 + 2 * slot, path)
+            if fo == 0:
+                continue
+            name, kind, arg = spec.get(slot, (f"field{slot}", None, None))
+            fpath = f"{path}.{name}"
+            size = struct.calcsize("<" + arg) if kind == _SCALAR else 4
+            if fo + size > tbl_size and kind is not None:
+                self._fail(fpath, f"field offset {fo} beyond the table size {tbl_size}")
+            fpos = pos + fo
+            if kind is None:
+                continue  # unknown field of a newer schema: in bounds is enough
+            if kind == _SCALAR:
+                out[name] = self._get(arg, fpos, fpath)
+                continue
+            target = self._deref(fpos, fpath)
+            if kind == _STRING:
+                out[name] = self.string(target, fpath)
+            elif kind == _VECTOR:
+                out[name] = self.vector(target, arg, fpath)
+            elif kind == _TABLE:
+                out[name] = self.table(target, arg, fpath)
+            elif kind == _ANY_TABLE:
+                self.table(target, _GENERIC, fpath)
+                out[name] = True
+            elif kind in (_TABLES, _ANY_TABLES):
+                n = self._vector_len(target, 4, fpath)
+                sub = arg if kind == _TABLES else _GENERIC
+                items = []
+                for k in range(n):
+                    epos = target + 4 + 4 * k
+                    items.append(self.table(self._deref(epos, f"{fpath}[{k}]"), sub,
+                                            f"{fpath}[{k}]"))
+                out[name] = items
+        return out
+
+    def _vector_len(self, target, elem_size, path):
+        n = self._get("I", target, path)
+        if n * elem_size > self.n - target - 4:
+            self._fail(path, f"vector of {n} elements at {target} runs past the end of the file")
+        return n
+
+    def vector(self, target, fmt, path):
+        size = struct.calcsize("<" + fmt)
+        n = self._vector_len(target, size, path)
+        if fmt == "B":
+            return (target + 4, n)  # raw bytes: (offset, length)
+        return np.frombuffer(self.buf, dtype=np.dtype("<" + fmt), count=n,
+                             offset=target + 4).copy()
+
+    def string(self, target, path):
+        n = self._vector_len(target, 1, path)
+        end = target + 4 + n
+        if end >= self.n or self.buf[end] != 0:
+            self._fail(path, "string is not NUL-terminated inside the file")
+        try:
+            return bytes(self.buf[target + 4:end]).decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(path, "string is not valid UTF-8")
+
+
+def _builtin_names():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    return {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+
+
+# ----------------------------------------------------------------------------
+# The check
+# ----------------------------------------------------------------------------
+
+def _as_bytes(model):
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    raise TypeError(f"model must be bytes, got {type(model).__name__}")
+
+
+def check_model(model, what="model"):
+    """Check a .tflite flatbuffer; returns a :class:`ModelInfo`.
+
+    ``what`` names the model in error messages (e.g. its file name).
+    Raises :class:`ModelFormatError` on any structural or consistency problem.
+    """
+    buf = _as_bytes(model)
+    n = len(buf)
+    if n < 8:
+        raise ModelFormatError(f"{what}: {n} bytes is too short to be a .tflite model")
+    if buf[4:8] != FILE_IDENTIFIER:
+        raise ModelFormatError(f"{what}: not a .tflite model (file identifier {buf[4:8]!r}, "
+                               f"expected {FILE_IDENTIFIER!r})")
+    walker = _Walker(buf)
+    try:
+        root = walker.table(walker._deref(0, "root"), _MODEL, "Model")
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{what}: {exc}") from None
+
+    def fail(msg):
+        raise ModelFormatError(f"{what}: {msg}")
+
+    if root.get("version", 0) != SCHEMA_VERSION:
+        fail(f"schema version {root.get('version', 0)} is not supported (expected "
+             f"{SCHEMA_VERSION})")
+    subgraphs = root.get("subgraphs", [])
+    if not subgraphs:
+        fail("the model has no subgraph")
+    buffers = root.get("buffers", [])
+    buffer_data = []
+    for k, b in enumerate(buffers):
+        off, length = b.get("data", (0, 0))
+        big_off, big_size = b.get("offset", 0), b.get("size", 0)
+        if big_off > 1:  # large-model layout: data outside the flatbuffer
+            if big_off + big_size > n:
+                fail(f"buffer {k} (offset {big_off}, size {big_size}) lies outside the file")
+            off, length = big_off, big_size
+        buffer_data.append(bytes(buf[off:off + length]) if length else None)
+
+    names = None
+    opcodes = []
+    for k, oc in enumerate(root.get("operator_codes", [])):
+        code = max(oc.get("deprecated_builtin_code", 0), oc.get("builtin_code", 0))
+        custom = oc.get("custom_code")
+        if code == BUILTIN_CUSTOM:
+            if not custom:
+                fail(f"operator code {k} is CUSTOM but has no custom_code")
+            opcodes.append((custom, custom))
+        else:
+            if names is None:
+                names = _builtin_names()
+            opcodes.append((names.get(code, f"BUILTIN_{code}"), None))
+
+    def describe(sg, sgi):
+        raw_tensors = sg.get("tensors", [])
+        nt = len(raw_tensors)
+        tensors = []
+        for k, t in enumerate(raw_tensors):
+            name = t.get("name", f"tensor{k}")
+            label = f"tensor {k} ({name!r})"
+            shape = tuple(int(v) for v in t.get("shape", np.zeros(0, np.int32)))
+            if any(v < 0 for v in shape):
+                fail(f"{label} has a dynamic or negative shape {list(shape)}; TFLM needs static "
+                     "shapes")
+            if int(np.prod(shape, dtype=np.float64)) >= 2**31:
+                fail(f"{label} has {int(np.prod(shape, dtype=np.float64))} elements "
+                     f"(shape {list(shape)}); TFLM tensors hold fewer than 2^31")
+            type_code = int(t.get("type", 0))
+            if type_code not in TENSOR_TYPE_NAMES:
+                fail(f"{label} has unknown type code {type_code}")
+            bidx = int(t.get("buffer", 0))
+            if bidx >= len(buffers):
+                fail(f"{label} refers to buffer {bidx}, but the model has {len(buffers)} buffers")
+            q = t.get("quantization", {})
+            scale = np.asarray(q.get("scale", np.zeros(0)), np.float32)
+            zp = np.asarray(q.get("zero_point", np.zeros(0)), np.int64)
+            qdim = int(q.get("quantized_dimension", 0))
+            if scale.size and zp.size and scale.size != zp.size:
+                fail(f"{label} has {scale.size} quantization scales but {zp.size} zero points")
+            if scale.size > 1 and (qdim < 0 or qdim >= len(shape) or shape[qdim] != scale.size):
+                fail(f"{label} has {scale.size} scales along dimension {qdim} of shape {list(shape)}")
+            data = buffer_data[bidx] if bidx < len(buffer_data) else None
+            info = TensorInfo(k, name, shape, type_code, bidx, scale, zp, qdim, data)
+            if data is not None and info.dtype is not None and len(data) != info.nbytes:
+                fail(f"{label} has {len(data)} bytes of constant data, expected {info.nbytes} for "
+                     f"{info.type_name} {list(shape)}")
+            tensors.append(info)
+
+        def check_indices(values, where, allow_optional):
+            out = tuple(int(v) for v in values)
+            for v in out:
+                if not (0 <= v < nt or (allow_optional and v == -1)):
+                    fail(f"{where} refers to tensor {v}, but the subgraph has {nt} tensors")
+            return out
+
+        inputs = check_indices(sg.get("inputs", []), "subgraph inputs", False)
+        outputs = check_indices(sg.get("outputs", []), "subgraph outputs", False)
+        if sgi == 0 and (not inputs or not outputs):
+            fail("the subgraph has no inputs or no outputs")
+        operators = []
+        for k, op in enumerate(sg.get("operators", [])):
+            oi = int(op.get("opcode_index", 0))
+            if oi >= len(opcodes):
+                fail(f"operator {k} uses operator code {oi}, but the model has {len(opcodes)}")
+            op_name, custom = opcodes[oi]
+            ins = check_indices(op.get("inputs", []), f"operator {k} ({op_name}) inputs", True)
+            outs = check_indices(op.get("outputs", []), f"operator {k} ({op_name}) outputs", True)
+            off, length = op.get("custom_options", (0, 0))
+            operators.append(OperatorInfo(k, op_name, custom, ins, outs,
+                                          bytes(buf[off:off + length]) if length else b""))
+        return tensors, inputs, outputs, operators
+
+    described = [describe(sg, sgi) for sgi, sg in enumerate(subgraphs)]
+    tensors, inputs, outputs, operators = described[0]
+    metadata_names = [m.get("name", "") for m in root.get("metadata", [])]
+    for m in root.get("metadata", []):
+        if int(m.get("buffer", 0)) >= len(buffers):
+            fail(f"metadata {m.get('name', '')!r} refers to a missing buffer")
+    return ModelInfo(n, root.get("description", ""), tensors, inputs, outputs, operators,
+                     len(subgraphs), metadata_names)

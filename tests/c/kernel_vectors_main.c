@@ -1,0 +1,226 @@
+/*
+ * Runs the kernel calls of a vector file (format: tflm_caps.reference.vectors)
+ * and writes each call's status and output.  Every input, output and
+ * scratch buffer is a separate heap block of exactly the size the API
+ * promises, optionally offset by a few bytes from malloc's alignment, so
+ * an address sanitizer catches any access outside them.
+ *
+ * usage: kernel_vectors IN OUT [OFFSET]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tflm_caps/caps_nn_functions.h"
+
+static FILE *g_in;
+static FILE *g_out;
+static size_t g_offset;
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "kernel_vectors: %s\n", msg);
+    exit(2);
+}
+
+static int32_t rd32(void)
+{
+    unsigned char b[4];
+    if (fread(b, 1, 4, g_in) != 4) {
+        die("truncated vector file");
+    }
+    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+                     ((uint32_t)b[3] << 24));
+}
+
+/* A heap block of exactly n bytes placed `offset` bytes past malloc's
+ * alignment; *base is what to free. */
+static void *block_at(size_t n, size_t offset, void **base)
+{
+    const size_t total = n + offset;
+    unsigned char *p = (unsigned char *)malloc(total > 0 ? total : 1);
+    if (p == NULL) {
+        die("out of memory");
+    }
+    *base = p;
+    return p + offset;
+}
+
+/* int8 data and scratch: offset (the API promises no alignment for them). */
+static void *block(size_t n, void **base) { return block_at(n, g_offset, base); }
+
+static int8_t *read_i8(size_t n, void **base)
+{
+    int8_t *p = (int8_t *)block(n, base);
+    if (n > 0 && fread(p, 1, n, g_in) != n) {
+        die("truncated vector data");
+    }
+    return p;
+}
+
+static void emit(int32_t status, const int8_t *data, size_t n)
+{
+    unsigned char b[4];
+    for (int k = 0; k < 4; ++k) {
+        b[k] = (unsigned char)(((uint32_t)status >> (8 * k)) & 0xFF);
+    }
+    fwrite(b, 1, 4, g_out);
+    if (status != CAPS_NN_SUCCESS) {
+        for (size_t k = 0; k < n; ++k) {
+            fputc(0, g_out);
+        }
+    } else {
+        fwrite(data, 1, n, g_out);
+    }
+}
+
+static void run_caps_op(int32_t op)
+{
+    caps_caps_dims dims;
+    dims.n_caps = rd32();
+    dims.dim = rd32();
+    const int32_t zp = rd32();
+    const int32_t m = rd32();
+    const int32_t e = rd32();
+    const size_t n_in = (size_t)dims.n_caps * (size_t)dims.dim;
+    void *bx, *bo;
+    int8_t *x = read_i8(n_in, &bx);
+    if (op == 1) {
+        const caps_squash_params p = {zp, m, e};
+        int8_t *o = (int8_t *)block(n_in, &bo);
+        emit(caps_squash_s8(&dims, &p, x, o), o, n_in);
+    } else {
+        caps_length_params p;
+        p.input_zp = zp;
+        p.out.multiplier = m;
+        p.out.shift = e;
+        int8_t *o = (int8_t *)block((size_t)dims.n_caps, &bo);
+        emit(caps_length_s8(&dims, &p, x, o), o, (size_t)dims.n_caps);
+    }
+    free(bx);
+    free(bo);
+}
+
+static void run_class_caps(void)
+{
+    caps_class_caps_dims dims;
+    dims.n_in = rd32();
+    dims.dim_in = rd32();
+    dims.n_out = rd32();
+    dims.dim_out = rd32();
+    const int32_t flags = rd32();
+    caps_class_caps_params params;
+    memset(&params, 0, sizeof(params));
+    params.pred.input_zp = rd32();
+    params.pred.num_scales = rd32();
+    if (params.pred.num_scales < 1 || params.pred.num_scales > 4096) {
+        die("bad num_scales");
+    }
+    void *bm, *bs;
+    int32_t *mult = (int32_t *)block_at(sizeof(int32_t) * (size_t)params.pred.num_scales, 0, &bm);
+    int32_t *shift = (int32_t *)block_at(sizeof(int32_t) * (size_t)params.pred.num_scales, 0, &bs);
+    for (int32_t j = 0; j < params.pred.num_scales; ++j) {
+        mult[j] = rd32();
+    }
+    for (int32_t j = 0; j < params.pred.num_scales; ++j) {
+        shift[j] = rd32();
+    }
+    params.pred.multipliers = mult;
+    params.pred.shifts = shift;
+    caps_routing_params *rp = &params.routing;
+    rp->n_in = dims.n_in;
+    rp->n_out = dims.n_out;
+    rp->dim_out = dims.dim_out;
+    rp->routings = rd32();
+    if (rp->routings < 1 || rp->routings > CAPS_NN_MAX_ROUTINGS) {
+        die("bad routings");
+    }
+    for (int32_t r = 0; r < rp->routings; ++r) {
+        rp->s[r].multiplier = rd32();
+        rp->s[r].shift = rd32();
+        rp->squash[r].input_zp = rd32();
+        rp->squash[r].sq_multiplier = rd32();
+        rp->squash[r].sq_exponent = rd32();
+    }
+    for (int32_t u = 0; u + 1 < rp->routings; ++u) {
+        rp->agree[u].multiplier = rd32();
+        rp->agree[u].shift = rd32();
+        rp->carry[u].multiplier = rd32();
+        rp->carry[u].shift = rd32();
+        rp->exp_beta[u].multiplier = rd32();
+        rp->exp_beta[u].shift = rd32();
+    }
+    const size_t nu = (size_t)dims.n_in * (size_t)dims.dim_in;
+    const size_t nv = (size_t)dims.n_out * (size_t)dims.dim_out;
+    const size_t nuh = (size_t)dims.n_in * nv;
+    void *bu, *bw, *buh = NULL, *bv, *bbuf;
+    int8_t *u = read_i8(nu, &bu);
+    int8_t *w = read_i8(nuh * (size_t)dims.dim_in, &bw);
+    int8_t *v = (int8_t *)block(nv, &bv);
+    caps_nn_context ctx;
+
+    if (flags & 1) {
+        int8_t *uh = (int8_t *)block(nuh, &buh);
+        ctx.size = caps_predictions_s8_get_buffer_size(&dims);
+        ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
+        const caps_nn_status st = caps_predictions_s8(&ctx, &dims, &params.pred, u, w, uh);
+        emit(st, uh, nuh);
+        free(bbuf);
+        if (flags & 2) {
+            ctx.size = caps_dynamic_routing_s8_get_buffer_size(&dims);
+            ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
+            emit(caps_dynamic_routing_s8(&ctx, &dims, rp, uh, v), v, nv);
+            free(bbuf);
+        }
+        free(buh);
+    }
+    for (int32_t store = 1; store >= 0; --store) {
+        if (!(flags & (store ? 4 : 8))) {
+            continue;
+        }
+        ctx.size = caps_class_caps_s8_get_buffer_size(&dims, store);
+        ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
+        emit(caps_class_caps_s8(&ctx, &dims, &params, store, u, w, v), v, nv);
+        free(bbuf);
+    }
+    free(bu);
+    free(bw);
+    free(bv);
+    free(bm);
+    free(bs);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3 || argc > 4) {
+        fprintf(stderr, "usage: %s IN OUT [OFFSET]\n", argv[0]);
+        return 2;
+    }
+    g_offset = argc == 4 ? (size_t)strtoul(argv[3], NULL, 10) : 0;
+    g_in = fopen(argv[1], "rb");
+    g_out = fopen(argv[2], "wb");
+    if (g_in == NULL || g_out == NULL) {
+        die("cannot open files");
+    }
+    char magic[4];
+    if (fread(magic, 1, 4, g_in) != 4 || memcmp(magic, "CAPV", 4) != 0) {
+        die("not a CAPV vector file");
+    }
+    if (rd32() != 1) {
+        die("unsupported vector file version");
+    }
+    const int32_t count = rd32();
+    for (int32_t c = 0; c < count; ++c) {
+        const int32_t op = rd32();
+        if (op == 1 || op == 2) {
+            run_caps_op(op);
+        } else if (op == 3) {
+            run_class_caps();
+        } else {
+            die("unknown op code");
+        }
+    }
+    fclose(g_in);
+    fclose(g_out);
+    return 0;
+}

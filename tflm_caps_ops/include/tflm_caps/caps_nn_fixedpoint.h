@@ -1,0 +1,222 @@
+/*
+ * Fixed-point primitives shared by every kernel backend (portable,
+ * Cortex-M, RISC-V) so that all of them compute identical integers.
+ * Mirrored bit for bit by python/tflm_caps/reference/fixedpoint.py;
+ * specified in docs/quantization.md.
+ *
+ * Integer-only, C99, no libm.  Assumes two's complement with arithmetic
+ * right shift of negative values (GCC/Clang on every supported target, as
+ * TFLite and CMSIS-NN assume).  Negative values are never shifted left.
+ */
+#ifndef TFLM_CAPS_CAPS_NN_FIXEDPOINT_H
+#define TFLM_CAPS_CAPS_NN_FIXEDPOINT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CAPS_NN_INLINE static inline __attribute__((always_inline))
+#else
+#define CAPS_NN_INLINE static inline
+#endif
+
+/* Minimax coefficients (Q30) of 2^-x on [0, 1): 2^30 + x*(C1 + x*(...C5)).
+ * Max error 6e-8 absolute (1.3e-7 relative); P(0) == 2^30 exactly and
+ * P(x) < 2^30 for x > 0. */
+#define CAPS_NN_EXP2_C1 (-744258158)
+#define CAPS_NN_EXP2_C2 (257898529)
+#define CAPS_NN_EXP2_C3 (-59395887)
+#define CAPS_NN_EXP2_C4 (9908950)
+#define CAPS_NN_EXP2_C5 (-1024411)
+
+/* Clamp an int64 into int32. */
+CAPS_NN_INLINE int32_t caps_nn_sat_s32(int64_t x)
+{
+    if (x > INT32_MAX) {
+        return INT32_MAX;
+    }
+    if (x < INT32_MIN) {
+        return INT32_MIN;
+    }
+    return (int32_t)x;
+}
+
+/* Clamp into int8. */
+CAPS_NN_INLINE int8_t caps_nn_sat_s8(int32_t x)
+{
+    return (int8_t)(x > 127 ? 127 : (x < -128 ? -128 : x));
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: round(a*b / 2^31); the
+ * asymmetric nudge makes ties round toward +inf; the single overflow case
+ * saturates. */
+CAPS_NN_INLINE int32_t caps_nn_srdhm(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* truncates toward 0 */
+}
+
+/* gemmlowp RoundingDivideByPOT: round(x / 2^exponent), ties away from zero;
+ * exponent in [0, 31]. */
+CAPS_NN_INLINE int32_t caps_nn_rdbpot(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift-31),
+ * shift in [-31, 31].  The left shift saturates (TFLite leaves it undefined). */
+CAPS_NN_INLINE int32_t caps_nn_requantize(int32_t x, int32_t multiplier, int32_t shift)
+{
+    int32_t xs = x;
+    if (shift > 0) {
+        xs = caps_nn_sat_s32((int64_t)x * ((int64_t)1 << shift));
+    }
+    return caps_nn_rdbpot(caps_nn_srdhm(xs, multiplier), shift > 0 ? 0 : -shift);
+}
+
+/* round(x / 2^p), ties toward +inf, p in [0, 62]. */
+CAPS_NN_INLINE int64_t caps_nn_round_shift_s64(int64_t x, int32_t p)
+{
+    if (p <= 0) {
+        return x;
+    }
+    return (x + ((int64_t)1 << (p - 1))) >> p;
+}
+
+/* floor(sqrt(n)), exact for every uint64 (digit-by-digit, no division). */
+CAPS_NN_INLINE uint64_t caps_nn_isqrt_u64(uint64_t n)
+{
+    uint64_t res = 0;
+    uint64_t bit = (uint64_t)1 << 62;
+    while (bit > n) {
+        bit >>= 2;
+    }
+    while (bit != 0) {
+        if (n >= res + bit) {
+            n -= res + bit;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return res;
+}
+
+/* Capsule norm in Q16: floor(sqrt(sq) * 2^16), sq < 2^30 so < 2^31. */
+CAPS_NN_INLINE uint32_t caps_nn_norm_q16(uint32_t sq)
+{
+    return (uint32_t)caps_nn_isqrt_u64((uint64_t)sq << 32);
+}
+
+/* 2^(-w / 2^16) in Q30 for w >= 0: integer part by a rounding right shift,
+ * fraction by the Horner polynomial (each step rounds half up). */
+CAPS_NN_INLINE uint32_t caps_nn_exp2_neg_q30(int32_t w_q16)
+{
+    if (w_q16 < 0) {
+        w_q16 = 0;
+    }
+    const int32_t n = w_q16 >> 16;
+    if (n > 30) {
+        return 0;
+    }
+    const int64_t x = (int64_t)(w_q16 & 0xFFFF) << 14; /* Q30 fraction */
+    const int64_t half = (int64_t)1 << 29;
+    int64_t p = CAPS_NN_EXP2_C5;
+    p = CAPS_NN_EXP2_C4 + ((p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C3 + ((p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C2 + ((p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C1 + ((p * x + half) >> 30);
+    p = ((int64_t)1 << 30) + ((p * x + half) >> 30);
+    if (n > 0) {
+        p = (p + ((int64_t)1 << (n - 1))) >> n;
+    }
+    return (uint32_t)p;
+}
+
+/* exp(-k * b_scale) in Q30 for a logit difference k in [0, 255]: the Q16
+ * base-2 exponent is requantize(k, exp_beta) (real b_scale*log2(e)*2^16). */
+CAPS_NN_INLINE uint32_t caps_nn_exp_neg_q30(int32_t k, int32_t beta_multiplier,
+                                            int32_t beta_shift)
+{
+    return caps_nn_exp2_neg_q30(caps_nn_requantize(k, beta_multiplier, beta_shift));
+}
+
+/* Round(2^62 / sum) for a softmax denominator sum >= 2^30 (Q30). */
+CAPS_NN_INLINE uint64_t caps_nn_softmax_recip(uint64_t sum)
+{
+    return (((uint64_t)1 << 62) + (sum >> 1)) / sum;
+}
+
+/* Coupling coefficient in Q15: round(e * 2^15 / sum) via the reciprocal. */
+CAPS_NN_INLINE int32_t caps_nn_softmax_q15(uint32_t e, uint64_t recip)
+{
+    return (int32_t)(((uint64_t)e * recip + ((uint64_t)1 << 46)) >> 47);
+}
+
+/* Right shift applied to the routing accumulator sum_i c_ij(Q15) u_hat
+ * before requantization, so that it fits int32: smallest p >= 0 with
+ * n_in <= 2^(8+p)  (|acc| <= n_in * 2^22). */
+CAPS_NN_INLINE int32_t caps_nn_routing_acc_shift(int32_t n_in)
+{
+    int32_t p = 0;
+    while (p < 30 && ((int64_t)1 << (8 + p)) < (int64_t)n_in) {
+        ++p;
+    }
+    return p;
+}
+
+/* Squash gain G in Q24 for a capsule with squared offset norm sq
+ * (sq = sum (x - zp)^2 < 2^30):  G = 128 * f / |y|,  f = L^2 / (1 + L^2),
+ * L^2 = sq * scale^2 = sq * sq_multiplier * 2^(sq_exponent - 31).
+ *   t = L^2 in Q30 (rounded half up, capped at 2^62),
+ *   f = 2^30 - round(2^60 / (2^30 + t))                       (Q30),
+ *   r = floor(sqrt(sq) * 2^16)                                (Q16),
+ *   G = round(f * 2^17 / r)                                    (Q24, <= 2^31).
+ * sq == 0 gives G = 0 (a zero vector stays zero, nothing is divided). */
+CAPS_NN_INLINE uint32_t caps_nn_squash_gain(uint32_t sq, int32_t sq_multiplier,
+                                            int32_t sq_exponent)
+{
+    if (sq == 0 || sq_multiplier <= 0) {
+        return 0;
+    }
+    const uint64_t cap = (uint64_t)1 << 62;
+    const uint64_t prod = (uint64_t)sq * (uint64_t)(uint32_t)sq_multiplier; /* < 2^61 */
+    const int32_t left = sq_exponent - 1; /* Q30: 2^(e-31) * 2^30 */
+    uint64_t t;
+    if (left >= 0) {
+        t = (left >= 62 || prod > (cap >> left)) ? cap : (prod << left);
+    } else if (-left >= 63) {
+        t = 0;
+    } else {
+        t = (prod + ((uint64_t)1 << (-left - 1))) >> -left;
+    }
+    const uint64_t den = ((uint64_t)1 << 30) + t;
+    const uint64_t f = ((uint64_t)1 << 30) - ((((uint64_t)1 << 60) + (den >> 1)) / den);
+    const uint64_t r = caps_nn_norm_q16(sq);
+    return (uint32_t)((f * ((uint64_t)1 << 17) + (r >> 1)) / r);
+}
+
+/* One squashed element: round(y * G / 2^24), ties away from zero, to int8. */
+CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, uint32_t gain_q24)
+{
+    const uint32_t mag = (uint32_t)(y < 0 ? -y : y); /* <= 255 */
+    const int32_t v = (int32_t)(((uint64_t)mag * gain_q24 + ((uint64_t)1 << 23)) >> 24);
+    return caps_nn_sat_s8(y < 0 ? -v : v);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFLM_CAPS_CAPS_NN_FIXEDPOINT_H */

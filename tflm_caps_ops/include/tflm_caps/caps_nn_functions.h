@@ -1,0 +1,138 @@
+/*
+ * Public C99 API of the tflm-caps int8 capsule kernels.
+ *
+ * Three groups:
+ *  - parameter derivation (src/common/): float scales -> integer params,
+ *    bit-identical to tflm_caps.reference.quant; shared by all backends;
+ *  - scratch sizes (src/common/): bytes a kernel needs in ctx->buf;
+ *  - kernels (src/portable/, re-implemented under the same names by the
+ *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap.
+ *
+ * Tensors are one sample, row-major, last axis contiguous.  The arithmetic
+ * is specified in docs/quantization.md.
+ */
+#ifndef TFLM_CAPS_CAPS_NN_FUNCTIONS_H
+#define TFLM_CAPS_CAPS_NN_FUNCTIONS_H
+
+#include "tflm_caps/caps_nn_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Library version: major*10000 + minor*100 + patch. */
+int32_t caps_nn_version(void);
+
+/* ---------------------------------------------------------------------
+ * Parameter derivation (double arithmetic, no libm; identical to numpy).
+ * ------------------------------------------------------------------- */
+
+/* TFLite QuantizeMultiplier: real = multiplier * 2^(shift-31), multiplier
+ * in [2^30, 2^31) rounded half away from zero.  real <= 0, NaN, inf or
+ * below 2^-32 -> (0, 0); at or above 2^30 -> (INT32_MAX, 30).  Returns
+ * CAPS_NN_ARG_ERROR (and zeros) when real is negative or not finite. */
+caps_nn_status caps_quantize_multiplier(double real, int32_t *multiplier, int32_t *shift);
+
+/* Unclamped variant: real = multiplier * 2^(exponent-31) for any positive
+ * normal double (exponent in [-1021, 1024]); 0 or subnormal -> (0, 0). */
+caps_nn_status caps_frexp_q31(double real, int32_t *multiplier, int32_t *exponent);
+
+caps_nn_status caps_squash_params_init(float input_scale, int32_t input_zp,
+                                       caps_squash_params *out);
+
+caps_nn_status caps_length_params_init(float input_scale, int32_t input_zp,
+                                       caps_length_params *out);
+
+/* multipliers/shifts: caller arrays of num_weight_scales entries that
+ * `out` keeps pointing to. */
+caps_nn_status caps_predictions_params_init(float input_scale, int32_t input_zp,
+                                            const float *weight_scales,
+                                            int32_t num_weight_scales, int32_t n_out,
+                                            float uhat_scale, int32_t *multipliers,
+                                            int32_t *shifts, caps_predictions_params *out);
+
+caps_nn_status caps_routing_params_init(const caps_class_caps_dims *dims, int32_t routings,
+                                        float uhat_scale, const float *s_scales,
+                                        const float *b_scales, caps_routing_params *out);
+
+/* Predictions + routing params; multipliers/shifts as for predictions. */
+caps_nn_status caps_class_caps_params_init(const caps_class_caps_dims *dims,
+                                           const caps_class_caps_quant *quant,
+                                           int32_t *multipliers, int32_t *shifts,
+                                           caps_class_caps_params *out);
+
+/* ---------------------------------------------------------------------
+ * Argument checks shared by all kernel backends (src/common/): each
+ * returns CAPS_NN_ARG_ERROR for dims beyond the documented limits or
+ * params with a shift out of range / derived for other dims.
+ * ------------------------------------------------------------------- */
+caps_nn_status caps_caps_dims_check(const caps_caps_dims *dims);
+caps_nn_status caps_class_caps_dims_check(const caps_class_caps_dims *dims);
+caps_nn_status caps_squash_params_check(const caps_squash_params *params);
+caps_nn_status caps_length_params_check(const caps_length_params *params);
+caps_nn_status caps_predictions_params_check(const caps_class_caps_dims *dims,
+                                             const caps_predictions_params *params);
+caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
+                                         const caps_routing_params *params);
+
+/* ---------------------------------------------------------------------
+ * Scratch sizes in bytes (-1 for invalid dims).  Generous enough for
+ * every backend; the kernel may use the bytes as it likes.
+ * ------------------------------------------------------------------- */
+int32_t caps_predictions_s8_get_buffer_size(const caps_class_caps_dims *dims);
+int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims);
+/* store_predictions != 0: all n_in*n_out*dim_out predictions kept in scratch
+ * (computed once); 0: recomputed once per routing iteration (less RAM). */
+int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
+                                           int32_t store_predictions);
+
+/* ---------------------------------------------------------------------
+ * Kernels.
+ * ------------------------------------------------------------------- */
+
+/* v = squash(x) per capsule; input and output [n_caps, dim]. May run in place. */
+caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_params *params,
+                              const int8_t *input, int8_t *output);
+
+/* output[n] = |input[n, :]|, input [n_caps, dim], output [n_caps]. */
+caps_nn_status caps_length_s8(const caps_caps_dims *dims, const caps_length_params *params,
+                              const int8_t *input, int8_t *output);
+
+/* u_hat[i, j, d] = requant(sum_k W[i, j, d, k] * (u[i, k] - input_zp)).
+ * u [n_in, dim_in], weights [n_in, n_out, dim_out, dim_in],
+ * u_hat [n_in, n_out, dim_out]. */
+caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                   const caps_predictions_params *params, const int8_t *input,
+                                   const int8_t *weights, int8_t *u_hat);
+
+/* Routing-by-agreement over stored predictions u_hat [n_in, n_out, dim_out];
+ * output v [n_out, dim_out] (scale 1/128, zp 0). */
+caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
+                                       const caps_class_caps_dims *dims,
+                                       const caps_routing_params *params, const int8_t *u_hat,
+                                       int8_t *output);
+
+/* Whole class-capsule layer for one sample: predictions + routing.
+ * Both store_predictions modes give bit-identical output. */
+caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output);
+
+/* ---------------------------------------------------------------------
+ * Exported copies of the inline fixed-point primitives of
+ * caps_nn_fixedpoint.h, for bindings and tests (not for hot loops).
+ * ------------------------------------------------------------------- */
+int32_t caps_nn_requantize_export(int32_t x, int32_t multiplier, int32_t shift);
+uint64_t caps_nn_isqrt_u64_export(uint64_t n);
+uint32_t caps_nn_exp2_neg_q30_export(int32_t w_q16);
+/* Fills table[k] = exp(-k * b_scale) in Q30, k = 0..255, from exp_beta. */
+void caps_nn_exp_table_export(const caps_nn_requant *exp_beta, uint32_t *table);
+/* Squash gain G (Q24) of a capsule with squared offset norm sq. */
+uint32_t caps_nn_squash_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFLM_CAPS_CAPS_NN_FUNCTIONS_H */

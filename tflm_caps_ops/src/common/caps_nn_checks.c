@@ -1,0 +1,143 @@
+/*
+ * Argument checks and scratch sizes shared by every kernel backend, so
+ * that all backends accept exactly the same inputs (limits and their
+ * reasons: docs/quantization.md).
+ */
+#include <stddef.h>
+
+#include "tflm_caps/caps_nn_functions.h"
+
+#define A8(x) (((x) + 7) & ~(int64_t)7)
+
+/* Largest scratch size we report (leaves room for the caller's rounding). */
+#define CAPS_NN_MAX_BUFFER ((int64_t)INT32_MAX - 65536)
+
+static int shift_ok(const caps_nn_requant *q)
+{
+    return q->shift >= -31 && q->shift <= 30 && q->multiplier >= 0;
+}
+
+caps_nn_status caps_caps_dims_check(const caps_caps_dims *dims)
+{
+    if (dims == NULL || dims->n_caps < 0 || dims->dim < 1 || dims->dim > CAPS_NN_MAX_CAPS_DIM) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_class_caps_dims_check(const caps_class_caps_dims *dims)
+{
+    if (dims == NULL || dims->n_in < 1 || dims->n_in > CAPS_NN_MAX_N_IN || dims->dim_in < 1 ||
+        dims->dim_in > CAPS_NN_MAX_DIM_IN || dims->n_out < 1 || dims->n_out > CAPS_NN_MAX_N_OUT ||
+        dims->dim_out < 1 || dims->dim_out > CAPS_NN_MAX_CAPS_DIM) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    if ((int64_t)dims->n_in * dims->n_out * dims->dim_out > CAPS_NN_MAX_BUFFER / 2) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_squash_params_check(const caps_squash_params *params)
+{
+    if (params == NULL || params->input_zp < -128 || params->input_zp > 127 ||
+        params->sq_multiplier < 0) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_length_params_check(const caps_length_params *params)
+{
+    if (params == NULL || params->input_zp < -128 || params->input_zp > 127 ||
+        !shift_ok(&params->out)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_predictions_params_check(const caps_class_caps_dims *dims,
+                                             const caps_predictions_params *params)
+{
+    if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS || params == NULL ||
+        params->input_zp < -128 || params->input_zp > 127 || params->multipliers == NULL ||
+        params->shifts == NULL ||
+        (params->num_scales != 1 && params->num_scales != dims->n_out)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    for (int32_t j = 0; j < params->num_scales; ++j) {
+        const caps_nn_requant q = {params->multipliers[j], params->shifts[j]};
+        if (!shift_ok(&q)) {
+            return CAPS_NN_ARG_ERROR;
+        }
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
+                                         const caps_routing_params *params)
+{
+    if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS || params == NULL ||
+        params->routings < 1 || params->routings > CAPS_NN_MAX_ROUTINGS ||
+        params->n_in != dims->n_in || params->n_out != dims->n_out ||
+        params->dim_out != dims->dim_out) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    for (int32_t r = 0; r < params->routings; ++r) {
+        if (!shift_ok(&params->s[r]) || params->squash[r].input_zp != 0 ||
+            caps_squash_params_check(&params->squash[r]) != CAPS_NN_SUCCESS) {
+            return CAPS_NN_ARG_ERROR;
+        }
+    }
+    for (int32_t u = 0; u + 1 < params->routings; ++u) {
+        if (!shift_ok(&params->agree[u]) || !shift_ok(&params->carry[u]) ||
+            !shift_ok(&params->exp_beta[u])) {
+            return CAPS_NN_ARG_ERROR;
+        }
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+static int64_t predictions_bytes(const caps_class_caps_dims *dims)
+{
+    return A8((int64_t)2 * dims->dim_in) + 8; /* + aligning the caller's pointer */
+}
+
+static int64_t routing_bytes(const caps_class_caps_dims *dims)
+{
+    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
+    return A8((int64_t)dims->n_in * dims->n_out) + 8 * md + A8(md) + 1024 +
+           A8((int64_t)4 * dims->n_out) + 8;
+}
+
+static int32_t checked(int64_t bytes)
+{
+    return bytes > CAPS_NN_MAX_BUFFER ? -1 : (int32_t)bytes;
+}
+
+int32_t caps_predictions_s8_get_buffer_size(const caps_class_caps_dims *dims)
+{
+    if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
+        return -1;
+    }
+    return checked(predictions_bytes(dims));
+}
+
+int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims)
+{
+    if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
+        return -1;
+    }
+    return checked(routing_bytes(dims));
+}
+
+int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
+                                           int32_t store_predictions)
+{
+    if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
+        return -1;
+    }
+    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
+    const int64_t uhat = store_predictions ? A8((int64_t)dims->n_in * md) : A8(md);
+    return checked(routing_bytes(dims) + uhat + predictions_bytes(dims));
+}

@@ -1,0 +1,64 @@
+/*
+ * Internals shared by the Cortex-M backend's source files (not installed).
+ */
+#ifndef TFLM_CAPS_CM_INTERNAL_H
+#define TFLM_CAPS_CM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caps_cm_dsp.h"
+#include "tflm_caps/caps_nn_backend_math.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+/* Requantization of an accumulator that is already doubled (acc2 = 2 acc),
+ * exact by the split of caps_bm_requant (|acc| < 2^30, shift <= 0):
+ * SMMLAR gives SRDHM plus the rounding half, adding the sign bit of acc2
+ * gives RDBPOT's ties-away-from-zero, then the right shift and SSAT. */
+CAPS_CM_INLINE int32_t caps_cm_requant2(int32_t acc2, int32_t multiplier, int32_t half,
+                                        int32_t rshift, int32_t has_fix)
+{
+    int32_t t = caps_cm_smmlar(acc2, multiplier, half);
+    if (has_fix) {
+        t += acc2 >> 31;
+    }
+    return caps_cm_ssat8(t >> rshift);
+}
+
+/* Requantization by the split of caps_bm_requant (q->fast checked). */
+CAPS_CM_INLINE int32_t caps_cm_requant(int32_t x, const caps_bm_requant *q)
+{
+    const int32_t t = caps_cm_smmlar((int32_t)((uint32_t)x << q->lshift), q->multiplier, q->half);
+    return (t + ((x >> 31) & q->fix)) >> q->rshift;
+}
+
+/* Prepared predictions of one layer: per output capsule requantization and
+ * the doubled, zero-point-offset input capsule in SXTB16 lane order. */
+typedef struct {
+    int32_t n_out;
+    int32_t dim_out;
+    int32_t dim_in;
+    int32_t zp;
+    int32_t num_scales;
+    const int32_t *multipliers;
+    const int32_t *shifts;
+    int32_t all_fast; /* every scale has shift <= 0: the SMMLAR path is exact */
+    uint32_t *u2;     /* scratch: dim_in int16, 4-byte aligned */
+} caps_cm_pred;
+
+/* Prepares `pc` from checked params; scratch is the predictions context
+ * (caps_predictions_s8_get_buffer_size bytes). */
+void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
+                       const caps_predictions_params *params, void *scratch);
+
+/* u_hat(.|i) [n_out*dim_out] = requant(W[i] (u_i - zp)). */
+void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const int8_t *w_i,
+                             int8_t *out);
+
+/* Aligns p up to a multiple of `align` (a power of two). */
+CAPS_CM_INLINE void *caps_cm_align(void *p, uintptr_t align)
+{
+    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
+}
+
+#endif /* TFLM_CAPS_CM_INTERNAL_H */

@@ -1,0 +1,232 @@
+/*
+ * Cortex-M predictions u_hat(j|i) = W_ij (u_i - zp), CMSIS-NN style.
+ *
+ * Per input capsule i the whole contiguous (n_out*dim_out) x dim_in block
+ * W[i] is one matrix-vector product.  The input capsule is offset by the
+ * zero point and doubled once (2 (u - zp) fits int16), stored as halfword
+ * pairs in SXTB16 lane order, so each 4 weights cost one load, two SXTB16
+ * and two SMLAD, and the accumulator arrives already doubled for the
+ * one-SMMLAR requantization (caps_cm_requant2).  Dedicated loops for
+ * dim_in 4 and 8 keep the input in registers.
+ *
+ * Built with CAPS_NN_USE_CMSIS_NN (and CMSIS-NN linked, scalar/DSP build),
+ * the product goes to arm_nn_vec_mat_mult_t_s8 instead, which computes the
+ * same integers for shift <= 0 (CMSIS-NN's requantization rounds like
+ * TFLite's; do not define CMSIS_NN_USE_SINGLE_ROUNDING).
+ */
+#include "caps_cm_internal.h"
+
+#if defined(CAPS_NN_USE_CMSIS_NN)
+#include "caps_cm_cmsis_nn.h"
+#endif
+
+void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
+                       const caps_predictions_params *params, void *scratch)
+{
+    pc->n_out = dims->n_out;
+    pc->dim_out = dims->dim_out;
+    pc->dim_in = dims->dim_in;
+    pc->zp = params->input_zp;
+    pc->num_scales = params->num_scales;
+    pc->multipliers = params->multipliers;
+    pc->shifts = params->shifts;
+    pc->all_fast = 1;
+    for (int32_t j = 0; j < params->num_scales; ++j) {
+        if (params->shifts[j] > 0) {
+            pc->all_fast = 0;
+        }
+    }
+    /* the scratch has 8 bytes of slack for this */
+    pc->u2 = (uint32_t *)caps_cm_align(scratch, 4);
+}
+
+/* Doubled offset input: per 4 inputs (u0, u2) and (u1, u3), then the tail
+ * as plain int16. */
+static void prepare_input(const caps_cm_pred *pc, const int8_t *u)
+{
+    const int32_t k4 = pc->dim_in & ~3;
+#if CAPS_CM_DSP
+    const uint32_t nzp = (uint32_t)(uint16_t)(int16_t)(-pc->zp) * 0x00010001u;
+#endif
+    uint32_t *dst = pc->u2;
+    int32_t k = 0;
+    for (; k < k4; k += 4) {
+        const uint32_t w = caps_cm_read_s8x4(u + k);
+#if CAPS_CM_DSP
+        const uint32_t a = __sxtab16(nzp, w);
+        const uint32_t b = caps_cm_sxtab16_ror8(nzp, w);
+        dst[0] = __sadd16(a, a);
+        dst[1] = __sadd16(b, b);
+#else
+        const int32_t v0 = 2 * (u[k] - pc->zp), v1 = 2 * (u[k + 1] - pc->zp);
+        const int32_t v2 = 2 * (u[k + 2] - pc->zp), v3 = 2 * (u[k + 3] - pc->zp);
+        (void)w;
+        dst[0] = ((uint32_t)v0 & 0xFFFFu) | ((uint32_t)v2 << 16);
+        dst[1] = ((uint32_t)v1 & 0xFFFFu) | ((uint32_t)v3 << 16);
+#endif
+        dst += 2;
+    }
+    int16_t *tail = (int16_t *)dst;
+    for (; k < pc->dim_in; ++k) {
+        *tail++ = (int16_t)(2 * (u[k] - pc->zp));
+    }
+}
+
+/* Doubled dot product of one weight row with the prepared input. */
+CAPS_CM_INLINE int32_t row_dot(const caps_cm_pred *pc, const int8_t *w)
+{
+    const int32_t k4 = pc->dim_in & ~3;
+    const uint32_t *src = pc->u2;
+    int32_t acc = 0;
+    int32_t k = 0;
+    for (; k < k4; k += 4) {
+        const uint32_t x = caps_cm_read_s8x4(w + k);
+        acc = caps_cm_smlad(caps_cm_sxtb16(x), src[0], acc);
+        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x), src[1], acc);
+        src += 2;
+    }
+    const int16_t *tail = (const int16_t *)src;
+    for (; k < pc->dim_in; ++k) {
+        acc += (int32_t)w[k] * *tail++;
+    }
+    return acc;
+}
+
+/* Rows of one output capsule (same requantization), generic dim_in. */
+CAPS_CM_INLINE void rows_generic(const caps_cm_pred *pc, const int8_t *w, int8_t *out,
+                                 int32_t rows, int32_t mult, int32_t half, int32_t rshift,
+                                 int32_t has_fix)
+{
+    const int32_t k_in = pc->dim_in;
+    for (int32_t d = 0; d < rows; ++d) {
+        out[d] = (int8_t)caps_cm_requant2(row_dot(pc, w), mult, half, rshift, has_fix);
+        w += k_in;
+    }
+}
+
+/* dim_in == 4: the input pair stays in registers, one word per row. */
+CAPS_CM_INLINE void rows_k4(const caps_cm_pred *pc, const int8_t *w, int8_t *out, int32_t rows,
+                            int32_t mult, int32_t half, int32_t rshift, int32_t has_fix)
+{
+    const uint32_t a = pc->u2[0], b = pc->u2[1];
+    int32_t d = 0;
+    for (; d + 2 <= rows; d += 2) {
+        const uint32_t x0 = caps_cm_read_s8x4(w);
+        const uint32_t x1 = caps_cm_read_s8x4(w + 4);
+        int32_t acc0 = caps_cm_smlad(caps_cm_sxtb16(x0), a, 0);
+        int32_t acc1 = caps_cm_smlad(caps_cm_sxtb16(x1), a, 0);
+        acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b, acc0);
+        acc1 = caps_cm_smlad(caps_cm_sxtb16_ror8(x1), b, acc1);
+        out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
+        out[d + 1] = (int8_t)caps_cm_requant2(acc1, mult, half, rshift, has_fix);
+        w += 8;
+    }
+    if (d < rows) {
+        const uint32_t x0 = caps_cm_read_s8x4(w);
+        int32_t acc0 = caps_cm_smlad(caps_cm_sxtb16(x0), a, 0);
+        acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b, acc0);
+        out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
+    }
+}
+
+/* dim_in == 8: two words per row, four input pairs in registers. */
+CAPS_CM_INLINE void rows_k8(const caps_cm_pred *pc, const int8_t *w, int8_t *out, int32_t rows,
+                            int32_t mult, int32_t half, int32_t rshift, int32_t has_fix)
+{
+    const uint32_t a0 = pc->u2[0], b0 = pc->u2[1], a1 = pc->u2[2], b1 = pc->u2[3];
+    for (int32_t d = 0; d < rows; ++d) {
+        const uint32_t x0 = caps_cm_read_s8x4(w);
+        const uint32_t x1 = caps_cm_read_s8x4(w + 4);
+        int32_t acc = caps_cm_smlad(caps_cm_sxtb16(x0), a0, 0);
+        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b0, acc);
+        acc = caps_cm_smlad(caps_cm_sxtb16(x1), a1, acc);
+        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x1), b1, acc);
+        out[d] = (int8_t)caps_cm_requant2(acc, mult, half, rshift, has_fix);
+        w += 8;
+    }
+}
+
+/* All output capsules with a given row kernel; the two has_fix variants
+ * let the compiler drop the sign fix where the shift is 0. */
+#define CAPS_CM_ALL_CAPSULES(ROWS)                                                     \
+    for (int32_t j = 0; j < n_blocks; ++j) {                                          \
+        const int32_t q = pc->num_scales == 1 ? 0 : j;                                \
+        const int32_t mult = pc->multipliers[q];                                      \
+        const int32_t rshift = -pc->shifts[q];                                        \
+        const int32_t half = rshift > 0 ? (int32_t)(1u << (rshift - 1)) : 0;         \
+        if (rshift > 0) {                                                             \
+            ROWS(pc, w, out, rows, mult, half, rshift, 1);                            \
+        } else {                                                                      \
+            ROWS(pc, w, out, rows, mult, 0, 0, 0);                                    \
+        }                                                                             \
+        w += (size_t)rows * (size_t)pc->dim_in;                                       \
+        out += rows;                                                                  \
+    }
+
+void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const int8_t *w_i,
+                             int8_t *out)
+{
+    if (!pc->all_fast) {
+        /* a positive shift (real multiplier >= 1): plain requantization */
+        for (int32_t j = 0; j < pc->n_out; ++j) {
+            const int32_t q = pc->num_scales == 1 ? 0 : j;
+            for (int32_t d = 0; d < pc->dim_out; ++d) {
+                int32_t acc = 0;
+                for (int32_t k = 0; k < pc->dim_in; ++k) {
+                    acc += (int32_t)w_i[k] * (u_i[k] - pc->zp);
+                }
+                w_i += pc->dim_in;
+                *out++ = caps_nn_sat_s8(
+                    caps_nn_requantize(acc, pc->multipliers[q], pc->shifts[q]));
+            }
+        }
+        return;
+    }
+#if defined(CAPS_NN_USE_CMSIS_NN)
+    {
+        const int32_t per_j = pc->num_scales != 1;
+        const int32_t rows = per_j ? pc->dim_out : pc->n_out * pc->dim_out;
+        const int32_t blocks = per_j ? pc->n_out : 1;
+        for (int32_t j = 0; j < blocks; ++j) {
+            (void)arm_nn_vec_mat_mult_t_s8(u_i, w_i, NULL, NULL, out, -pc->zp, 0,
+                                           pc->multipliers[j], pc->shifts[j], pc->dim_in, rows,
+                                           -128, 127, 1, 0);
+            w_i += (size_t)rows * (size_t)pc->dim_in;
+            out += rows;
+        }
+        return;
+    }
+#endif
+    prepare_input(pc, u_i);
+    const int32_t per_j = pc->num_scales != 1;
+    const int32_t rows = per_j ? pc->dim_out : pc->n_out * pc->dim_out;
+    const int32_t n_blocks = per_j ? pc->n_out : 1;
+    const int8_t *w = w_i;
+    if (pc->dim_in == 4) {
+        CAPS_CM_ALL_CAPSULES(rows_k4)
+    } else if (pc->dim_in == 8) {
+        CAPS_CM_ALL_CAPSULES(rows_k8)
+    } else {
+        CAPS_CM_ALL_CAPSULES(rows_generic)
+    }
+}
+
+caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                   const caps_predictions_params *params, const int8_t *input,
+                                   const int8_t *weights, int8_t *u_hat)
+{
+    if (caps_predictions_params_check(dims, params) != CAPS_NN_SUCCESS || input == NULL ||
+        weights == NULL || u_hat == NULL || ctx == NULL || ctx->buf == NULL ||
+        ctx->size < caps_predictions_s8_get_buffer_size(dims)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    caps_cm_pred pc;
+    caps_cm_pred_init(&pc, dims, params, ctx->buf);
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    for (int32_t i = 0; i < dims->n_in; ++i) {
+        caps_cm_predict_capsule(&pc, input + (size_t)i * (size_t)dims->dim_in,
+                                weights + (size_t)i * md * (size_t)dims->dim_in,
+                                u_hat + (size_t)i * md);
+    }
+    return CAPS_NN_SUCCESS;
+}

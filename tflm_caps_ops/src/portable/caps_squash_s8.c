@@ -1,0 +1,32 @@
+/* Portable squash: v = x |x| / (1 + |x|^2), output scale 1/128, zp 0. */
+#include <stddef.h>
+
+#include "tflm_caps/caps_nn_fixedpoint.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_params *params,
+                              const int8_t *input, int8_t *output)
+{
+    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
+        caps_squash_params_check(params) != CAPS_NN_SUCCESS ||
+        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    const int32_t dim = dims->dim;
+    const int32_t zp = params->input_zp;
+    for (int32_t n = 0; n < dims->n_caps; ++n) {
+        const int8_t *x = input + (size_t)n * dim;
+        int8_t *v = output + (size_t)n * dim;
+        uint32_t sq = 0;
+        for (int32_t k = 0; k < dim; ++k) {
+            const int32_t y = x[k] - zp;
+            sq += (uint32_t)(y * y);
+        }
+        const uint32_t gain = caps_nn_squash_gain(sq, params->sq_multiplier, params->sq_exponent);
+        /* in place is safe: element k is read before it is written */
+        for (int32_t k = 0; k < dim; ++k) {
+            v[k] = caps_nn_squash_apply(x[k] - zp, gain);
+        }
+    }
+    return CAPS_NN_SUCCESS;
+}

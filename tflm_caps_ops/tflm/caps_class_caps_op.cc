@@ -1,0 +1,236 @@
+/*
+ * TFLMCaps_ClassCaps: u int8 [B, N_in, D_in], W int8 constant
+ * [N_in, N_out, D_out, D_in] (symmetric, 1 or N_out scales) ->
+ * v int8 [B, N_out, D_out] (fixed scale 1/128, zero point 0):
+ * predictions u_hat = W u, then dynamic routing-by-agreement
+ * (docs/custom_ops.md, docs/quantization.md).  The calibrated scales of the
+ * routing intermediates come from the options.
+ */
+#include <float.h>
+
+#include "tflm/caps_op_common.h"
+#include "tflm/caps_ops.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+namespace tflm_caps {
+namespace {
+
+const char kOp[] = "TFLMCaps_ClassCaps";
+
+struct OpData {
+  caps_class_caps_params params; /* points at the persistent arrays below */
+  caps_class_caps_dims dims;
+  int32_t batch;
+  int32_t store_predictions;
+  int32_t scratch_bytes;
+  int scratch_index;
+  int32_t* multipliers; /* num_weight_scales entries, persistent */
+  int32_t* shifts;
+};
+
+void* Init(TfLiteContext* context, const char* buffer, size_t length) {
+  return CapsAllocatePersistent(context, sizeof(OpData));
+}
+
+struct Options {
+  int32_t routings;
+  int32_t store_predictions;
+  float u_hat_scale;
+  float s_scales[CAPS_NN_MAX_ROUTINGS];
+  float b_scales[CAPS_NN_MAX_ROUTINGS];
+};
+
+TfLiteStatus ReadOptions(const TfLiteNode* node, Options* opt) {
+  caps_flexbuf_ref map;
+  CAPS_ENSURE_OK(CapsOpenOptions(kOp, node, &map));
+  int64_t value;
+  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, "num_routing", 1, CAPS_NN_MAX_ROUTINGS, nullptr, &value));
+  opt->routings = (int32_t)value;
+  // Storing predictions only trades RAM for speed (bit-identical results),
+  // so a model without the key gets the faster mode.
+  const int64_t store_default = 1;
+  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, "store_predictions", 0, 1, &store_default, &value));
+  opt->store_predictions = (int32_t)value;
+  CAPS_ENSURE_OK(CapsOptionScale(kOp, &map, "u_hat_scale", &opt->u_hat_scale));
+  CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "s_scales", opt->routings, opt->s_scales));
+  if (opt->routings > 1) {
+    CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "b_scales", opt->routings - 1, opt->b_scales));
+  } else {
+    // One iteration never updates the logits: b_scales may be absent or empty.
+    caps_flexbuf_ref vec;
+    if (caps_flexbuf_map_get(&map, "b_scales", &vec) == CAPS_FLEXBUF_OK)
+      CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "b_scales", 0, opt->b_scales));
+  }
+  return kTfLiteOk;
+}
+
+// Weight quantization: symmetric, 1 scale or one per output capsule along
+// dimension 1; returns the scale array and count.
+TfLiteStatus CheckWeights(const TfLiteTensor* w, int32_t n_out, const float** scales,
+                          int32_t* count) {
+  const char* what = "input 1 (W)";
+  if (w->allocation_type != kCapsConstantAllocation) {
+    CapsReportError("%s: %s must be a constant tensor (weights stored in the model)", kOp, what);
+    return kTfLiteError;
+  }
+  const TfLiteAffineQuantization* affine =
+      w->quantization.type == kTfLiteAffineQuantization
+          ? static_cast<const TfLiteAffineQuantization*>(w->quantization.params)
+          : nullptr;
+  if (affine == nullptr || affine->scale == nullptr || affine->zero_point == nullptr) {
+    CapsReportError("%s: %s must have affine quantization, got none", kOp, what);
+    return kTfLiteError;
+  }
+  const int32_t n = affine->scale->size;
+  if (n != 1 && n != n_out) {
+    CapsReportError("%s: %s must have 1 or N_out = %d scales, got %d", kOp, what, (int)n_out,
+                    (int)n);
+    return kTfLiteError;
+  }
+  if (n > 1 && affine->quantized_dimension != 1) {
+    CapsReportError("%s: %s per-capsule scales must be along dimension 1 (N_out), got "
+                    "quantized_dimension %d", kOp, what, (int)affine->quantized_dimension);
+    return kTfLiteError;
+  }
+  if (affine->zero_point->size != n && affine->zero_point->size != 1) {
+    CapsReportError("%s: %s has %d scales but %d zero points", kOp, what, (int)n,
+                    (int)affine->zero_point->size);
+    return kTfLiteError;
+  }
+  for (int i = 0; i < affine->zero_point->size; ++i) {
+    if (affine->zero_point->data[i] != 0) {
+      CapsReportError("%s: %s must be symmetric (zero point 0), got zero point %d at %d", kOp,
+                      what, affine->zero_point->data[i], i);
+      return kTfLiteError;
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    const float s = affine->scale->data[i];
+    if (!(s > 0.0f) || s > FLT_MAX) {
+      CapsReportError("%s: %s scale %d must be positive and finite, got %g", kOp, what, i,
+                      (double)s);
+      return kTfLiteError;
+    }
+  }
+  *scales = affine->scale->data;
+  *count = n;
+  return kTfLiteOk;
+}
+
+TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options& opt,
+                            const TfLiteTensor* u, const TfLiteTensor* w,
+                            const TfLiteTensor* v) {
+  CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 0 (u)", u, 3));
+  CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 1 (W)", w, 4));
+  CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "output 0 (v)", v, 3));
+  const int32_t batch = u->dims->data[0];
+  caps_class_caps_dims dims;
+  dims.n_in = u->dims->data[1];
+  dims.dim_in = u->dims->data[2];
+  dims.n_out = w->dims->data[1];
+  dims.dim_out = w->dims->data[2];
+  const int32_t w_dims[4] = {dims.n_in, dims.n_out, dims.dim_out, dims.dim_in};
+  CAPS_ENSURE_OK(CapsCheckDims(kOp, "input 1 (W) [N_in, N_out, D_out, D_in]", w, w_dims, 4));
+  const int32_t v_dims[3] = {batch, dims.n_out, dims.dim_out};
+  CAPS_ENSURE_OK(CapsCheckDims(kOp, "output 0 (v) [B, N_out, D_out]", v, v_dims, 3));
+  CapsQuant u_q;
+  CAPS_ENSURE_OK(CapsGetPerTensorQuant(kOp, "input 0 (u)", u, &u_q));
+  CAPS_ENSURE_OK(CapsCheckFixedQuant(kOp, "output 0 (v)", v, 1.0f / 128.0f, 0));
+  const float* w_scales = nullptr;
+  int32_t n_scales = 0;
+  CAPS_ENSURE_OK(CheckWeights(w, dims.n_out, &w_scales, &n_scales));
+
+  data->multipliers =
+      static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));
+  data->shifts = static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));
+  if (data->multipliers == nullptr || data->shifts == nullptr) {
+    CapsReportError("%s: could not allocate requantization parameters in the arena", kOp);
+    return kTfLiteError;
+  }
+  caps_class_caps_quant quant;
+  quant.input_scale = u_q.scale;
+  quant.input_zp = u_q.zero_point;
+  quant.weight_scales = w_scales;
+  quant.num_weight_scales = n_scales;
+  quant.uhat_scale = opt.u_hat_scale;
+  quant.routings = opt.routings;
+  quant.s_scales = opt.s_scales;
+  quant.b_scales = opt.routings > 1 ? opt.b_scales : nullptr;
+  if (caps_class_caps_params_init(&dims, &quant, data->multipliers, data->shifts,
+                                  &data->params) != CAPS_NN_SUCCESS) {
+    CapsReportError("%s: cannot derive integer parameters for N_in=%d D_in=%d N_out=%d D_out=%d "
+                    "routings=%d (dims beyond the kernel limits or scales out of range)", kOp,
+                    (int)dims.n_in, (int)dims.dim_in, (int)dims.n_out, (int)dims.dim_out,
+                    (int)opt.routings);
+    return kTfLiteError;
+  }
+  const int32_t bytes = caps_class_caps_s8_get_buffer_size(&dims, opt.store_predictions);
+  if (bytes < 0) {
+    CapsReportError("%s: dims N_in=%d D_in=%d N_out=%d D_out=%d exceed the kernel limits", kOp,
+                    (int)dims.n_in, (int)dims.dim_in, (int)dims.n_out, (int)dims.dim_out);
+    return kTfLiteError;
+  }
+  data->scratch_index = -1;
+  if (bytes > 0 && CapsRequestScratch(context, (size_t)bytes, &data->scratch_index) != kTfLiteOk) {
+    CapsReportError("%s: could not reserve %d bytes of scratch in the arena", kOp, (int)bytes);
+    return kTfLiteError;
+  }
+  data->dims = dims;
+  data->batch = batch;
+  data->store_predictions = opt.store_predictions;
+  data->scratch_bytes = bytes;
+  return kTfLiteOk;
+}
+
+TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
+  OpData* data = static_cast<OpData*>(node->user_data);
+  if (data == nullptr) {
+    CapsReportError("%s: could not allocate %d bytes of op data in the arena", kOp,
+                    (int)sizeof(OpData));
+    return kTfLiteError;
+  }
+  Options opt;
+  CAPS_ENSURE_OK(ReadOptions(node, &opt));
+  CAPS_ENSURE_OK(CapsCheckArity(kOp, node, 2, 1));
+  TfLiteTensor* u = CapsTempInput(context, node, 0);
+  TfLiteTensor* w = CapsTempInput(context, node, 1);
+  TfLiteTensor* v = CapsTempOutput(context, node, 0);
+  const TfLiteStatus status = PrepareTensors(context, data, opt, u, w, v);
+  CapsFreeTemp(context, u);
+  CapsFreeTemp(context, w);
+  CapsFreeTemp(context, v);
+  return status;
+}
+
+TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const TfLiteEvalTensor* u = CapsEvalInput(context, node, 0);
+  const TfLiteEvalTensor* w = CapsEvalInput(context, node, 1);
+  TfLiteEvalTensor* v = CapsEvalOutput(context, node, 0);
+  caps_nn_context scratch;
+  scratch.buf = data->scratch_index >= 0 ? CapsGetScratch(context, data->scratch_index) : nullptr;
+  scratch.size = data->scratch_bytes;
+  const caps_class_caps_dims& d = data->dims;
+  const int32_t in_stride = d.n_in * d.dim_in, out_stride = d.n_out * d.dim_out;
+  for (int32_t b = 0; b < data->batch; ++b) {
+    const caps_nn_status st =
+        caps_class_caps_s8(&scratch, &d, &data->params, data->store_predictions,
+                           u->data.int8 + (size_t)b * in_stride, w->data.int8,
+                           v->data.int8 + (size_t)b * out_stride);
+    if (st != CAPS_NN_SUCCESS) {
+      CapsReportError("%s: kernel caps_class_caps_s8 failed with status %d (batch item %d)", kOp,
+                      (int)st, (int)b);
+      return kTfLiteError;
+    }
+  }
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+TFLMRegistration* Register_TFLMCAPS_CLASS_CAPS() {
+  static TFLMRegistration registration = CapsMakeRegistration(Init, Prepare, Eval, nullptr);
+  return &registration;
+}
+
+}  // namespace tflm_caps
