@@ -87,6 +87,10 @@ native = Extension(
     "tflm_caps._libtflm_caps",
     sources=native_sources(),
     include_dirs=[os.path.join(OPS, "include"), OPS],
+    # Headers hold static inline arithmetic: editing one must rebuild.
+    depends=_rel(glob.glob(os.path.join(HERE, OPS, "include", "tflm_caps", "*.h"))
+                 + glob.glob(os.path.join(HERE, OPS, "tflm", "*.h"))
+                 + glob.glob(os.path.join(HERE, OPS, "host", "*.h"))),
     define_macros=[("TFLM_CAPS_HOST_ABI", "1")],
     libraries=["stdc++"],
     language="c++",

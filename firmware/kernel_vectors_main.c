@@ -31,6 +31,22 @@
 #define CAPS_SCRATCH_OFFSET 0
 #endif
 
+/* Extra routing scratch beyond the API minimum, bytes (0: exactly the
+ * minimum).  CAPS_EXTRA_BLOCK_SCRATCH=1 adds 2 * n_out * min(n_in, 256)
+ * bytes, the couplings block the optimized backends can use. */
+#ifndef CAPS_EXTRA_BLOCK_SCRATCH
+#define CAPS_EXTRA_BLOCK_SCRATCH 0
+#endif
+
+static int32_t extra_scratch(const caps_class_caps_dims *dims)
+{
+    if (!CAPS_EXTRA_BLOCK_SCRATCH) {
+        return 0;
+    }
+    const int32_t n = dims->n_in < 256 ? dims->n_in : 256;
+    return (2 * dims->n_out * n + 7) & ~7;
+}
+
 enum { OP_SQUASH = 1, OP_LENGTH = 2, OP_CLASS_CAPS = 3 };
 enum { F_PREDICTIONS = 1, F_ROUTING = 2, F_STORE = 4, F_RECOMPUTE = 8 };
 
@@ -236,7 +252,8 @@ static void run_class_caps(int32_t case_index)
         t1 = mcu_counter_read();
         check_call(case_index, "predictions", st, t1 - t0, u_hat, (size_t)dims.n_in * md);
         if (flags & F_ROUTING) {
-            caps_nn_context rctx = scratch(caps_dynamic_routing_s8_get_buffer_size(&dims));
+            caps_nn_context rctx =
+                scratch(caps_dynamic_routing_s8_get_buffer_size(&dims) + extra_scratch(&dims));
             profile_reset();
             t0 = mcu_counter_read();
             st = caps_dynamic_routing_s8(&rctx, &dims, rp, u_hat, v);
@@ -248,7 +265,8 @@ static void run_class_caps(int32_t case_index)
         if (!(flags & (store ? F_STORE : F_RECOMPUTE))) {
             continue;
         }
-        caps_nn_context ctx = scratch(caps_class_caps_s8_get_buffer_size(&dims, store));
+        caps_nn_context ctx =
+            scratch(caps_class_caps_s8_get_buffer_size(&dims, store) + extra_scratch(&dims));
         memset(v, 0x55, md);
         profile_reset();
         t0 = mcu_counter_read();

@@ -77,6 +77,8 @@ def main(argv=None):
     p.add_argument("--target", default="cortex-m7", choices=sorted(mcu_build.TARGETS))
     p.add_argument("--top", type=int, default=25, help="functions to show")
     p.add_argument("--lines", type=int, default=0, help="also show the N hottest source lines")
+    p.add_argument("--annotate", metavar="FUNCTION",
+                   help="print FUNCTION's disassembly with per-instruction counts")
     p.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args(argv)
     target = mcu_build.get_target(args.target)
@@ -102,7 +104,22 @@ def main(argv=None):
         print("hottest source lines:")
         for loc, n in per_line.most_common(args.lines):
             print(f"{n:>12} {100.0 * n / total:6.2f}%  {loc}")
+    if args.annotate:
+        annotate(args.elf, args.annotate, counts, prefix + "objdump")
     return 0
+
+
+def annotate(elf, function, counts, objdump):
+    """Disassembly of `function` with how often each instruction ran."""
+    out = subprocess.run([objdump, "-d", "--no-show-raw-insn", f"--disassemble={function}",
+                          str(elf)], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"^\s*([0-9a-f]+):\s*(.*)$", line)
+        if m:
+            n = counts.get(int(m.group(1), 16), 0)
+            print(f"{n:>10}  {m.group(1)}: {m.group(2)}")
+        elif line.strip():
+            print(line)
 
 
 if __name__ == "__main__":

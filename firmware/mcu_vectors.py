@@ -69,7 +69,8 @@ def _case_arena(case, scratch_offset):
     dims = (n_in, d_in, n_out, d_out)
     pred, route, store, recompute = _buffer_sizes(dims)
     md = n_out * d_out
-    total = md + n_in * md + pred + route + store + recompute
+    extra = 3 * ((2 * n_out * min(n_in, 256) + 7) & ~7)  # CAPS_EXTRA_BLOCK_SCRATCH
+    total = md + n_in * md + pred + route + store + recompute + extra
     return total + 8 * (ALIGN + scratch_offset)
 
 

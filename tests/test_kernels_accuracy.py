@@ -162,7 +162,8 @@ def test_routing_error_budget_on_trained_tiny(tiny_layer):
 
 @pytest.mark.slow
 def test_class_caps_on_trained_costa_mnist(trained_costa_mnist):
-    """The published edge model's layer size: 1024 x 4D -> 10 x 6D, 3 routings."""
+    """The published edge model's layer size: 1024 x 4D -> 10 x 6D, 3 routings
+    (calibrated on 1,000 training images)."""
     model, dataset = trained_costa_mnist
     u_cal, u_test, W, routings = _layer_data(model, dataset)
     m = _evaluate_layer(u_cal, u_test, W, routings, True)

@@ -30,6 +30,7 @@ from tflm_caps.converter.summary import ConversionSummary, summarize
 WEIGHT_GRANULARITIES = ("per-tensor", "per-capsule")
 IO_DTYPES = ("int8", "float32")
 DEFAULT_NUM_SAMPLES = 200
+_FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 @dataclasses.dataclass
@@ -156,13 +157,14 @@ def _check_activation_ranges(model_obj, num_samples):
         if index in caps_outputs:
             continue  # fixed ranges
         lo, hi = float(np.min(q.min)), float(np.max(q.max))
-        if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        # The calibrator records a constant tensor as [v, v + FLT_MIN].
+        if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 4 * _FLT_MIN:
             who = "graph input" if index not in writers else \
                 G.op_name(model_obj, sg.operators[writers[index]])
             raise ConversionError(
-                f"activation {G.tensor_name(tensor)!r} (written by {who}) has a zero range "
-                f"[{lo}, {hi}] over {num_samples} calibration samples; int8 needs a non-empty "
-                "range (check the representative data and the layer's weights)")
+                f"activation {G.tensor_name(tensor)!r} (written by {who}) has a zero range: it "
+                f"is constant ({lo:g}) over {num_samples} calibration samples; int8 needs a "
+                "non-empty range (check the representative data and the layer's weights)")
 
 
 def _default_metadata(model_name, num_classes, input_shape, data):

@@ -32,6 +32,9 @@ CAPS_CM_INLINE int32_t caps_cm_requant(int32_t x, const caps_bm_requant *q)
     return (t + ((x >> 31) & q->fix)) >> q->rshift;
 }
 
+/* Output capsules whose requantization is cached in caps_cm_pred. */
+#define CAPS_CM_PRED_CACHED 32
+
 /* Prepared predictions of one layer: per output capsule requantization and
  * the doubled, zero-point-offset input capsule in SXTB16 lane order. */
 typedef struct {
@@ -44,6 +47,9 @@ typedef struct {
     const int32_t *shifts;
     int32_t all_fast; /* every scale has shift <= 0: the SMMLAR path is exact */
     uint32_t *u2;     /* scratch: dim_in int16, 4-byte aligned */
+    int32_t mult[CAPS_CM_PRED_CACHED];   /* per output capsule, shift <= 0 */
+    int32_t rshift[CAPS_CM_PRED_CACHED];
+    int32_t half[CAPS_CM_PRED_CACHED];
 } caps_cm_pred;
 
 /* Prepares `pc` from checked params; scratch is the predictions context

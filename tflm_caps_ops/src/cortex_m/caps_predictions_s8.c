@@ -6,8 +6,8 @@
  * zero point and doubled once (2 (u - zp) fits int16), stored as halfword
  * pairs in SXTB16 lane order, so each 4 weights cost one load, two SXTB16
  * and two SMLAD, and the accumulator arrives already doubled for the
- * one-SMMLAR requantization (caps_cm_requant2).  Dedicated loops for
- * dim_in 4 and 8 keep the input in registers.
+ * one-SMMLAR requantization (caps_cm_requant2).  The loops are
+ * specialized (fully unrolled) for the dims of the published CapsNets.
  *
  * Built with CAPS_NN_USE_CMSIS_NN (and CMSIS-NN linked, scalar/DSP build),
  * the product goes to arm_nn_vec_mat_mult_t_s8 instead, which computes the
@@ -35,6 +35,12 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
         if (params->shifts[j] > 0) {
             pc->all_fast = 0;
         }
+    }
+    for (int32_t j = 0; j < dims->n_out && j < CAPS_CM_PRED_CACHED; ++j) {
+        const int32_t q = params->num_scales == 1 ? 0 : j;
+        pc->mult[j] = params->multipliers[q];
+        pc->rshift[j] = params->shifts[q] < 0 ? -params->shifts[q] : 0;
+        pc->half[j] = pc->rshift[j] > 0 ? (int32_t)(1u << (pc->rshift[j] - 1)) : 0;
     }
     /* the scratch has 8 bytes of slack for this */
     pc->u2 = (uint32_t *)caps_cm_align(scratch, 4);
@@ -72,96 +78,59 @@ static void prepare_input(const caps_cm_pred *pc, const int8_t *u)
     }
 }
 
-/* Doubled dot product of one weight row with the prepared input. */
-CAPS_CM_INLINE int32_t row_dot(const caps_cm_pred *pc, const int8_t *w)
+/* Rows of one output capsule (same requantization).  k_in and rows are
+ * compile-time constants at the specialized call sites below, so the
+ * compiler unrolls them completely; input pairs stay in registers. */
+CAPS_CM_INLINE void capsule_rows(const uint32_t *restrict u2, const int8_t *restrict w,
+                                 int8_t *restrict out, const int32_t k_in, const int32_t rows,
+                                 int32_t mult, int32_t half, int32_t rshift, int32_t has_fix)
 {
-    const int32_t k4 = pc->dim_in & ~3;
-    const uint32_t *src = pc->u2;
-    int32_t acc = 0;
-    int32_t k = 0;
-    for (; k < k4; k += 4) {
-        const uint32_t x = caps_cm_read_s8x4(w + k);
-        acc = caps_cm_smlad(caps_cm_sxtb16(x), src[0], acc);
-        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x), src[1], acc);
-        src += 2;
-    }
-    const int16_t *tail = (const int16_t *)src;
-    for (; k < pc->dim_in; ++k) {
-        acc += (int32_t)w[k] * *tail++;
-    }
-    return acc;
-}
-
-/* Rows of one output capsule (same requantization), generic dim_in. */
-CAPS_CM_INLINE void rows_generic(const caps_cm_pred *pc, const int8_t *w, int8_t *out,
-                                 int32_t rows, int32_t mult, int32_t half, int32_t rshift,
-                                 int32_t has_fix)
-{
-    const int32_t k_in = pc->dim_in;
+    const int32_t k4 = k_in & ~3;
     for (int32_t d = 0; d < rows; ++d) {
-        out[d] = (int8_t)caps_cm_requant2(row_dot(pc, w), mult, half, rshift, has_fix);
+        int32_t acc = 0;
+        int32_t k = 0;
+        for (; k < k4; k += 4) {
+            const uint32_t x = caps_cm_read_s8x4(w + k);
+            acc = caps_cm_smlad(caps_cm_sxtb16(x), u2[k / 2], acc);
+            acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x), u2[k / 2 + 1], acc);
+        }
+        const int16_t *tail = (const int16_t *)(u2 + k4 / 2);
+        for (; k < k_in; ++k) {
+            acc += (int32_t)w[k] * tail[k - k4];
+        }
+        out[d] = (int8_t)caps_cm_requant2(acc, mult, half, rshift, has_fix);
         w += k_in;
     }
 }
 
-/* dim_in == 4: the input pair stays in registers, one word per row. */
-CAPS_CM_INLINE void rows_k4(const caps_cm_pred *pc, const int8_t *w, int8_t *out, int32_t rows,
-                            int32_t mult, int32_t half, int32_t rshift, int32_t has_fix)
+/* All output capsules of one input capsule. */
+CAPS_CM_INLINE void all_capsules(const caps_cm_pred *pc, const int8_t *w, int8_t *out,
+                                 const int32_t k_in, const int32_t rows)
 {
-    const uint32_t a = pc->u2[0], b = pc->u2[1];
-    int32_t d = 0;
-    for (; d + 2 <= rows; d += 2) {
-        const uint32_t x0 = caps_cm_read_s8x4(w);
-        const uint32_t x1 = caps_cm_read_s8x4(w + 4);
-        int32_t acc0 = caps_cm_smlad(caps_cm_sxtb16(x0), a, 0);
-        int32_t acc1 = caps_cm_smlad(caps_cm_sxtb16(x1), a, 0);
-        acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b, acc0);
-        acc1 = caps_cm_smlad(caps_cm_sxtb16_ror8(x1), b, acc1);
-        out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
-        out[d + 1] = (int8_t)caps_cm_requant2(acc1, mult, half, rshift, has_fix);
-        w += 8;
-    }
-    if (d < rows) {
-        const uint32_t x0 = caps_cm_read_s8x4(w);
-        int32_t acc0 = caps_cm_smlad(caps_cm_sxtb16(x0), a, 0);
-        acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b, acc0);
-        out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
+    const uint32_t *u2 = pc->u2;
+    const int32_t n_out = pc->n_out;
+    const int32_t cached = pc->n_out <= CAPS_CM_PRED_CACHED;
+    for (int32_t j = 0; j < n_out; ++j) {
+        int32_t mult, rshift, half;
+        if (cached) {
+            mult = pc->mult[j];
+            rshift = pc->rshift[j];
+            half = pc->half[j];
+        } else {
+            const int32_t q = pc->num_scales == 1 ? 0 : j;
+            mult = pc->multipliers[q];
+            rshift = -pc->shifts[q];
+            half = rshift > 0 ? (int32_t)(1u << (rshift - 1)) : 0;
+        }
+        if (rshift > 0) {
+            capsule_rows(u2, w, out, k_in, rows, mult, half, rshift, 1);
+        } else {
+            capsule_rows(u2, w, out, k_in, rows, mult, 0, 0, 0);
+        }
+        w += (size_t)rows * (size_t)k_in;
+        out += rows;
     }
 }
-
-/* dim_in == 8: two words per row, four input pairs in registers. */
-CAPS_CM_INLINE void rows_k8(const caps_cm_pred *pc, const int8_t *w, int8_t *out, int32_t rows,
-                            int32_t mult, int32_t half, int32_t rshift, int32_t has_fix)
-{
-    const uint32_t a0 = pc->u2[0], b0 = pc->u2[1], a1 = pc->u2[2], b1 = pc->u2[3];
-    for (int32_t d = 0; d < rows; ++d) {
-        const uint32_t x0 = caps_cm_read_s8x4(w);
-        const uint32_t x1 = caps_cm_read_s8x4(w + 4);
-        int32_t acc = caps_cm_smlad(caps_cm_sxtb16(x0), a0, 0);
-        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), b0, acc);
-        acc = caps_cm_smlad(caps_cm_sxtb16(x1), a1, acc);
-        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x1), b1, acc);
-        out[d] = (int8_t)caps_cm_requant2(acc, mult, half, rshift, has_fix);
-        w += 8;
-    }
-}
-
-/* All output capsules with a given row kernel; the two has_fix variants
- * let the compiler drop the sign fix where the shift is 0. */
-#define CAPS_CM_ALL_CAPSULES(ROWS)                                                     \
-    for (int32_t j = 0; j < n_blocks; ++j) {                                          \
-        const int32_t q = pc->num_scales == 1 ? 0 : j;                                \
-        const int32_t mult = pc->multipliers[q];                                      \
-        const int32_t rshift = -pc->shifts[q];                                        \
-        const int32_t half = rshift > 0 ? (int32_t)(1u << (rshift - 1)) : 0;         \
-        if (rshift > 0) {                                                             \
-            ROWS(pc, w, out, rows, mult, half, rshift, 1);                            \
-        } else {                                                                      \
-            ROWS(pc, w, out, rows, mult, 0, 0, 0);                                    \
-        }                                                                             \
-        w += (size_t)rows * (size_t)pc->dim_in;                                       \
-        out += rows;                                                                  \
-    }
 
 void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out)
@@ -198,16 +167,22 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
     }
 #endif
     prepare_input(pc, u_i);
-    const int32_t per_j = pc->num_scales != 1;
-    const int32_t rows = per_j ? pc->dim_out : pc->n_out * pc->dim_out;
-    const int32_t n_blocks = per_j ? pc->n_out : 1;
-    const int8_t *w = w_i;
-    if (pc->dim_in == 4) {
-        CAPS_CM_ALL_CAPSULES(rows_k4)
-    } else if (pc->dim_in == 8) {
-        CAPS_CM_ALL_CAPSULES(rows_k8)
+    /* shapes of the published CapsNets get fully unrolled loops */
+    const int32_t k = pc->dim_in, r = pc->dim_out;
+    if (k == 4 && r == 6) {
+        all_capsules(pc, w_i, out, 4, 6);
+    } else if (k == 8 && r == 16) {
+        all_capsules(pc, w_i, out, 8, 16);
+    } else if (k == 4 && r == 5) {
+        all_capsules(pc, w_i, out, 4, 5);
+    } else if (k == 8 && r == 8) {
+        all_capsules(pc, w_i, out, 8, 8);
+    } else if (k == 4) {
+        all_capsules(pc, w_i, out, 4, r);
+    } else if (k == 8) {
+        all_capsules(pc, w_i, out, 8, r);
     } else {
-        CAPS_CM_ALL_CAPSULES(rows_generic)
+        all_capsules(pc, w_i, out, k, r);
     }
 }
 

@@ -150,9 +150,66 @@ static void sum_stored(const int8_t *uhat, int32_t n_in, size_t md, int64_t *acc
 }
 
 /* ---------------------------------------------------------------------
- * Agreement of one (i, j): sum_d u_hat(j|i)_d v_jd, exact int32.
+ * Phase AB.
  * ------------------------------------------------------------------- */
-CAPS_CM_INLINE int32_t agree_dot(const int8_t *u, const int8_t *v, int32_t dim)
+
+/* v of the previous iteration, unpacked once per iteration so that each
+ * agreement costs one load and two SXTB16 per 4 dims of u_hat only: per
+ * output capsule, per 4 dims the halfword pairs (v0, v2) and (v1, v3),
+ * then (v4, v5)-style pairs for the tail and a last single value. */
+#define CM_VPREP_WORDS 256
+
+CAPS_CM_INLINE int32_t vprep_words(int32_t dim)
+{
+    return 2 * (dim / 4) + (dim % 4) / 2 + (dim % 2);
+}
+
+static void prepare_v(const int8_t *v, int32_t n_out, int32_t dim, uint32_t *out)
+{
+    for (int32_t j = 0; j < n_out; ++j) {
+        const int8_t *x = v + (size_t)j * dim;
+        int32_t d = 0;
+        for (; d + 4 <= dim; d += 4) {
+            const uint32_t w = caps_cm_read_s8x4(x + d);
+            *out++ = caps_cm_sxtb16(w);
+            *out++ = caps_cm_sxtb16_ror8(w);
+        }
+        if (dim - d >= 2) {
+            *out++ = ((uint32_t)(uint16_t)(int16_t)x[d]) | ((uint32_t)(uint16_t)(int16_t)x[d + 1] << 16);
+            d += 2;
+        }
+        if (d < dim) {
+            *out++ = (uint32_t)(int32_t)x[d];
+        }
+    }
+}
+
+/* Agreement of one (i, j) against prepared v: sum_d u_hat(j|i)_d v_jd. */
+CAPS_CM_INLINE int32_t agree_dot(const int8_t *restrict u, const uint32_t *restrict vp,
+                                 const int32_t dim)
+{
+    int32_t acc = 0;
+    int32_t d = 0;
+    for (; d + 4 <= dim; d += 4) {
+        const uint32_t x = caps_cm_read_s8x4(u + d);
+        acc = caps_cm_smlad(caps_cm_sxtb16(x), vp[0], acc);
+        acc = caps_cm_smlad(caps_cm_sxtb16_ror8(x), vp[1], acc);
+        vp += 2;
+    }
+    if (dim - d >= 2) {
+        const uint32_t pair = caps_cm_pkhbt16((uint32_t)(int32_t)u[d], (uint32_t)(int32_t)u[d + 1]);
+        acc = caps_cm_smlad(pair, vp[0], acc);
+        vp += 1;
+        d += 2;
+    }
+    if (d < dim) {
+        acc += (int32_t)u[d] * (int32_t)vp[0];
+    }
+    return acc;
+}
+
+/* Agreement from plain v (when the prepared copy does not fit the stack). */
+CAPS_CM_INLINE int32_t agree_dot_plain(const int8_t *u, const int8_t *v, int32_t dim)
 {
     int32_t acc = 0;
     int32_t d = 0;
@@ -174,9 +231,11 @@ typedef struct {
     caps_bm_requant carry;
     caps_nn_requant agree_raw;
     caps_nn_requant carry_raw;
-    int32_t has_carry;
-    int32_t fast;
+    int32_t has_carry; /* update u >= 1 */
+    int32_t kind;      /* CM_UPDATE_* */
 } cm_update;
+
+enum { CM_UPDATE_FIRST = 0, CM_UPDATE_CARRY = 1, CM_UPDATE_SLOW = 2 };
 
 static cm_update update_init(const caps_routing_params *params, int32_t u, int32_t dim)
 {
@@ -186,24 +245,42 @@ static cm_update update_init(const caps_routing_params *params, int32_t u, int32
     up.has_carry = u > 0;
     up.carry = caps_bm_requant_init(up.carry_raw.multiplier, up.carry_raw.shift, 128);
     int64_t max_abs = (int64_t)dim * 128 * 128;
-    if (up.has_carry) {
+    if (u > 0) {
         /* |requantize(b, carry)| <= 128 * real + 1 <= 2^(shift+1) * 128 + 1 */
         const int32_t sh = up.carry_raw.shift;
         max_abs += sh >= 0 ? ((int64_t)128 << (sh + 1)) + 1 : 129;
     }
     up.agree = caps_bm_requant_init(up.agree_raw.multiplier, up.agree_raw.shift, max_abs);
-    up.fast = up.agree.fast && (!up.has_carry || up.carry.fast);
+    /* fast kinds: agreement scaled down (shift < 0), carry scaled up
+     * (shift >= 0), both exact by the split; anything else is generic */
+    const int32_t agree_ok = up.agree.fast && up.agree_raw.shift < 0;
+    const int32_t carry_ok = up.carry.fast && up.carry_raw.shift >= 0;
+    if (agree_ok && u == 0) {
+        up.kind = CM_UPDATE_FIRST;
+    } else if (agree_ok && carry_ok) {
+        up.kind = CM_UPDATE_CARRY;
+    } else {
+        up.kind = CM_UPDATE_SLOW;
+    }
     return up;
 }
 
-/* New logit of one (i, j) from its agreement. */
-CAPS_CM_INLINE int32_t update_logit(const cm_update *up, int32_t a, int32_t b_old)
+/* New logit of one (i, j) from its agreement (kind is a constant at each
+ * call site). */
+CAPS_CM_INLINE int32_t update_logit(const cm_update *up, const int32_t kind, int32_t a,
+                                    int32_t b_old)
 {
-    if (up->fast) {
-        if (up->has_carry) {
-            a = caps_cm_qadd(a, caps_cm_requant(b_old, &up->carry));
-        }
-        return caps_cm_ssat8(caps_cm_requant(a, &up->agree));
+    if (kind == CM_UPDATE_CARRY) {
+        /* carry: rshift 0, no rounding terms */
+        const int32_t c = caps_cm_smmlar((int32_t)((uint32_t)b_old << up->carry.lshift),
+                                         up->carry.multiplier, 0);
+        a = caps_cm_qadd(a, c);
+    }
+    if (kind != CM_UPDATE_SLOW) {
+        /* agreement: lshift 1, rshift >= 1 */
+        const int32_t t = caps_cm_smmlar((int32_t)((uint32_t)a << 1), up->agree.multiplier,
+                                         up->agree.half) + (a >> 31);
+        return caps_cm_ssat8(t >> up->agree.rshift);
     }
     if (up->has_carry) {
         const int32_t old = caps_nn_requantize(b_old, up->carry_raw.multiplier,
@@ -213,23 +290,29 @@ CAPS_CM_INLINE int32_t update_logit(const cm_update *up, int32_t a, int32_t b_ol
     return caps_nn_sat_s8(caps_nn_requantize(a, up->agree_raw.multiplier, up->agree_raw.shift));
 }
 
-/* Phase AB for one input capsule: logits b[i, :] and couplings into the
- * block buffer column `col`. */
-CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const cm_scratch *sc, const int8_t *row,
-                                     const int8_t *v, int8_t *b, int32_t n_out, int32_t dim,
-                                     int32_t col, int32_t block)
+/* Phase AB for one input capsule: logits b[i, :] and the Q15 couplings
+ * into column `col` of the block buffer.  dim and kind are constants at
+ * the call sites (the loops unroll); vp is the prepared v or NULL. */
+CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, const cm_scratch *sc,
+                                     const int8_t *restrict row, const uint32_t *restrict vp,
+                                     const int8_t *restrict v, int8_t *restrict b,
+                                     const int32_t n_out, const int32_t dim, int32_t col)
 {
+    uint32_t ebuf[CM_EBUF];
     int32_t mx = -128;
+    const int32_t vw = vprep_words(dim);
     for (int32_t j = 0; j < n_out; ++j) {
-        const int32_t a = agree_dot(row + (size_t)j * dim, v + (size_t)j * dim, dim);
-        const int32_t bj = update_logit(up, a, b[j]);
+        const int32_t a = vp != NULL ? agree_dot(row + (size_t)j * dim, vp + (size_t)j * vw, dim)
+                                     : agree_dot_plain(row + (size_t)j * dim, v + (size_t)j * dim,
+                                                       dim);
+        const int32_t bj = update_logit(up, kind, a, b[j]);
         b[j] = (int8_t)bj;
         mx = bj > mx ? bj : mx;
     }
-    uint32_t ebuf[CM_EBUF];
-    const uint32_t *table = sc->table;
+    const uint32_t *restrict table = sc->table;
     uint64_t sum = 0;
-    if (n_out <= CM_EBUF) {
+    const int32_t keep = n_out <= CM_EBUF;
+    if (keep) {
         for (int32_t j = 0; j < n_out; ++j) {
             const uint32_t e = table[mx - b[j]];
             ebuf[j] = e;
@@ -241,9 +324,10 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const cm_scratch *sc, 
         }
     }
     const uint32_t recip = caps_bm_softmax_recip(sum);
-    int16_t *c = sc->cbuf + col;
+    int16_t *restrict c = sc->cbuf + col;
+    const int32_t block = sc->block;
     for (int32_t j = 0; j < n_out; ++j) {
-        const uint32_t e = n_out <= CM_EBUF ? ebuf[j] : table[mx - b[j]];
+        const uint32_t e = keep ? ebuf[j] : table[mx - b[j]];
         int32_t cj = caps_bm_softmax_q15(e, recip);
         if (cj > 32767) {
             /* c = 2^15: store 2^15 - 1, add the remaining 1 * u_hat now */
@@ -254,7 +338,58 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const cm_scratch *sc, 
                 acc[d] += u[d];
             }
         }
-        c[(size_t)j * block] = (int16_t)cj;
+        *c = (int16_t)cj;
+        c += block;
+    }
+}
+
+/* One block of phase AB, dispatched on constant dims and update kind. */
+CAPS_CM_INLINE void phase_ab_block_dim(const cm_update *up, const int32_t kind,
+                                       const cm_scratch *sc, const cm_source *src, size_t md,
+                                       const uint32_t *vp, const int8_t *v, int32_t i0,
+                                       int32_t n, int32_t n_out, const int32_t dim,
+                                       const int8_t **first)
+{
+    for (int32_t k = 0; k < n; ++k) {
+        const int8_t *row = source_row(src, md, i0 + k);
+        if (k == 0) {
+            *first = row;
+        }
+        int8_t *b = sc->logits + (size_t)(i0 + k) * n_out;
+        if (vp != NULL) {
+            phase_ab_capsule(up, kind, sc, row, vp, v, b, n_out, dim, k);
+        } else {
+            phase_ab_capsule(up, kind, sc, row, NULL, v, b, n_out, dim, k);
+        }
+    }
+}
+
+CAPS_CM_INLINE void phase_ab_block_kind(const cm_update *up, const int32_t kind,
+                                        const cm_scratch *sc, const cm_source *src, size_t md,
+                                        const uint32_t *vp, const int8_t *v, int32_t i0,
+                                        int32_t n, int32_t n_out, int32_t dim,
+                                        const int8_t **first)
+{
+    /* dims of the published CapsNets get unrolled agreement loops */
+    if (dim == 6) {
+        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, 6, first);
+    } else if (dim == 16) {
+        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, 16, first);
+    } else {
+        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, dim, first);
+    }
+}
+
+static void phase_ab_block(const cm_update *up, const cm_scratch *sc, const cm_source *src,
+                           size_t md, const uint32_t *vp, const int8_t *v, int32_t i0, int32_t n,
+                           int32_t n_out, int32_t dim, const int8_t **first)
+{
+    if (up->kind == CM_UPDATE_FIRST) {
+        phase_ab_block_kind(up, CM_UPDATE_FIRST, sc, src, md, vp, v, i0, n, n_out, dim, first);
+    } else if (up->kind == CM_UPDATE_CARRY) {
+        phase_ab_block_kind(up, CM_UPDATE_CARRY, sc, src, md, vp, v, i0, n, n_out, dim, first);
+    } else {
+        phase_ab_block_dim(up, CM_UPDATE_SLOW, sc, src, md, vp, v, i0, n, n_out, dim, first);
     }
 }
 
@@ -419,17 +554,16 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
                 sc->acc[e] = 0;
             }
             const cm_update up = update_init(params, r - 1, dim);
+            uint32_t vprep[CM_VPREP_WORDS];
+            const uint32_t *vp = NULL;
+            if ((int64_t)n_out * vprep_words(dim) <= CM_VPREP_WORDS) {
+                prepare_v(output, n_out, dim, vprep);
+                vp = vprep;
+            }
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const int32_t n = n_in - i0 < sc->block ? n_in - i0 : sc->block;
                 const int8_t *rows = NULL;
-                for (int32_t k = 0; k < n; ++k) {
-                    const int8_t *row = source_row(src, md, i0 + k);
-                    if (k == 0) {
-                        rows = row;
-                    }
-                    phase_ab_capsule(&up, sc, row, output, sc->logits + (size_t)(i0 + k) * n_out,
-                                     n_out, dim, k, sc->block);
-                }
+                phase_ab_block(&up, sc, src, md, vp, output, i0, n, n_out, dim, &rows);
                 phase_c(sc, rows, md, n, n_out, dim);
             }
         }
