@@ -23,9 +23,48 @@ def load(tflite_bytes):
     return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
 
 
+BUFFER_ALIGNMENT = 16  # as the TF converter writes buffers (schema: force_align 16)
+
+
+class _AlignedBuffer(schema.BufferT):
+    """BufferT whose data is packed 16-byte aligned.
+
+    The generated Python ``Pack`` ignores the schema's ``force_align: 16``
+    and aligns weight data to 1 byte; kernels reading int32 biases or doing
+    wide loads from the flatbuffer want the alignment the TF converter gives.
+    """
+
+    def Pack(self, builder):
+        data = None
+        if self.data is not None:
+            payload = np.asarray(self.data, np.uint8).tobytes()
+            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, self.offset)
+        schema.BufferAddSize(builder, self.size)
+        return schema.BufferEnd(builder)
+
+
+def _aligned(buffer):
+    out = _AlignedBuffer()
+    out.data, out.offset, out.size = buffer.data, buffer.offset, buffer.size
+    return out
+
+
 def dump(model):
-    """Serialized bytes of a ModelT."""
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    """Serialized bytes of a ModelT (buffers 16-byte aligned)."""
+    original = model.buffers
+    model.buffers = [_aligned(b) for b in original]
+    try:
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    finally:
+        model.buffers = original
 
 
 def opcode_of(model, op):

@@ -128,3 +128,18 @@ def test_keras_builtins_and_squash_layer(bundled_data):
     assert options.decode("TFLMCaps_ClassCaps", bytes(cc.customOptions))["num_routing"] == 2
     _, raw = kernels.run_model(result.model, x)
     assert raw.shape == (8, 10)
+
+
+def test_sequential_model_converts():
+    import keras
+
+    from tflm_caps.converter import convert_detailed
+    from tflm_caps.layers import ClassCaps, Length, PrimaryCaps
+
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 5, strides=2, activation="relu"),
+        PrimaryCaps(8, 4, 5, strides=2), ClassCaps(10, 4, routings=3), Length()], name="seq")
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    result = convert_detailed(model, x, num_samples=4, metadata=None)
+    assert check_fully_int8(result.model)[-3:] == ["TFLMCaps_Squash", "TFLMCaps_ClassCaps",
+                                                   "TFLMCaps_Length"]

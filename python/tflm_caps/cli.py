@@ -52,4 +52,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package so CliError is the same class commands raise.
+    from tflm_caps.cli import main as _main
+    sys.exit(_main())

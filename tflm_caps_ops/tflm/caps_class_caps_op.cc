@@ -129,9 +129,9 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
   dims.dim_in = u->dims->data[2];
   dims.n_out = w->dims->data[1];
   dims.dim_out = w->dims->data[2];
-  const int32_t w_dims[4] = {dims.n_in, dims.n_out, dims.dim_out, dims.dim_in};
+  const int w_dims[4] = {(int)dims.n_in, (int)dims.n_out, (int)dims.dim_out, (int)dims.dim_in};
   CAPS_ENSURE_OK(CapsCheckDims(kOp, "input 1 (W) [N_in, N_out, D_out, D_in]", w, w_dims, 4));
-  const int32_t v_dims[3] = {batch, dims.n_out, dims.dim_out};
+  const int v_dims[3] = {(int)batch, (int)dims.n_out, (int)dims.dim_out};
   CAPS_ENSURE_OK(CapsCheckDims(kOp, "output 0 (v) [B, N_out, D_out]", v, v_dims, 3));
   CapsQuant u_q;
   CAPS_ENSURE_OK(CapsGetPerTensorQuant(kOp, "input 0 (u)", u, &u_q));

@@ -140,15 +140,12 @@ static void FormatDims(const int* dims, int count, char* out, size_t cap) {
 }
 
 TfLiteStatus CapsCheckDims(const char* op, const char* what, const TfLiteTensor* tensor,
-                           const int32_t* expected, int count) {
+                           const int* expected, int count) {
   bool ok = tensor->dims != nullptr && tensor->dims->size == count;
   for (int i = 0; ok && i < count; ++i) ok = tensor->dims->data[i] == expected[i];
   if (!ok) {
-    int want_dims[8] = {0};
-    const int n_want = count < 8 ? count : 8;
-    for (int i = 0; i < n_want; ++i) want_dims[i] = (int)expected[i];
     char want[128], got[128];
-    FormatDims(want_dims, n_want, want, sizeof(want));
+    FormatDims(expected, count < 8 ? count : 8, want, sizeof(want));
     if (tensor->dims == nullptr)
       FormatDims(nullptr, 0, got, sizeof(got));
     else

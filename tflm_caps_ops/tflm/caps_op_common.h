@@ -47,7 +47,7 @@ TfLiteStatus CapsCheckFixedQuant(const char* op, const char* what, const TfLiteT
 
 // Fails unless dims[i] of the tensor equal `expected` (count entries).
 TfLiteStatus CapsCheckDims(const char* op, const char* what, const TfLiteTensor* tensor,
-                           const int32_t* expected, int count);
+                           const int* expected, int count);
 
 // Product of all dims, or -1 on overflow beyond int32 or a negative dim.
 int32_t CapsNumElements(const TfLiteIntArray* dims);

@@ -59,9 +59,9 @@ def run(args):
 
     from tflm_caps import data as caps_data
     from tflm_caps.converter import ConversionError, convert_detailed
-    from tflm_caps.converter.api import _load_model
+    from tflm_caps.converter.api import load_keras_model
 
-    model = _load_model(args.model)
+    model = load_keras_model(args.model)
     dataset = caps_data.load(args.data)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if args.fit != "none":

@@ -8,10 +8,11 @@ runs our models in ``tf.lite`` with Python capsule kernels.  See
 docs/converter.md.
 """
 from tflm_caps.converter.api import (DEFAULT_NUM_SAMPLES, IO_DTYPES, WEIGHT_GRANULARITIES,
-                                     ConversionResult, convert, convert_detailed, convert_float)
+                                     ConversionResult, convert, convert_detailed, convert_float,
+                                     load_keras_model)
 from tflm_caps.converter.errors import ConversionError
 from tflm_caps.converter.summary import ConversionSummary, ModelSummary, summarize
 
 __all__ = ["convert", "convert_detailed", "convert_float", "summarize", "ConversionError",
            "ConversionResult", "ConversionSummary", "ModelSummary", "DEFAULT_NUM_SAMPLES",
-           "IO_DTYPES", "WEIGHT_GRANULARITIES"]
+           "IO_DTYPES", "WEIGHT_GRANULARITIES", "load_keras_model"]

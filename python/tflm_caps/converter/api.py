@@ -42,7 +42,8 @@ class ConversionResult:
     summary: ConversionSummary
 
 
-def _load_model(model):
+def load_keras_model(model):
+    """``model`` itself, or the Keras model saved at that path (capsule layers registered)."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
@@ -248,7 +249,7 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     _check_choice("io_dtype", io_dtype, IO_DTYPES)
     if not isinstance(store_predictions, (bool, np.bool_)) and store_predictions not in (0, 1):
         raise ConversionError(f"store_predictions must be a bool, got {store_predictions!r}")
-    model = _load_model(model)
+    model = load_keras_model(model)
     ex = export.build_inference_export(model, batch_size=batch_size,
                                        store_predictions=bool(store_predictions))
     samples = calibration.calibration_samples(representative_dataset, ex.input_shape,
@@ -360,7 +361,7 @@ def convert(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
 def convert_float(model, *, batch_size=1, store_predictions=True, metadata=None):
     """Float .tflite of the same graph (custom ops in float), for size comparison and
     validation; runs in ``tf.lite`` with ``kernels.make_interpreter``."""
-    model = _load_model(model)
+    model = load_keras_model(model)
     ex = export.build_inference_export(model, batch_size=batch_size,
                                        store_predictions=bool(store_predictions))
     data = _float_model_bytes(ex)

@@ -76,7 +76,8 @@ class KernelSet:
         self.kernels = {k.name: k for k in kernels}
         self._parse_options = parse_options
         self._keepalive = []
-        self._options = {}
+        self._options = {}  # user_data slot -> parsed options of one node
+        self._next_slot = 0
         self.errors = []
 
     def _wrap(self, kernel):
@@ -84,9 +85,9 @@ class KernelSet:
             try:
                 raw = ctypes.string_at(buffer, length) if buffer and length else b""
                 options = self._parse_options(kernel.name, raw) if self._parse_options else raw
-                self._options_slot = getattr(self, "_options_slot", 0) + 1
-                self._options[self._options_slot] = options
-                return self._options_slot
+                self._next_slot += 1  # node user_data: a non-zero slot number
+                self._options[self._next_slot] = options
+                return self._next_slot
             except Exception as exc:  # noqa: BLE001 - re-raised by raise_pending
                 self.errors.append(exc)
                 return 0

@@ -105,6 +105,9 @@ CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b) { return __qadd(a, b);
 /* Saturate to int8. */
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return __ssat(x, 8); }
 
+/* Saturate a non-negative value to [0, 32767]. */
+CAPS_CM_INLINE uint32_t caps_cm_usat15(uint32_t x) { return __usat((int32_t)x, 15); }
+
 #else /* exact C equivalents */
 
 CAPS_CM_INLINE uint32_t caps_cm_sxtb16(uint32_t x)
@@ -173,6 +176,8 @@ CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b)
 }
 
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return x > 127 ? 127 : (x < -128 ? -128 : x); }
+
+CAPS_CM_INLINE uint32_t caps_cm_usat15(uint32_t x) { return x > 32767u ? 32767u : x; }
 
 #endif /* CAPS_CM_DSP */
 

@@ -190,6 +190,9 @@ CAPS_CM_INLINE int32_t agree_dot(const int8_t *restrict u, const uint32_t *restr
 {
     int32_t acc = 0;
     int32_t d = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
+#endif
     for (; d + 4 <= dim; d += 4) {
         const uint32_t x = caps_cm_read_s8x4(u + d);
         acc = caps_cm_smlad(caps_cm_sxtb16(x), vp[0], acc);
@@ -326,20 +329,26 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, co
     const uint32_t recip = caps_bm_softmax_recip(sum);
     int16_t *restrict c = sc->cbuf + col;
     const int32_t block = sc->block;
+    uint32_t over = 0; /* bit 15 set when some coupling is exactly 2^15 */
     for (int32_t j = 0; j < n_out; ++j) {
         const uint32_t e = keep ? ebuf[j] : table[mx - b[j]];
-        int32_t cj = caps_bm_softmax_q15(e, recip);
-        if (cj > 32767) {
-            /* c = 2^15: store 2^15 - 1, add the remaining 1 * u_hat now */
-            cj = 32767;
-            int64_t *acc = sc->acc + (size_t)j * dim;
-            const int8_t *u = row + (size_t)j * dim;
-            for (int32_t d = 0; d < dim; ++d) {
-                acc[d] += u[d];
+        const uint32_t cj = (uint32_t)caps_bm_softmax_q15(e, recip);
+        over |= cj;
+        *c = (int16_t)caps_cm_usat15(cj);
+        c += block;
+    }
+    if (over & 0x8000u) {
+        /* c = 2^15 was stored as 2^15 - 1: add the remaining 1 * u_hat now */
+        for (int32_t j = 0; j < n_out; ++j) {
+            const uint32_t e = table[mx - b[j]];
+            if (caps_bm_softmax_q15(e, recip) > 32767) {
+                int64_t *acc = sc->acc + (size_t)j * dim;
+                const int8_t *u = row + (size_t)j * dim;
+                for (int32_t d = 0; d < dim; ++d) {
+                    acc[d] += u[d];
+                }
             }
         }
-        *c = (int16_t)cj;
-        c += block;
     }
 }
 

@@ -1,0 +1,352 @@
+/*
+ * RISC-V dynamic routing and class-capsule layer (PULP-NN style),
+ * bit-exact with src/portable/caps_routing_s8.c.
+ *
+ * Same blocked two-phase scheme as the Cortex-M backend, with every phase
+ * split over the cluster's cores and a barrier after it:
+ *   iteration 0: columns (j, d) of sum_i u_hat split over cores;
+ *   exp table:   its 256 entries split over cores;
+ *   per block of input capsules:
+ *     AB: input capsules split over cores: agreement, logit update,
+ *         softmax, Q15 couplings (each core writes its own logit rows and
+ *         its own columns of the coupling block);
+ *     C:  columns (j, d) split over cores: s_jd += sum_i c_ij u_hat(j|i)
+ *         into int32 registers, then into the int64 accumulator the core
+ *         owns.
+ * Couplings are stored as uint16 (2^15 fits), no correction needed.  The
+ * weighted-sum requantization and the squash of the n_out output capsules
+ * run on the calling core (small).
+ */
+#include "caps_rv_internal.h"
+
+#define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
+#define RV_MAX_BLOCK 255
+
+typedef struct {
+    int64_t *acc;     /* [md] */
+    uint32_t *table;  /* [256] */
+    int8_t *logits;   /* [n_in * n_out] */
+    int8_t *s;        /* [md] */
+    uint16_t *cbuf;   /* [n_out][block] */
+    int32_t block;
+} rv_scratch;
+
+/* Same layout rule as the Cortex-M backend (see there). */
+static void carve(void *buf, const caps_class_caps_dims *dims, void *extra, size_t extra_bytes,
+                  int32_t recompute, rv_scratch *sc)
+{
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    uint8_t *p = (uint8_t *)caps_rv_align(buf, 8);
+    sc->acc = (int64_t *)(void *)p;
+    p += 8 * md;
+    sc->table = (uint32_t *)(void *)p;
+    p += 1024;
+    sc->logits = (int8_t *)p;
+    p += A8((size_t)dims->n_in * (size_t)dims->n_out);
+    sc->s = (int8_t *)p;
+    size_t cap = A8(md) + A8(4 * (size_t)dims->n_out);
+    sc->cbuf = (uint16_t *)(void *)p;
+    if (extra != NULL) {
+        uint8_t *e = (uint8_t *)caps_rv_align(extra, 4);
+        const size_t lost = (size_t)(e - (uint8_t *)extra);
+        if (extra_bytes > lost && extra_bytes - lost > cap) {
+            sc->cbuf = (uint16_t *)(void *)e;
+            cap = extra_bytes - lost;
+        }
+    }
+    size_t block = cap / (2u * (size_t)dims->n_out);
+    block = block > RV_MAX_BLOCK ? RV_MAX_BLOCK : block;
+    block = block > (size_t)dims->n_in ? (size_t)dims->n_in : block;
+    sc->block = recompute ? 1 : (int32_t)block;
+}
+
+/* Everything a phase needs. */
+typedef struct {
+    const rv_scratch *sc;
+    const caps_routing_params *params;
+    const caps_rv_pred *pc;      /* recompute mode */
+    const int8_t *input;         /* recompute mode */
+    const int8_t *weights;       /* recompute mode */
+    const int8_t *stored;        /* [n_in, md] or NULL */
+    int8_t *row;                 /* recompute mode: one row */
+    const int8_t *v;             /* previous iteration's output */
+    int32_t n_in, n_out, dim;
+    size_t md;
+    int32_t update;              /* logit update index u = r - 1 */
+    caps_bm_requant agree, carry;
+    int32_t i0, n;               /* current block */
+    const int8_t *rows;          /* first prediction row of the block */
+} rv_job;
+
+/* Iteration 0: columns of sum_i u_hat. */
+static void phase_sum(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    int32_t start, stop;
+    caps_nn_core_range((int32_t)job->md, core, cores, &start, &stop);
+    for (int32_t e = start; e < stop; ++e) {
+        const int8_t *p = job->stored + e;
+        int32_t t = 0;
+        for (int32_t i = 0; i < job->n_in; ++i) {
+            t += *p;
+            p += job->md;
+        }
+        job->sc->acc[e] = t;
+    }
+}
+
+static void phase_table(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    const caps_nn_requant beta = job->params->exp_beta[job->update];
+    int32_t start, stop;
+    caps_nn_core_range(256, core, cores, &start, &stop);
+    for (int32_t k = start; k < stop; ++k) {
+        job->sc->table[k] =
+            caps_nn_exp2_neg_q30(caps_nn_requantize(k, beta.multiplier, beta.shift));
+    }
+}
+
+static void phase_zero(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    int32_t start, stop;
+    caps_nn_core_range((int32_t)job->md, core, cores, &start, &stop);
+    for (int32_t e = start; e < stop; ++e) {
+        job->sc->acc[e] = 0;
+    }
+}
+
+/* New logit of one (i, j). */
+CAPS_RV_INLINE int32_t update_logit(const rv_job *job, int32_t a, int32_t b_old)
+{
+    const caps_nn_requant agree = job->params->agree[job->update];
+    if (job->update > 0) {
+        const caps_nn_requant carry = job->params->carry[job->update];
+        const int32_t old = caps_rv_requant(b_old, &job->carry, carry.multiplier, carry.shift);
+        a = caps_nn_sat_s32((int64_t)a + old);
+    }
+    return caps_rv_sat8(caps_rv_requant(a, &job->agree, agree.multiplier, agree.shift));
+}
+
+/* Phase AB: this core's input capsules of the block. */
+static void phase_ab(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    const rv_scratch *sc = job->sc;
+    const int32_t n_out = job->n_out, dim = job->dim;
+    int32_t start, stop;
+    caps_nn_core_range(job->n, core, cores, &start, &stop);
+    for (int32_t k = start; k < stop; ++k) {
+        const int32_t i = job->i0 + k;
+        const int8_t *row = job->stored != NULL ? job->stored + (size_t)i * job->md : job->row;
+        int8_t *b = sc->logits + (size_t)i * n_out;
+        int32_t mx = -128;
+        for (int32_t j = 0; j < n_out; ++j) {
+            const int32_t a = caps_rv_dot_s8(row + (size_t)j * dim, job->v + (size_t)j * dim, dim);
+            const int32_t bj = update_logit(job, a, b[j]);
+            b[j] = (int8_t)bj;
+            mx = bj > mx ? bj : mx;
+        }
+        uint64_t sum = 0;
+        for (int32_t j = 0; j < n_out; ++j) {
+            sum += sc->table[mx - b[j]];
+        }
+        const uint32_t recip = caps_bm_softmax_recip(sum);
+        uint16_t *c = sc->cbuf + k;
+        for (int32_t j = 0; j < n_out; ++j) {
+            *c = (uint16_t)caps_bm_softmax_q15(sc->table[mx - b[j]], recip);
+            c += sc->block;
+        }
+    }
+}
+
+/* Phase C: this core's columns (j, d), up to four of one j at a time. */
+static void phase_c(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    const rv_scratch *sc = job->sc;
+    const int32_t dim = job->dim, n = job->n;
+    const size_t md = job->md;
+    int32_t start, stop;
+    caps_nn_core_range((int32_t)md, core, cores, &start, &stop);
+    int32_t e = start;
+    while (e < stop) {
+        const int32_t j = e / dim;
+        int32_t group = (j + 1) * dim - e; /* columns left in this j */
+        group = group > stop - e ? stop - e : group;
+        group = group > 4 ? 4 : group;
+        const uint16_t *c = sc->cbuf + (size_t)j * sc->block;
+        const int8_t *u = job->rows + e;
+        int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+        if (group == 4) {
+            for (int32_t k = 0; k < n; ++k) {
+                const int32_t cc = c[k];
+                p0 += cc * u[0];
+                p1 += cc * u[1];
+                p2 += cc * u[2];
+                p3 += cc * u[3];
+                u += md;
+            }
+        } else {
+            for (int32_t k = 0; k < n; ++k) {
+                const int32_t cc = c[k];
+                p0 += cc * u[0];
+                if (group > 1) {
+                    p1 += cc * u[1];
+                }
+                if (group > 2) {
+                    p2 += cc * u[2];
+                }
+                u += md;
+            }
+        }
+        int64_t *acc = sc->acc + e;
+        acc[0] += p0;
+        if (group > 1) {
+            acc[1] += p1;
+        }
+        if (group > 2) {
+            acc[2] += p2;
+        }
+        if (group > 3) {
+            acc[3] += p3;
+        }
+        e += group;
+    }
+}
+
+static caps_nn_status routing_core(rv_job *job, int8_t *output)
+{
+    const caps_routing_params *params = job->params;
+    const rv_scratch *sc = job->sc;
+    const size_t md = job->md;
+    const int32_t p = caps_nn_routing_acc_shift(job->n_in);
+    const caps_caps_dims sdims = {job->n_out, job->dim};
+    job->v = output;
+
+    for (int32_t r = 0; r < params->routings; ++r) {
+        if (r == 0) {
+            if (job->stored != NULL) {
+                caps_nn_parallel(phase_sum, job);
+            } else {
+                for (size_t e = 0; e < md; ++e) {
+                    sc->acc[e] = 0;
+                }
+                for (int32_t i = 0; i < job->n_in; ++i) {
+                    caps_rv_predict_capsule(job->pc, job->input + (size_t)i * job->pc->dim_in,
+                                            job->weights + (size_t)i * md * job->pc->dim_in,
+                                            job->row);
+                    for (size_t e = 0; e < md; ++e) {
+                        sc->acc[e] += job->row[e];
+                    }
+                }
+            }
+        } else {
+            const int32_t u = r - 1;
+            job->update = u;
+            const caps_nn_requant agree = params->agree[u], carry = params->carry[u];
+            job->carry = caps_bm_requant_init(carry.multiplier, carry.shift, 128);
+            int64_t max_abs = (int64_t)job->dim * 128 * 128;
+            if (u > 0) {
+                max_abs += carry.shift >= 0 ? ((int64_t)128 << (carry.shift + 1)) + 1 : 129;
+            }
+            job->agree = caps_bm_requant_init(agree.multiplier, agree.shift, max_abs);
+            if (u > 0 && !job->carry.fast) {
+                job->agree.fast = 0; /* the bound above assumed an exact carry */
+            }
+            caps_nn_parallel(phase_table, job);
+            caps_nn_parallel(phase_zero, job);
+            for (int32_t i0 = 0; i0 < job->n_in; i0 += sc->block) {
+                job->i0 = i0;
+                job->n = job->n_in - i0 < sc->block ? job->n_in - i0 : sc->block;
+                if (job->stored != NULL) {
+                    job->rows = job->stored + (size_t)i0 * md;
+                } else {
+                    caps_rv_predict_capsule(job->pc,
+                                            job->input + (size_t)i0 * job->pc->dim_in,
+                                            job->weights + (size_t)i0 * md * job->pc->dim_in,
+                                            job->row);
+                    job->rows = job->row;
+                }
+                caps_nn_parallel(phase_ab, job);
+                caps_nn_parallel(phase_c, job);
+            }
+        }
+        const caps_nn_requant sq = params->s[r];
+        for (size_t e = 0; e < md; ++e) {
+            const int64_t a = r == 0 ? sc->acc[e] : caps_nn_round_shift_s64(sc->acc[e], p);
+            sc->s[e] = caps_nn_sat_s8(
+                caps_nn_requantize(caps_nn_sat_s32(a), sq.multiplier, sq.shift));
+        }
+        const caps_nn_status st = caps_squash_s8(&sdims, &params->squash[r], sc->s, output);
+        if (st != CAPS_NN_SUCCESS) {
+            return st;
+        }
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
+                                       const caps_class_caps_dims *dims,
+                                       const caps_routing_params *params, const int8_t *u_hat,
+                                       int8_t *output)
+{
+    if (caps_routing_params_check(dims, params) != CAPS_NN_SUCCESS || u_hat == NULL ||
+        output == NULL || ctx == NULL || ctx->buf == NULL ||
+        ctx->size < caps_dynamic_routing_s8_get_buffer_size(dims)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    const int32_t need = caps_dynamic_routing_s8_get_buffer_size(dims);
+    rv_scratch sc;
+    carve(ctx->buf, dims, (uint8_t *)ctx->buf + need, (size_t)(ctx->size - need), 0, &sc);
+    rv_job job;
+    memset(&job, 0, sizeof(job));
+    job.sc = &sc;
+    job.params = params;
+    job.stored = u_hat;
+    job.n_in = dims->n_in;
+    job.n_out = dims->n_out;
+    job.dim = dims->dim_out;
+    job.md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    return routing_core(&job, output);
+}
+
+caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (params == NULL || caps_predictions_params_check(dims, &params->pred) != CAPS_NN_SUCCESS ||
+        caps_routing_params_check(dims, &params->routing) != CAPS_NN_SUCCESS || input == NULL ||
+        weights == NULL || output == NULL || ctx == NULL || ctx->buf == NULL ||
+        ctx->size < caps_class_caps_s8_get_buffer_size(dims, store_predictions)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    const int32_t need = caps_class_caps_s8_get_buffer_size(dims, store_predictions);
+    const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
+    uint8_t *base = (uint8_t *)ctx->buf;
+    int8_t *uhat = (int8_t *)base + routing_bytes;
+    rv_scratch sc;
+    carve(base, dims, base + need, (size_t)(ctx->size - need), !store_predictions, &sc);
+    caps_rv_pred pc;
+    caps_rv_pred_init(&pc, dims, &params->pred);
+    rv_job job;
+    memset(&job, 0, sizeof(job));
+    job.sc = &sc;
+    job.params = &params->routing;
+    job.pc = &pc;
+    job.input = input;
+    job.weights = weights;
+    job.row = uhat;
+    job.n_in = dims->n_in;
+    job.n_out = dims->n_out;
+    job.dim = dims->dim_out;
+    job.md = md;
+    if (store_predictions) {
+        caps_rv_predict_all(&pc, input, weights, uhat);
+        job.stored = uhat;
+    }
+    return routing_core(&job, output);
+}

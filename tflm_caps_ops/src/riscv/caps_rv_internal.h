@@ -1,0 +1,104 @@
+/*
+ * Internals shared by the RISC-V backend's source files (not installed).
+ */
+#ifndef TFLM_CAPS_RV_INTERNAL_H
+#define TFLM_CAPS_RV_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tflm_caps/caps_nn_backend_math.h"
+#include "tflm_caps/caps_nn_backend_riscv.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+#if defined(__GNUC__)
+#define CAPS_RV_INLINE static inline __attribute__((always_inline))
+#else
+#define CAPS_RV_INLINE static inline
+#endif
+
+/* Four int8 from any address. */
+CAPS_RV_INLINE uint32_t caps_rv_read_s8x4(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#if defined(CAPS_NN_PULP_SDOTP)
+/* Xpulp: acc + a0 b0 + a1 b1 + a2 b2 + a3 b3 in one instruction. */
+typedef signed char caps_rv_v4s __attribute__((vector_size(4)));
+
+CAPS_RV_INLINE int32_t caps_rv_sdot4(uint32_t a, uint32_t b, int32_t acc)
+{
+    caps_rv_v4s va, vb;
+    memcpy(&va, &a, 4);
+    memcpy(&vb, &b, 4);
+    return __builtin_pulp_sdotsp4(va, vb, acc);
+}
+#else
+CAPS_RV_INLINE int32_t caps_rv_sdot4(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + (int32_t)(int8_t)a * (int8_t)b +
+           (int32_t)(int8_t)(a >> 8) * (int8_t)(b >> 8) +
+           (int32_t)(int8_t)(a >> 16) * (int8_t)(b >> 16) +
+           (int32_t)(int8_t)(a >> 24) * (int8_t)(b >> 24);
+}
+#endif
+
+/* Dot product of two int8 vectors. */
+CAPS_RV_INLINE int32_t caps_rv_dot_s8(const int8_t *a, const int8_t *b, int32_t n)
+{
+    int32_t acc = 0;
+    int32_t k = 0;
+#if defined(CAPS_NN_PULP_SDOTP)
+    for (; k + 4 <= n; k += 4) {
+        acc = caps_rv_sdot4(caps_rv_read_s8x4(a + k), caps_rv_read_s8x4(b + k), acc);
+    }
+#endif
+    for (; k < n; ++k) {
+        acc += (int32_t)a[k] * b[k];
+    }
+    return acc;
+}
+
+/* Saturate to int8. */
+CAPS_RV_INLINE int32_t caps_rv_sat8(int32_t x) { return x > 127 ? 127 : (x < -128 ? -128 : x); }
+
+/* Requantization: the exact split of caps_bm_requant when it applies. */
+CAPS_RV_INLINE int32_t caps_rv_requant(int32_t x, const caps_bm_requant *q, int32_t multiplier,
+                                       int32_t shift)
+{
+    return q->fast ? caps_bm_requantize(x, q) : caps_nn_requantize(x, multiplier, shift);
+}
+
+/* Prepared predictions (per output capsule requantization). */
+typedef struct {
+    int32_t n_in;
+    int32_t n_out;
+    int32_t dim_out;
+    int32_t dim_in;
+    int32_t zp;
+    int32_t num_scales;
+    const int32_t *multipliers;
+    const int32_t *shifts;
+} caps_rv_pred;
+
+void caps_rv_pred_init(caps_rv_pred *pc, const caps_class_caps_dims *dims,
+                       const caps_predictions_params *params);
+
+/* u_hat(.|i) [n_out*dim_out] of one input capsule (one core's work). */
+void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
+                             int8_t *out);
+
+/* All predictions [n_in, n_out*dim_out], input capsules split over the cores. */
+void caps_rv_predict_all(const caps_rv_pred *pc, const int8_t *input, const int8_t *weights,
+                         int8_t *u_hat);
+
+CAPS_RV_INLINE void *caps_rv_align(void *p, uintptr_t align)
+{
+    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
+}
+
+#endif /* TFLM_CAPS_RV_INTERNAL_H */
