@@ -93,11 +93,13 @@ def tensor_name(tensor):
 def opcode_index(model, builtin=None, custom=None, version=1):
     """Index of an operator code, appended when missing."""
     for i, code in enumerate(model.operatorCodes):
+        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
         if custom is not None:
-            name = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-            if name == custom and max(code.builtinCode, code.deprecatedBuiltinCode) == BUILTIN.CUSTOM:
+            name = code.customCode
+            name = name.decode() if isinstance(name, bytes) else name
+            if name == custom and kind == BUILTIN.CUSTOM:
                 return i
-        elif max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
+        elif kind == builtin and code.version == version:
             return i
     code = schema.OperatorCodeT()
     code.builtinCode = BUILTIN.CUSTOM if custom is not None else builtin

@@ -69,9 +69,7 @@ def set_fixed_output_ranges(model):
         tensor = sg.tensors[sg.operators[k].outputs[0]]
         lo, hi = fixed_range(name)
         if tensor.quantization is None:
-            tensor.quantization = G.affine([], [])
-            tensor.quantization.scale = None
-            tensor.quantization.zeroPoint = None
+            tensor.quantization = G.schema.QuantizationParametersT()
         tensor.quantization.min = np.array([lo], np.float32)
         tensor.quantization.max = np.array([hi], np.float32)
 
@@ -101,7 +99,7 @@ def make_custom_ops_int8(model, layer_names=None):
         raise PatchError("the model has no capsule custom ops")
     caps_indices = {k for k, _ in ops}
     removed = set()
-    inserted = []  # (after operator index, new operator)
+    inserted = []  # (id of the operator it follows, new DEQUANTIZE operator)
 
     # Inputs: read the int8 producer directly.
     for k, name in ops:
@@ -124,7 +122,8 @@ def make_custom_ops_int8(model, layer_names=None):
                                      "expected int8")
                 inputs[slot] = src  # the DEQUANTIZE goes if nothing else reads it
                 continue
-            where = "a graph input" if p is None else f"operator {G.op_name(model, sg.operators[p])}"
+            where = ("a graph input" if p is None
+                     else f"operator {G.op_name(model, sg.operators[p])}")
             raise PatchError(f"{name}: input {G.tensor_name(tensor)!r} is "
                              f"{G.type_name(tensor.type)} written by {where}; expected an int8 "
                              "tensor (or a DEQUANTIZE of one)")

@@ -15,7 +15,9 @@ Used by the emulated tests, the instruction-count benchmark and directly:
         --run my_main.c
 """
 import argparse
+import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -180,20 +182,59 @@ def compile_command(target, sources, elf, include_dirs=(), defines=(), opt="-O2"
 
 
 def build(target, sources, elf, include_dirs=(), defines=(), opt="-O2", extra_flags=(),
-          with_harness=True):
+          with_harness=True, cache_dir=None, jobs=None, program_defines=()):
     """Compile and link `sources` (+ the harness) into `elf`; returns its path.
+
+    `defines` apply to every source, `program_defines` only to sources
+    outside tflm_caps_ops (the test program), so that changing a test
+    setting does not rebuild the kernel library.  Each object is cached in
+    `cache_dir` (default: next to the ELF) under a digest of the source, its
+    flags and the headers it includes (gcc -MM); compiles run in parallel.
     Raises McuError with the compiler output on failure."""
     target = get_target(target) if isinstance(target, str) else target
     missing = missing_tools(target)
     if missing:
         raise McuError(f"{target.name}: toolchain not installed: {', '.join(missing)}")
-    all_sources = list(sources) + (harness_sources(target) if with_harness else [])
-    cmd = compile_command(target, all_sources, elf, include_dirs, defines, opt, extra_flags)
+    elf = Path(elf)
+    cache = Path(cache_dir) if cache_dir else elf.parent / ".objcache"
+    cache.mkdir(parents=True, exist_ok=True)
+    all_sources = [Path(p) for p in sources] + (harness_sources(target) if with_harness else [])
+    link = compile_command(target, [], elf, include_dirs, defines, opt, extra_flags)
+    flags = [a for a in link if a not in ("-o", str(elf))]
+    compile_flags = [a for a in flags[1:] if not a.startswith(("-Wl,", "-T", "-nostartfiles"))]
+    ops = str(OPS_DIR.resolve())
+
+    def compile_one(src):
+        own = [] if str(src.resolve()).startswith(ops) else [f"-D{d}" for d in program_defines]
+        cflags = [*compile_flags, *own, f"-I{src.parent}"]
+        deps = subprocess.run([flags[0], *cflags, "-MM", str(src)], capture_output=True,
+                              text=True)
+        if deps.returncode != 0:
+            raise McuError(f"{target.name}: preprocessing {src} failed:\n{deps.stderr}")
+        h = hashlib.sha1("\0".join(cflags).encode())
+        for dep in deps.stdout.replace("\\\n", " ").split()[1:]:
+            h.update(dep.encode())
+            h.update(Path(dep).read_bytes())
+        obj = cache / f"{src.stem}-{h.hexdigest()[:20]}.o"
+        if not obj.exists():
+            cmd = [flags[0], *cflags, "-c", str(src), "-o", str(obj) + ".tmp"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise McuError(f"{target.name}: compiling {src} failed:\n{' '.join(cmd)}\n"
+                               f"{proc.stdout}{proc.stderr}")
+            os.replace(str(obj) + ".tmp", obj)
+        return obj
+
+    workers = jobs or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        objects = list(pool.map(compile_one, all_sources))
+    cmd = [flags[0], *[a for a in flags[1:] if not a.startswith("-I") and not a.startswith("-D")],
+           *[str(o) for o in objects], "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise McuError(f"{target.name}: build of {elf} failed:\n{' '.join(cmd)}\n"
+        raise McuError(f"{target.name}: linking {elf} failed:\n{' '.join(cmd)}\n"
                        f"{proc.stdout}{proc.stderr}")
-    return Path(elf)
+    return elf
 
 
 def qemu_command(target, elf):

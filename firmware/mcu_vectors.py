@@ -6,10 +6,13 @@ cases the host tests use); the expected outputs are the numpy reference's.
 compares.  Both arrays are string literals (they compile much faster than
 brace initializers at megabyte sizes); the program drops the trailing NUL.
 """
+import math
 from pathlib import Path
 
 import numpy as np
 
+from tflm_caps.reference import float_ref
+from tflm_caps.reference import quant as q
 from tflm_caps.reference import vectors as vec
 
 ALIGN = 16
@@ -24,6 +27,53 @@ def _literal(name, data, per_line=64):
         lines.append('    ""')
     lines[-1] += ";"
     return "\n".join(lines)
+
+
+# Published CapsNet class-capsule layers: (n_in, dim_in, n_out, dim_out).
+SHAPES = {
+    "costa2022-mnist": (1024, 4, 10, 6),
+    "sabour2017-mnist": (1152, 8, 10, 16),
+}
+
+
+def calibrated_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
+                          batch=2):
+    """(u int8 [n_in, dim_in], W int8, ClassCapsParams) of a layer whose
+    float predictions agree on one class, quantized with scales calibrated
+    on a small batch: a routing that actually routes."""
+    u = float_ref.squash(rng.normal(size=(batch, n_in, dim_in)))
+    W = rng.normal(size=(n_in, n_out, dim_out, dim_in)) / math.sqrt(dim_in)
+    target = rng.normal(size=dim_out)
+    W[:, 0] += 0.5 * np.einsum("d,k->dk", target, np.ones(dim_in)) / dim_in
+    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule)
+    Wq = q.quantize_weights(W, quant.weight_scales)
+    uq = q.quantize(u[0], 1.0 / 128)
+    return uq, Wq, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
+
+
+def random_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True):
+    """Uniform random int8 data with log-uniform random scales: saturation,
+    odd multipliers, logits far apart (couplings of exactly 2^15)."""
+    def logu(lo, hi, size=None):
+        return np.exp(rng.uniform(math.log(lo), math.log(hi), size=size))
+
+    quant = q.ClassCapsQuant(float(logu(1e-3, 0.1)), int(rng.integers(-128, 128)),
+                             logu(1e-3, 1e-1, n_out if per_capsule else 1),
+                             float(logu(1e-3, 1.0)), logu(1e-4, 0.4, routings),
+                             logu(1e-3, 2.0, routings - 1))
+    u = rng.integers(-128, 128, size=(n_in, dim_in)).astype(np.int8)
+    W = rng.integers(-128, 128, size=(n_in, n_out, dim_out, dim_in)).astype(np.int8)
+    return u, W, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
+
+
+def squash_case(rng, n_caps, dim, scale=0.05, zp=3):
+    x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
+    return ("squash", x, q.squash_params(scale, zp))
+
+
+def length_case(rng, n_caps, dim, scale=1.0 / 128, zp=0):
+    x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
+    return ("length", x, q.length_params(scale, zp))
 
 
 def _buffer_sizes(dims):

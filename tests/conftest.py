@@ -73,7 +73,8 @@ def trained_costa_mnist_run(bundled_data, tmp_path_factory):
     from tflm_caps.commands import train as train_command
     path = str(tmp_path_factory.mktemp("trained_costa_mnist") / "costa2022-mnist.keras")
     args = train_cli_args(["--model", "costa2022-mnist", "--data", "bundled", "--seed", "0",
-                           "--out", path, "--no-progress", "--json"])
+                           "--train-eval-samples", "1000", "--out", path, "--no-progress",
+                           "--json"])
     model, result, report = train_command.execute(args)
     print(f"\n[fixture] costa2022-mnist trained: {report}", file=sys.stderr)
     return TrainRun(model, result.inference_model, result, report, path)

@@ -39,7 +39,20 @@ def check_fully_int8(model_bytes):
     assert used | {int(t) for t in sg.inputs} == set(range(len(sg.tensors)))
     referenced = {t.buffer for t in sg.tensors} | {m.buffer for m in model.metadata or []}
     assert referenced | {0} == set(range(len(model.buffers)))
+    assert_buffers_aligned(model_bytes)
     return names
+
+
+def assert_buffers_aligned(model_bytes):
+    """Weight data starts on 16-byte boundaries (schema force_align, as TF writes it)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(model_bytes, 0)
+    for i in range(root.BuffersLength()):
+        buf = root.Buffers(i)
+        if buf.DataLength():
+            start = buf._tab.Vector(buf._tab.Offset(4))
+            assert start % 16 == 0, f"buffer {i} starts at {start}"
 
 
 @pytest.mark.parametrize("name", [
@@ -143,3 +156,32 @@ def test_sequential_model_converts():
     result = convert_detailed(model, x, num_samples=4, metadata=None)
     assert check_fully_int8(result.model)[-3:] == ["TFLMCaps_Squash", "TFLMCaps_ClassCaps",
                                                    "TFLMCaps_Length"]
+
+
+def test_capsule_op_output_feeding_builtins(bundled_data):
+    """Squash -> builtin RESHAPE -> ClassCaps: the builtin between two capsule ops
+    runs in int8 on the fixed squash scale, with no conversion ops around it."""
+    import keras
+
+    from tflm_caps.converter import convert_detailed, kernels
+    from tflm_caps.layers import ClassCaps, Length, Squash
+
+    image = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 5, strides=3, activation="relu")(image)
+    x = keras.layers.Reshape((-1, 4))(x)
+    x = Squash(name="squash")(x)
+    x = keras.layers.Reshape((-1, 8), name="regroup")(x)  # 2 squashed 4-D -> one 8-D capsule
+    v = ClassCaps(10, 4, routings=3, name="class_caps")(x)
+    model = keras.Model(image, Length(name="length")(v), name="regroup")
+    result = convert_detailed(model, bundled_data, num_samples=16, metadata=None)
+    names = check_fully_int8(result.model)
+    assert names == ["CONV_2D", "RESHAPE", "TFLMCaps_Squash", "RESHAPE", "TFLMCaps_ClassCaps",
+                     "TFLMCaps_Length"]
+    obj = G.load(result.model)
+    sg = obj.subgraphs[0]
+    regroup = sg.operators[3]
+    for t in (int(regroup.inputs[0]), int(regroup.outputs[0])):
+        q = sg.tensors[t].quantization
+        assert list(q.scale) == [np.float32(1 / 128)] and list(q.zeroPoint) == [0]
+    _, raw = kernels.run_model(result.model, bundled_data.x_test[:4])
+    assert raw.shape == (4, 10)

@@ -45,26 +45,32 @@ def test_trained_tiny_saved_file_predicts_the_same(trained_tiny, trained_tiny_pa
 
 
 def test_training_is_reproducible_per_seed(bundled_data):
+    from tflm_caps import models
     small = bundled_data.subset(train=400, test=100, seed=1)
 
     def weights(seed):
         model, result = trainer.train("tiny", small, epochs=1, seed=seed, progress=False,
-                                      verbose=False, evaluate_train=False)
+                                      verbose=False, train_eval_samples=0)
         return [w.copy() for w in model.get_weights()], result
 
     a, ra = weights(7)
     b, rb = weights(7)
-    c, _ = weights(8)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert ra.test_accuracy == rb.test_accuracy
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
     assert math.isnan(ra.train_accuracy)
+
+    def initial(seed):
+        trainer.set_seed(seed)
+        return models.build("tiny").get_weights()
+
+    assert all(np.array_equal(x, y) for x, y in zip(initial(7), initial(7)))
+    assert not any(np.array_equal(x, y) for x, y in zip(initial(7), initial(8)) if x.std() > 0)
 
 
 def test_decoder_training_reconstructs(bundled_data, tmp_path):
     from tflm_caps import models
     small = bundled_data.subset(train=2000, test=200, seed=2)
-    model, result = trainer.train("tiny", small, epochs=3, decoder=True, seed=0,
+    model, result = trainer.train("tiny", small, epochs=2, decoder=True, seed=0,
                                   progress=False, verbose=False)
     assert models.is_training_model(model) and result.decoder
     onehot = small.y_test_onehot
@@ -82,7 +88,7 @@ def test_decoder_training_reconstructs(bundled_data, tmp_path):
     sse_wrong = ((recon_wrong - small.x_test) ** 2).sum(axis=(1, 2, 3)).mean()
     assert sse < 0.9 * baseline, (sse, baseline)
     assert sse < sse_wrong, (sse, sse_wrong)
-    assert "reconstruction_loss" in result.history or len(result.history["loss"]) == 3
+    assert len(result.history["reconstruction_loss"]) == 2
     # the training model round-trips through .keras
     path = tmp_path / "tiny-train.keras"
     model.save(path)
@@ -178,11 +184,12 @@ def test_costa2022_mnist_cli_reaches_95_percent(trained_costa_mnist_run, bundled
     assert report["params"] == 296_800  # the published parameter count
     assert report["test_accuracy"] >= COSTA_MIN_TEST_ACCURACY, report
     assert report["epochs"] == trainer.RECIPES["costa2022-mnist"]["epochs"]
+    assert 0.95 <= report["train_accuracy"] <= 1.0
     loaded = _load(run.path)
     # the file the CLI saved is the model it measured, prediction for prediction
-    np.testing.assert_allclose(loaded.predict(bundled_data.x_test, batch_size=500, verbose=0),
-                               run.inference.predict(bundled_data.x_test, batch_size=500,
-                                                     verbose=0), rtol=0, atol=1e-6)
-    assert _numpy_accuracy(loaded, bundled_data) == pytest.approx(report["test_accuracy"],
-                                                                  abs=1e-9)
+    scores = loaded.predict(bundled_data.x_test, batch_size=500, verbose=0)
+    np.testing.assert_allclose(scores[:200], run.inference.predict(bundled_data.x_test[:200],
+                                                                   verbose=0), rtol=0, atol=1e-6)
+    assert float(np.mean(scores.argmax(1) == bundled_data.y_test)) == pytest.approx(
+        report["test_accuracy"], abs=1e-9)
     json.dumps(run.result.as_dict())  # JSON-serializable

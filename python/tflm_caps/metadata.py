@@ -15,6 +15,7 @@ LABELS_FILE = "labels.txt"
 METADATA_NAME = "TFLITE_METADATA"
 # Fixed timestamp for the labels file so that the zip (and the model) is reproducible.
 _LABELS_MTIME = 1577836800  # 2020-01-01
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
 class MetadataError(ValueError):
@@ -97,7 +98,32 @@ def write(tflite_bytes, *, name, description="", version="", author="tflm-caps",
         writer = metadata_writer.MetadataWriter.create_from_metadata_info(
             data, general_md=general, input_md=[image], output_md=[lengths],
             associated_files=files)
-        return bytes(writer.populate())
+        populated = bytes(writer.populate())
+        contents = {os.path.basename(p): open(p, "rb").read() for p in files}
+    return _realign(populated, contents)
+
+
+def _realign(populated, files):
+    """Re-serialize with 16-byte aligned buffers and re-append the associated files.
+
+    tflite-support's populator re-packs the flatbuffer without the schema's
+    buffer alignment; the zip of associated files follows the flatbuffer
+    (offsets from the start of the file), so it is rebuilt after it.
+    """
+    import io
+    import zipfile
+
+    from tflm_caps.converter_patches import graph as G
+
+    out = io.BytesIO(G.dump(G.load(populated)))
+    out.seek(0, io.SEEK_END)
+    if files:
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
+            for name in sorted(files):
+                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, files[name])
+    return out.getvalue()
 
 
 def read(tflite_bytes):

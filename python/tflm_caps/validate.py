@@ -80,6 +80,22 @@ def _op_reference(info, op, deq_inputs):
     return float_ref.class_caps_float(deq_inputs[0], w, routings, return_intermediates=False)
 
 
+def load_keras(model):
+    """A keras.Model as is, or loaded from a .keras path (with our layers)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Keras model not found: {path}")
+    import keras
+
+    import tflm_caps.layers  # noqa: F401 - registers the capsule layers for loading
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise ValueError(f"cannot load Keras model {path}: {exc}") from exc
+
+
 def _as_dataset(data, input_shape=None):
     from tflm_caps import data as caps_data
 
@@ -117,12 +133,11 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
     arena_bytes: "search" (exact minimum, a few seconds), an int to report
     as is, or None to skip.  Returns the report dict (see module doc).
     """
-    from tflm_caps.converter.api import _load_model
     from tflm_caps.runtime import TFLMRunner, find_min_arena_size
     from tflm_caps.runtime.runner import read_model
 
     t0 = time.perf_counter()
-    model = _load_model(keras_model)
+    model = load_keras(keras_model)
     int8_bytes, int8_name = read_model(tflite_model)
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if isinstance(data, tuple):
@@ -231,10 +246,9 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
 def agreement(keras_model, tflite_model, x, *, progress=False, batch_size=256):
     """Top-1 agreement of float Keras and int8 TFLM on images x; returns
     (agreement, disagreements, float_pred, int8_pred)."""
-    from tflm_caps.converter.api import _load_model
     from tflm_caps.runtime import TFLMRunner
 
-    model = _load_model(keras_model)
+    model = load_keras(keras_model)
     runner = tflite_model if isinstance(tflite_model, TFLMRunner) else TFLMRunner(tflite_model)
     float_pred = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
     int8_pred = np.argmax(runner.predict(x, progress=progress), axis=-1)

@@ -70,9 +70,8 @@ def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, 
 
     from tflm_caps import data as caps_data
     from tflm_caps.converter import convert_detailed
-    from tflm_caps.converter.api import _load_model
     from tflm_caps.runtime import TFLMRunner
-    from tflm_caps.validate import validate, write_report
+    from tflm_caps.validate import load_keras, validate, write_report
 
     t0 = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
@@ -86,7 +85,7 @@ def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, 
     training = None
     if os.path.isfile(keras_path) and not retrain:
         _log(f"reusing trained model {keras_path}")
-        model = _load_model(keras_path)
+        model = load_keras(keras_path)
         if tuple(model.inputs[0].shape[1:]) != tuple(ds.input_shape):
             raise ValueError(f"{keras_path} takes inputs of shape "
                              f"{tuple(model.inputs[0].shape[1:])}, not the bundled "

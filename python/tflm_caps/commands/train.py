@@ -59,6 +59,9 @@ def add_parser(subparsers):
     p.add_argument("--fit", choices=("auto", "pad", "resize"),
                    help="build the model at its zoo input shape and pad/resize the data to "
                         "it (default: build the model for the data's image shape)")
+    p.add_argument("--train-eval-samples", type=int, metavar="N",
+                   help="measure the final train accuracy on N stratified training images "
+                        "(default: all; 0 skips it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true",
                    help="print {model, epochs, train_accuracy, test_accuracy, seconds, "
@@ -87,13 +90,15 @@ def execute(args):
     model, result = train.train(
         args.model, dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         decoder=args.decoder, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
-        fit=args.fit, progress=not args.no_progress, verbose=True)
+        fit=args.fit, progress=not args.no_progress, verbose=True,
+        train_eval_samples=args.train_eval_samples)
     saved = model if args.save == "training" else result.inference_model
     saved.save(args.out)
     report = {
         "model": result.model,
         "epochs": result.epochs,
-        "train_accuracy": result.train_accuracy,
+        "train_accuracy": (None if result.train_accuracy != result.train_accuracy
+                           else result.train_accuracy),  # NaN is not JSON
         "test_accuracy": result.test_accuracy,
         "seconds": result.seconds,
         "params": result.params,

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from tflm_caps.converter import calibration, composites, export
+from tflm_caps.converter import calibration, export
 from tflm_caps.converter import options as caps_options
 from tflm_caps.converter.errors import ConversionError
 from tflm_caps.converter.summary import ConversionSummary, summarize
@@ -200,7 +200,8 @@ def _resolve_metadata(metadata, ex, data):
 
 
 def _verify_int8(model_obj, io_dtype):
-    """Every activation and weight int8 (int32 biases/shapes); Q/DQ only at float I/O."""
+    """Every activation and weight int8 (int32 biases/shapes); float and Q/DQ only at
+    float I/O (an int8 -> int8 requantizing QUANTIZE is allowed)."""
     from tflm_caps.converter_patches import graph as G
 
     sg = model_obj.subgraphs[0]
@@ -215,7 +216,9 @@ def _verify_int8(model_obj, io_dtype):
                               f"{G.type_name(tensor.type)} after conversion")
     for op in sg.operators:
         name = G.op_name(model_obj, op)
-        if name == "QUANTIZE" and not (int(op.inputs[0]) in allowed_float):
+        requantize = all(sg.tensors[int(t)].type == G.TENSOR_TYPE.INT8
+                         for t in list(op.inputs) + list(op.outputs))
+        if name == "QUANTIZE" and not (int(op.inputs[0]) in allowed_float or requantize):
             raise ConversionError("internal: a QUANTIZE remains inside the graph")
         if name == "DEQUANTIZE" and not (int(op.outputs[0]) in allowed_float):
             raise ConversionError("internal: a DEQUANTIZE remains inside the graph")

@@ -55,8 +55,8 @@ def _find_length_output(model, L):
         if isinstance(op, L.Length):
             candidates.append(kt)
     if len(candidates) != 1:
-        names = [f"{kt._keras_history.operation.name} ({type(kt._keras_history.operation).__name__})"
-                 for kt in model.outputs]
+        ops = [kt._keras_history.operation for kt in model.outputs]
+        names = [f"{op.name} ({type(op).__name__})" for op in ops]
         raise ConversionError(
             f"model {model.name!r}: expected exactly one output produced by a tflm_caps Length "
             f"layer (the class-capsule lengths), found {len(candidates)} among outputs {names}")

@@ -203,6 +203,9 @@ def make_interpreter(model_bytes, kernels=None, reference_builtins=True,
             model_content=bytes(model_bytes), custom_op_registerers=[kernels.registerer],
             experimental_op_resolver_type=resolver,
             experimental_preserve_all_tensors=preserve_all_tensors)
+    # The resolver keeps pointers to the kernels' ctypes callbacks: tie their
+    # lifetime to the interpreter's.
+    interp._tflm_caps_kernels = kernels
     interp.allocate_tensors()
     kernels.raise_pending()
     return interp, kernels

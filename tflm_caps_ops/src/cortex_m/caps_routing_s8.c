@@ -365,11 +365,9 @@ CAPS_CM_INLINE void phase_ab_block_dim(const cm_update *up, const int32_t kind,
             *first = row;
         }
         int8_t *b = sc->logits + (size_t)(i0 + k) * n_out;
-        if (vp != NULL) {
-            phase_ab_capsule(up, kind, sc, row, vp, v, b, n_out, dim, k);
-        } else {
-            phase_ab_capsule(up, kind, sc, row, NULL, v, b, n_out, dim, k);
-        }
+        /* the slow kind reads v as is, the fast kinds the prepared copy */
+        phase_ab_capsule(up, kind, sc, row, kind == CM_UPDATE_SLOW ? NULL : vp, v, b, n_out, dim,
+                         k);
     }
 }
 
@@ -562,12 +560,14 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
             for (size_t e = 0; e < md; ++e) {
                 sc->acc[e] = 0;
             }
-            const cm_update up = update_init(params, r - 1, dim);
+            cm_update up = update_init(params, r - 1, dim);
             uint32_t vprep[CM_VPREP_WORDS];
             const uint32_t *vp = NULL;
             if ((int64_t)n_out * vprep_words(dim) <= CM_VPREP_WORDS) {
                 prepare_v(output, n_out, dim, vprep);
                 vp = vprep;
+            } else {
+                up.kind = CM_UPDATE_SLOW; /* v too big to unpack on the stack */
             }
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const int32_t n = n_in - i0 < sc->block ? n_in - i0 : sc->block;
