@@ -104,7 +104,9 @@ def test_train_adapts_data_when_asked(bundled_data):
     net = models.build("tiny")  # 28x28 input
     with pytest.raises(ValueError, match=r"expects images \(28, 28, 1\).*fit='auto'"):
         trainer.train(net, digits, epochs=1, progress=False)
-    _, result = trainer.train(net, digits, epochs=1, fit="auto", progress=False, verbose=False)
+    model, result = trainer.train("tiny", digits, epochs=1, fit="auto", progress=False,
+                                  verbose=False)
+    assert tuple(model.inputs[0].shape[1:]) == (28, 28, 1)  # the zoo shape
     assert result.data == "digits@28x28x1" and 0.0 <= result.test_accuracy <= 1.0
     # a zoo name is built for the data's own shape (tiny switches to 3x3 kernels)
     model, _ = trainer.train("tiny", digits, epochs=1, progress=False, verbose=False)

@@ -7,7 +7,11 @@ Heavy imports (TensorFlow) happen inside ``func`` so ``--help`` is fast.
 """
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ info/warning lines would interleave with progress bars.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tflm_caps import __version__
 

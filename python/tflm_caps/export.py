@@ -140,7 +140,8 @@ def resolver_method(builtin_name):
     spelling, e.g. CONV_2D -> AddConv2D)."""
     if builtin_name in _RESOLVER_EXCEPTIONS:
         return _RESOLVER_EXCEPTIONS[builtin_name]
-    return "Add" + "".join(part[:1] + part[1:].lower() for part in builtin_name.split("_"))
+    return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part[:1] + part[1:].lower()
+                           for part in builtin_name.split("_"))
 
 
 def summarize(data):

@@ -1,0 +1,292 @@
+"""`tflm-caps export`: the C array round-trips to the model bytes, the header
+numbers match the model and the measured arena, metadata stripping keeps a
+runnable model, and the generated sources compile (host and Arm compilers;
+main.cc against small stand-in TFLM headers, since no TFLM tree ships)."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tflm_caps import cli
+from tflm_caps import export as ex
+
+flatbuffers = pytest.importorskip("flatbuffers")
+from flatbuffers import flexbuffers  # noqa: E402
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
+    return schema_py_generated
+
+
+def _tensor(S, name, shape, scale, zp, buf, ttype=None):
+    t = S.TensorT()
+    t.name = name.encode()
+    t.shape = list(shape)
+    t.type = S.TensorType.INT8 if ttype is None else ttype
+    t.buffer = buf
+    if scale is not None:
+        q = S.QuantizationParametersT()
+        q.scale = [scale]
+        q.zeroPoint = [zp]
+        t.quantization = q
+    return t
+
+
+def build_model(metadata=None):
+    """RESHAPE [1, 32] -> [1, 4, 8], TFLMCaps_Squash, TFLMCaps_Length: int8,
+    written with the flatbuffer schema only (independent of the converter)."""
+    S = _schema()
+    m = S.ModelT()
+    m.version = 3
+    m.description = b"export test"
+    codes = []
+    for name in ("TFLMCaps_Squash", "TFLMCaps_Length"):
+        oc = S.OperatorCodeT()
+        oc.builtinCode = oc.deprecatedBuiltinCode = S.BuiltinOperator.CUSTOM
+        oc.customCode = name.encode()
+        oc.version = 1
+        codes.append(oc)
+    oc = S.OperatorCodeT()
+    oc.builtinCode = oc.deprecatedBuiltinCode = S.BuiltinOperator.RESHAPE
+    oc.version = 1
+    codes.append(oc)
+    m.operatorCodes = codes
+    bufs = [S.BufferT() for _ in range(5)]
+    shape_buf = S.BufferT()
+    shape_buf.data = np.array([1, 4, 8], np.int32).view(np.uint8).tolist()
+    bufs.append(shape_buf)
+    sg = S.SubGraphT()
+    sg.tensors = [_tensor(S, "x", [1, 32], 0.05, 3, 1), _tensor(S, "x3", [1, 4, 8], 0.05, 3, 2),
+                  _tensor(S, "v", [1, 4, 8], 1 / 128, 0, 3),
+                  _tensor(S, "len", [1, 4], 1 / 256, -128, 4),
+                  _tensor(S, "shape", [3], None, 0, 5, S.TensorType.INT32)]
+    sg.inputs, sg.outputs = [0], [3]
+    opts = list(bytes(flexbuffers.Dumps({"version": 1})))
+    ops = []
+    for code, ins, outs, custom in ((2, [0, 4], [1], None), (0, [1], [2], opts),
+                                    (1, [2], [3], opts)):
+        op = S.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = code, ins, outs
+        op.customOptions = custom
+        ops.append(op)
+    sg.operators = ops
+    sg.name = b"main"
+    m.subgraphs = [sg]
+    if metadata is not None:
+        meta_buf = S.BufferT()
+        meta_buf.data = list(metadata)
+        bufs.append(meta_buf)
+        md = S.MetadataT()
+        md.name = b"TFLITE_METADATA"
+        md.buffer = len(bufs) - 1
+        m.metadata = [md]
+    m.buffers = bufs
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("export_model") / "tiny_caps.tflite"
+    p.write_bytes(build_model())
+    return p
+
+
+@pytest.fixture(scope="module")
+def exported(model_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_out")
+    return ex.export_model(model_path, out), out
+
+
+def test_c_array_round_trips_and_header_matches(exported, model_path):
+    result, out = exported
+    data = model_path.read_bytes()
+    src = (out / "tiny_caps_model_data.cc").read_text()
+    assert "alignas(16) const unsigned char g_tiny_caps_model_data[]" in src
+    assert ex.parse_c_array(src) == data
+    assert f"g_tiny_caps_model_data_len = {len(data)}u" in src
+    defs = ex.read_header_defines((out / "tiny_caps_model_data.h").read_text())
+    assert defs["TINY_CAPS_MODEL_BYTES"] == len(data)
+    assert defs["TINY_CAPS_INPUT_ELEMENTS"] == 32 and defs["TINY_CAPS_OUTPUT_ELEMENTS"] == 4
+    assert defs["TINY_CAPS_INPUT_ZERO_POINT"] == 3
+    assert defs["TINY_CAPS_OUTPUT_ZERO_POINT"] == -128
+    assert defs["TINY_CAPS_INPUT_TYPE"] == "int8_t"
+    arena = defs["TINY_CAPS_TENSOR_ARENA_SIZE"]
+    measured = defs["TINY_CAPS_TENSOR_ARENA_MEASURED"]
+    margin = defs["TINY_CAPS_TENSOR_ARENA_MARGIN"]
+    assert (measured, margin, arena) == (result.arena_measured, result.arena_margin,
+                                         result.arena_size)
+    assert margin == ex.arena_margin(measured) >= ex.ARENA_MARGIN_MIN
+    assert arena % 16 == 0 and measured + margin <= arena < measured + margin + 16
+
+
+def test_arena_is_the_host_runtimes_minimum(exported, model_path):
+    from tflm_caps.runtime import TFLMRunner, find_min_arena_size
+    result, _ = exported
+    assert result.arena_measured == find_min_arena_size(model_path.read_bytes())
+    # and the exported size really runs the model
+    runner = TFLMRunner(model_path.read_bytes(), arena_size=result.arena_size)
+    out = runner.run(np.zeros((1, 32), np.int8) + 3)
+    assert np.asarray(out).shape[-1] == 4
+
+
+def test_main_registers_exactly_the_models_ops(exported):
+    _, out = exported
+    main = (out / "main.cc").read_text()
+    assert "resolver.AddReshape()" in main
+    assert "tflm_caps::AddCapsOps(resolver)" in main
+    assert "MicroMutableOpResolver<kOpSlots>" in main and "kOpSlots = 4" in main
+    assert "TINY_CAPS_TENSOR_ARENA_SIZE" in main and '#include "tiny_caps_model_data.h"' in main
+
+
+def test_generated_sources_compile(exported, tmp_path):
+    _, out = exported
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no host C++ compiler")
+    obj = tmp_path / "data.o"
+    proc = subprocess.run([gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-c",
+                           str(out / "tiny_caps_model_data.cc"), "-o", str(obj)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # the header is C as well
+    c_src = tmp_path / "use.c"
+    c_src.write_text('#include "tiny_caps_model_data.h"\n'
+                     "unsigned int n(void) { return g_tiny_caps_model_data_len + "
+                     "TINY_CAPS_TENSOR_ARENA_SIZE; }\n")
+    proc = subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", f"-I{out}", "-c", str(c_src),
+                           "-o", str(tmp_path / "use.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # cross compiler: the array lands 16-byte aligned in flash (.rodata)
+    armgxx = shutil.which("arm-none-eabi-g++")
+    if armgxx:
+        aobj = tmp_path / "data_arm.o"
+        proc = subprocess.run([armgxx, "-mcpu=cortex-m7", "-mthumb", "-std=c++11", "-Os", "-c",
+                               str(out / "tiny_caps_model_data.cc"), "-o", str(aobj)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(aobj)],
+                                  capture_output=True, text=True).stdout
+        line = next(ln for ln in sections.splitlines() if ".rodata" in ln)
+        assert int(line.split()[-1]) >= 16  # section alignment
+
+
+# The parts of the TFLM API main.cc uses, declared with the shapes of
+# TFLM's headers: a syntax and usage check of the generated program.
+TFLM_STANDIN = {
+    "tensorflow/lite/micro/micro_interpreter.h": """
+#pragma once
+#include <cstddef>
+#include <cstdint>
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+struct TfLiteTensor { void* data; };
+namespace tflite {
+struct Model { uint32_t version() const; };
+const Model* GetModel(const void* buf);
+template <typename T> T* GetTensorData(TfLiteTensor* t) { return static_cast<T*>(t->data); }
+template <typename T> const T* GetTensorData(const TfLiteTensor* t) {
+  return static_cast<const T*>(t->data); }
+class MicroOpResolver {};
+class MicroInterpreter {
+ public:
+  MicroInterpreter(const Model*, const MicroOpResolver&, uint8_t*, size_t);
+  TfLiteStatus AllocateTensors();
+  TfLiteStatus Invoke();
+  TfLiteTensor* input(size_t);
+  TfLiteTensor* output(size_t);
+  size_t arena_used_bytes() const;
+};
+}  // namespace tflite
+""",
+    "tensorflow/lite/micro/micro_log.h": "#pragma once\nvoid MicroPrintf(const char*, ...);\n",
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h": """
+#pragma once
+#include "tensorflow/lite/micro/micro_interpreter.h"
+namespace tflite {
+template <unsigned N> class MicroMutableOpResolver : public MicroOpResolver {
+ public:
+  TfLiteStatus AddReshape();
+  TfLiteStatus AddConv2D();
+  template <typename R> TfLiteStatus AddCustom(const char*, R*);
+};
+}  // namespace tflite
+""",
+    "tensorflow/lite/schema/schema_generated.h": "#pragma once\n#define TFLITE_SCHEMA_VERSION (3)\n",
+    "tflm/caps_ops.h": """
+#pragma once
+namespace tflm_caps { template <typename R> TfLiteStatus AddCapsOps(R& resolver); }
+""",
+}
+
+
+def test_main_uses_the_tflm_api_consistently(exported, tmp_path):
+    _, out = exported
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no host C++ compiler")
+    for rel, text in TFLM_STANDIN.items():
+        p = tmp_path / "inc" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    proc = subprocess.run([gxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                           f"-I{tmp_path / 'inc'}", f"-I{out}", str(out / "main.cc")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_strip_metadata_keeps_a_runnable_model(tmp_path):
+    from tflm_caps.runtime import find_min_arena_size
+    data = build_model(metadata=b"\x00" * 600 + b"tflite-support metadata stand-in")
+    assert ex.summarize(data).metadata == ["TFLITE_METADATA"]
+    stripped = ex.strip_metadata(data)
+    assert len(stripped) < len(data) - 500
+    s = ex.summarize(stripped)
+    assert s.metadata == [] and s.custom_ops == ["TFLMCaps_Length", "TFLMCaps_Squash"]
+    assert s.inputs == ex.summarize(data).inputs
+    assert find_min_arena_size(stripped) > 0  # loads and runs in TFLM
+    p = tmp_path / "meta.tflite"
+    p.write_bytes(data)
+    r = ex.export_model(p, tmp_path / "o", strip=True, arena_size=4000)
+    assert r.stripped_bytes == len(stripped) and r.model_bytes == len(data)
+    assert ex.parse_c_array((tmp_path / "o" / "meta_model_data.cc").read_text()) == stripped
+    assert r.arena_size == 4000 and r.arena_source == "user"
+
+
+def test_cli_json_and_errors(model_path, tmp_path, capsys):
+    rc = cli.main(["export", str(model_path), "--out", str(tmp_path / "c"), "--arena-size",
+                   "5000", "--name", "net", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["arena_size"] == 5008 and report["name"] == "net"
+    assert (tmp_path / "c" / "net_model_data.h").exists()
+    not_model = tmp_path / "x.tflite"
+    not_model.write_bytes(b"hello world, not a flatbuffer")
+    assert cli.main(["export", str(not_model), "--out", str(tmp_path / "d")]) == 2
+    assert "not a TFLite flatbuffer" in capsys.readouterr().err
+    assert cli.main(["export", str(tmp_path / "missing.tflite"), "--out", str(tmp_path)]) == 2
+    assert cli.main(["export", str(model_path), "--out", str(tmp_path / "c"),
+                     "--arena-size", "5000", "--name", "net", "--no-overwrite"]) == 2
+
+
+def test_foreign_custom_ops_are_refused(tmp_path):
+    S = _schema()
+    data = build_model()
+    m = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    m.operatorCodes[0].customCode = b"SomeoneElses_Op"
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    with pytest.raises(ValueError, match="SomeoneElses_Op"):
+        ex.export_model(bytes(b.Output()), tmp_path, arena_size=1000)
+
+
+def test_resolver_method_names():
+    assert ex.resolver_method("CONV_2D") == "AddConv2D"
+    assert ex.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
+    assert ex.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
+    assert ex.resolver_method("BATCH_MATMUL") == "AddBatchMatMul"
+    assert ex.resolver_method("L2_NORMALIZATION") == "AddL2Normalization"
+    assert ex.resolver_method("MAX_POOL_2D") == "AddMaxPool2D"
