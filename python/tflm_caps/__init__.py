@@ -18,7 +18,8 @@ def __getattr__(name):
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in ("layers", "models", "data", "reference", "runtime", "converter", "native"):
+    if name in ("layers", "models", "data", "train", "reference", "runtime", "converter",
+                "native", "metadata", "export"):
         return importlib.import_module("tflm_caps." + name)
     raise AttributeError(f"module 'tflm_caps' has no attribute {name!r}")
 

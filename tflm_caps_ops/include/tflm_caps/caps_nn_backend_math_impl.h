@@ -12,7 +12,7 @@
 /* floor((hi * 2^32 + lo) / d) for d != 0 and hi < d (quotient fits 32
  * bits): Knuth's algorithm D with two 16-bit quotient digits, each from
  * one 32-bit hardware division and at most two corrections. */
-uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d)
+static inline uint32_t caps_bm_divlu_inline(uint32_t hi, uint32_t lo, uint32_t d)
 {
     const int32_t s = caps_bm_clz32(d);
     d <<= s;
@@ -43,6 +43,11 @@ uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d)
         }
     }
     return (q1 << 16) | q0;
+}
+
+uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d)
+{
+    return caps_bm_divlu_inline(hi, lo, d);
 }
 
 /* floor(n / d) for d != 0, n < 2^63 and d < 2^63 (all uses here). */
@@ -83,10 +88,20 @@ uint32_t caps_bm_softmax_recip(uint64_t sum)
     if (sum <= ((uint64_t)1 << 30)) {
         return 0xFFFFFFFFu;
     }
-    if ((sum >> 32) == 0) {
-        return caps_bm_divlu((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)sum);
+    const uint32_t sh = (uint32_t)(sum >> 32);
+    if (sh == 0) {
+        return caps_bm_divlu_inline((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)sum);
     }
-    return (uint32_t)caps_bm_udiv64(n, sum);
+    /* sum >= 2^32: divide by the normalized top word; the estimate is the
+     * quotient or one too large (as in caps_bm_udiv64) */
+    const int32_t s = caps_bm_clz32(sh);
+    const uint32_t top = (uint32_t)((sum << s) >> 32);
+    const uint64_t nn = n >> (32 - s);
+    uint32_t q = caps_bm_divlu_inline((uint32_t)(nn >> 32), (uint32_t)nn, top);
+    if ((uint64_t)q * sum > n) {
+        --q;
+    }
+    return q;
 }
 
 /* round(sqrt(k) * 16) for k = 0..255 (estimate table of caps_bm_isqrt32). */
@@ -179,7 +194,7 @@ uint32_t caps_bm_norm_q16(uint32_t sq)
     /* underestimate of sqrt(sq) 2^16, off by at most 2^16 / (2a + 1) */
     const uint32_t x0 = (a << 16) + (rem << 16) / (2u * a + 1u);
     /* one Newton step (from below it lands at or above the root) */
-    uint32_t x = (uint32_t)(((uint64_t)x0 + caps_bm_divlu(sq, 0, x0)) >> 1);
+    uint32_t x = (uint32_t)(((uint64_t)x0 + caps_bm_divlu_inline(sq, 0, x0)) >> 1);
     const uint64_t n = (uint64_t)sq << 32;
     while ((uint64_t)x * x > n) {
         --x;
@@ -209,10 +224,26 @@ uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier,
         t = (prod + ((uint64_t)1 << (-left - 1))) >> -left;
     }
     const uint64_t den = ((uint64_t)1 << 30) + t;
-    const uint64_t f = ((uint64_t)1 << 30) - caps_bm_udiv64(((uint64_t)1 << 60) + (den >> 1), den);
+    /* round(2^60 / den), den in [2^30, 2^62 + 2^30]: one normalized
+     * 64/32 division (as in caps_bm_softmax_recip) */
+    const uint64_t n = ((uint64_t)1 << 60) + (den >> 1);
+    uint32_t q;
+    const uint32_t dh = (uint32_t)(den >> 32);
+    if (dh == 0) {
+        q = caps_bm_divlu_inline((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)den);
+    } else {
+        const int32_t s = caps_bm_clz32(dh);
+        const uint32_t top = (uint32_t)((den << s) >> 32);
+        const uint64_t nn = n >> (32 - s);
+        q = caps_bm_divlu_inline((uint32_t)(nn >> 32), (uint32_t)nn, top);
+        if (q != 0 && (uint64_t)q * den > n) {
+            --q;
+        }
+    }
+    const uint64_t f = ((uint64_t)1 << 30) - q;
     const uint32_t r = caps_bm_norm_q16(sq);
     const uint64_t num = f * ((uint64_t)1 << 17) + (r >> 1); /* < 2^48: high word < r */
-    return caps_bm_divlu((uint32_t)(num >> 32), (uint32_t)num, r);
+    return caps_bm_divlu_inline((uint32_t)(num >> 32), (uint32_t)num, r);
 }
 
 #endif /* TFLM_CAPS_CAPS_NN_BACKEND_MATH_IMPL_H */

@@ -70,6 +70,9 @@ CAPS_CM_INLINE int32_t caps_cm_smlad(uint32_t x, uint32_t y, int32_t acc)
     return (int32_t)__smlad(x, y, (uint32_t)acc);
 }
 
+/* x.lo*y.lo + x.hi*y.hi. */
+CAPS_CM_INLINE int32_t caps_cm_smuad(uint32_t x, uint32_t y) { return (int32_t)__smuad(x, y); }
+
 /* 64-bit acc + x.lo*y.lo + x.hi*y.hi. */
 CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
 {
@@ -152,6 +155,8 @@ CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
     return acc + (int64_t)caps_cm_lo16(x) * caps_cm_lo16(y) +
            (int64_t)caps_cm_hi16(x) * caps_cm_hi16(y);
 }
+
+CAPS_CM_INLINE int32_t caps_cm_smuad(uint32_t x, uint32_t y) { return caps_cm_smlad(x, y, 0); }
 
 CAPS_CM_INLINE uint32_t caps_cm_pkhbt16(uint32_t a, uint32_t b)
 {

@@ -61,6 +61,10 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
 void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out);
 
+/* All predictions [n_in, n_out*dim_out] of a layer (stored mode). */
+void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
+                           int8_t *u_hat, int32_t n_in);
+
 /* Aligns p up to a multiple of `align` (a power of two). */
 CAPS_CM_INLINE void *caps_cm_align(void *p, uintptr_t align)
 {

@@ -186,6 +186,133 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
     }
 }
 
+/* Whole layer, output capsule outer (dim_in 4 or 8): the requantization of
+ * capsule j stays in registers while every input capsule's rows of W[:, j]
+ * are computed; the input capsule is offset and doubled again for each
+ * (i, j), which costs less than reloading per-capsule constants. */
+CAPS_CM_INLINE void layer_j_outer(const caps_cm_pred *pc, const int8_t *input,
+                                  const int8_t *weights, int8_t *u_hat, int32_t n_in,
+                                  const int32_t k_in, const int32_t rows, int32_t mult,
+                                  int32_t half, int32_t rshift, const int32_t has_fix, int32_t j)
+{
+    const size_t md = (size_t)pc->n_out * (size_t)rows;
+    const size_t wstride = md * (size_t)k_in;
+    const uint32_t nzp = (uint32_t)(uint16_t)(int16_t)(-pc->zp) * 0x00010001u;
+    const int8_t *w = weights + (size_t)j * (size_t)rows * (size_t)k_in;
+    int8_t *out = u_hat + (size_t)j * (size_t)rows;
+    for (int32_t i = 0; i < n_in; ++i) {
+        uint32_t u2[4];
+        for (int32_t c = 0; c < k_in / 4; ++c) {
+            const uint32_t x = caps_cm_read_s8x4(input + 4 * c);
+#if CAPS_CM_DSP
+            const uint32_t a = __sxtab16(nzp, x);
+            const uint32_t b = caps_cm_sxtab16_ror8(nzp, x);
+            u2[2 * c] = __sadd16(a, a);
+            u2[2 * c + 1] = __sadd16(b, b);
+#else
+            const int8_t *uu = input + 4 * c;
+            (void)x;
+            (void)nzp;
+            u2[2 * c] = ((uint32_t)(2 * (uu[0] - pc->zp)) & 0xFFFFu) |
+                        ((uint32_t)(2 * (uu[2] - pc->zp)) << 16);
+            u2[2 * c + 1] = ((uint32_t)(2 * (uu[1] - pc->zp)) & 0xFFFFu) |
+                            ((uint32_t)(2 * (uu[3] - pc->zp)) << 16);
+#endif
+        }
+        const int8_t *wr = w;
+        int32_t d = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 3
+#endif
+        for (; d + 2 <= rows; d += 2) {
+            const uint32_t x0 = caps_cm_read_s8x4(wr);
+            const uint32_t x1 = caps_cm_read_s8x4(wr + k_in);
+            int32_t acc0 = caps_cm_smuad(caps_cm_sxtb16(x0), u2[0]);
+            int32_t acc1 = caps_cm_smuad(caps_cm_sxtb16(x1), u2[0]);
+            acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), u2[1], acc0);
+            acc1 = caps_cm_smlad(caps_cm_sxtb16_ror8(x1), u2[1], acc1);
+            if (k_in == 8) {
+                const uint32_t y0 = caps_cm_read_s8x4(wr + 4);
+                const uint32_t y1 = caps_cm_read_s8x4(wr + k_in + 4);
+                acc0 = caps_cm_smlad(caps_cm_sxtb16(y0), u2[2], acc0);
+                acc1 = caps_cm_smlad(caps_cm_sxtb16(y1), u2[2], acc1);
+                acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(y0), u2[3], acc0);
+                acc1 = caps_cm_smlad(caps_cm_sxtb16_ror8(y1), u2[3], acc1);
+            }
+            out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
+            out[d + 1] = (int8_t)caps_cm_requant2(acc1, mult, half, rshift, has_fix);
+            wr += 2 * k_in;
+        }
+        if (d < rows) {
+            const uint32_t x0 = caps_cm_read_s8x4(wr);
+            int32_t acc0 = caps_cm_smuad(caps_cm_sxtb16(x0), u2[0]);
+            acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(x0), u2[1], acc0);
+            if (k_in == 8) {
+                const uint32_t y0 = caps_cm_read_s8x4(wr + 4);
+                acc0 = caps_cm_smlad(caps_cm_sxtb16(y0), u2[2], acc0);
+                acc0 = caps_cm_smlad(caps_cm_sxtb16_ror8(y0), u2[3], acc0);
+            }
+            out[d] = (int8_t)caps_cm_requant2(acc0, mult, half, rshift, has_fix);
+        }
+        input += k_in;
+        w += wstride;
+        out += md;
+    }
+}
+
+/* All predictions of a layer; false when the shape has no whole-layer
+ * kernel (then per input capsule). */
+static int predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
+                         int8_t *u_hat, int32_t n_in)
+{
+    const int32_t k = pc->dim_in;
+    if (!pc->all_fast || (k != 4 && k != 8)) {
+        return 0;
+    }
+#if defined(CAPS_NN_USE_CMSIS_NN)
+    return 0;
+#endif
+    const int32_t rows = pc->dim_out;
+    for (int32_t j = 0; j < pc->n_out; ++j) {
+        const int32_t q = pc->num_scales == 1 ? 0 : j;
+        const int32_t mult = pc->multipliers[q];
+        const int32_t rshift = -pc->shifts[q];
+        const int32_t half = rshift > 0 ? (int32_t)(1u << (rshift - 1)) : 0;
+        const int32_t fix = rshift > 0;
+        /* the published shapes get fully unrolled rows */
+#define CAPS_CM_LAYER(K, R)                                                                  \
+        if (fix) {                                                                           \
+            layer_j_outer(pc, input, weights, u_hat, n_in, K, R, mult, half, rshift, 1, j); \
+        } else {                                                                             \
+            layer_j_outer(pc, input, weights, u_hat, n_in, K, R, mult, 0, 0, 0, j);         \
+        }
+        if (k == 4 && rows == 6) {
+            CAPS_CM_LAYER(4, 6)
+        } else if (k == 8 && rows == 16) {
+            CAPS_CM_LAYER(8, 16)
+        } else if (k == 4) {
+            CAPS_CM_LAYER(4, rows)
+        } else {
+            CAPS_CM_LAYER(8, rows)
+        }
+#undef CAPS_CM_LAYER
+    }
+    return 1;
+}
+
+void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
+                           int8_t *u_hat, int32_t n_in)
+{
+    if (predict_layer(pc, input, weights, u_hat, n_in)) {
+        return;
+    }
+    const size_t md = (size_t)pc->n_out * (size_t)pc->dim_out;
+    for (int32_t i = 0; i < n_in; ++i) {
+        caps_cm_predict_capsule(pc, input + (size_t)i * (size_t)pc->dim_in,
+                                weights + (size_t)i * md * (size_t)pc->dim_in, u_hat + (size_t)i * md);
+    }
+}
+
 caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
                                    const caps_predictions_params *params, const int8_t *input,
                                    const int8_t *weights, int8_t *u_hat)
@@ -197,11 +324,6 @@ caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_
     }
     caps_cm_pred pc;
     caps_cm_pred_init(&pc, dims, params, ctx->buf);
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    for (int32_t i = 0; i < dims->n_in; ++i) {
-        caps_cm_predict_capsule(&pc, input + (size_t)i * (size_t)dims->dim_in,
-                                weights + (size_t)i * md * (size_t)dims->dim_in,
-                                u_hat + (size_t)i * md);
-    }
+    caps_cm_predict_layer(&pc, input, weights, u_hat, dims->n_in);
     return CAPS_NN_SUCCESS;
 }

@@ -305,9 +305,9 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, co
     int32_t mx = -128;
     const int32_t vw = vprep_words(dim);
     for (int32_t j = 0; j < n_out; ++j) {
-        const int32_t a = vp != NULL ? agree_dot(row + (size_t)j * dim, vp + (size_t)j * vw, dim)
-                                     : agree_dot_plain(row + (size_t)j * dim, v + (size_t)j * dim,
-                                                       dim);
+        const int32_t a = kind != CM_UPDATE_SLOW
+                              ? agree_dot(row + (size_t)j * dim, vp + (size_t)j * vw, dim)
+                              : agree_dot_plain(row + (size_t)j * dim, v + (size_t)j * dim, dim);
         const int32_t bj = update_logit(up, kind, a, b[j]);
         b[j] = (int8_t)bj;
         mx = bj > mx ? bj : mx;
@@ -330,12 +330,20 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, co
     int16_t *restrict c = sc->cbuf + col;
     const int32_t block = sc->block;
     uint32_t over = 0; /* bit 15 set when some coupling is exactly 2^15 */
-    for (int32_t j = 0; j < n_out; ++j) {
-        const uint32_t e = keep ? ebuf[j] : table[mx - b[j]];
-        const uint32_t cj = (uint32_t)caps_bm_softmax_q15(e, recip);
-        over |= cj;
-        *c = (int16_t)caps_cm_usat15(cj);
-        c += block;
+    if (keep) {
+        for (int32_t j = 0; j < n_out; ++j) {
+            const uint32_t cj = (uint32_t)caps_bm_softmax_q15(ebuf[j], recip);
+            over |= cj;
+            *c = (int16_t)caps_cm_usat15(cj);
+            c += block;
+        }
+    } else {
+        for (int32_t j = 0; j < n_out; ++j) {
+            const uint32_t cj = (uint32_t)caps_bm_softmax_q15(table[mx - b[j]], recip);
+            over |= cj;
+            *c = (int16_t)caps_cm_usat15(cj);
+            c += block;
+        }
     }
     if (over & 0x8000u) {
         /* c = 2^15 was stored as 2^15 - 1: add the remaining 1 * u_hat now */
@@ -404,27 +412,36 @@ static void phase_ab_block(const cm_update *up, const cm_scratch *sc, const cm_s
  * Phase C: s_j += sum_i c_ij u_hat(j|i) over one block.
  * ------------------------------------------------------------------- */
 
-/* Four dimensions d0..d0+3 of output capsule j. */
+/* Four dimensions d0..d0+3 of output capsule j.  Two input capsules per
+ * step: their couplings are adjacent halfwords (one load), their
+ * predictions are paired per dimension with PKHBT/PKHTB, and one SMLAD
+ * adds both products. */
 CAPS_CM_INLINE void phase_c_group4(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
                                    int64_t *acc)
 {
     int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        const uint32_t cc = (uint32_t)(uint16_t)c[i];
-        const uint32_t x = caps_cm_read_s8x4(rows);
-        const uint32_t lo = caps_cm_sxtb16(x);
-        const uint32_t hi = caps_cm_sxtb16_ror8(x);
+    int32_t i = 0;
 #if CAPS_CM_DSP
-        p0 = __smlabb(lo, cc, p0);
-        p2 = __smlatb(lo, cc, p2);
-        p1 = __smlabb(hi, cc, p1);
-        p3 = __smlatb(hi, cc, p3);
-#else
-        p0 += caps_cm_lo16(lo) * c[i];
-        p2 += caps_cm_hi16(lo) * c[i];
-        p1 += caps_cm_lo16(hi) * c[i];
-        p3 += caps_cm_hi16(hi) * c[i];
+    for (; i + 2 <= n; i += 2) {
+        uint32_t cp;
+        memcpy(&cp, c + i, 4);
+        const uint32_t x0 = caps_cm_read_s8x4(rows);
+        const uint32_t x1 = caps_cm_read_s8x4(rows + md);
+        const uint32_t l0 = caps_cm_sxtb16(x0), l1 = caps_cm_sxtb16(x1);
+        const uint32_t h0 = caps_cm_sxtb16_ror8(x0), h1 = caps_cm_sxtb16_ror8(x1);
+        p0 = caps_cm_smlad(caps_cm_pkhbt16(l0, l1), cp, p0);
+        p2 = caps_cm_smlad(caps_cm_pkhtb16(l0, l1), cp, p2);
+        p1 = caps_cm_smlad(caps_cm_pkhbt16(h0, h1), cp, p1);
+        p3 = caps_cm_smlad(caps_cm_pkhtb16(h0, h1), cp, p3);
+        rows += 2 * md;
+    }
 #endif
+    for (; i < n; ++i) {
+        const int32_t cc = c[i];
+        p0 += rows[0] * cc;
+        p1 += rows[1] * cc;
+        p2 += rows[2] * cc;
+        p3 += rows[3] * cc;
         rows += md;
     }
     acc[0] += p0;
@@ -459,34 +476,40 @@ CAPS_CM_INLINE void phase_c_group1(const int8_t *rows, size_t md, const int16_t 
     acc[0] += p0;
 }
 
-/* Six dimensions in one pass (dim_out 6, the costa2022 shapes). */
+/* Six dimensions in one pass (dim_out 6, the costa2022 shapes), two input
+ * capsules per step as in phase_c_group4; dims 4 and 5 of both capsules
+ * form one word [u4 u5 u4' u5'] whose SXTB16 halves are the pairs. */
 CAPS_CM_INLINE void phase_c_group6(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
                                    int64_t *acc)
 {
     int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        const uint32_t cc = (uint32_t)(uint16_t)c[i];
-        const uint32_t x = caps_cm_read_s8x4(rows);
-        const uint32_t y = caps_cm_read_s8x2(rows + 4);
-        const uint32_t lo = caps_cm_sxtb16(x);
-        const uint32_t hi = caps_cm_sxtb16_ror8(x);
-        const uint32_t t = caps_cm_sxtb16(y);
-        const uint32_t t1 = caps_cm_sxtb16_ror8(y);
+    int32_t i = 0;
 #if CAPS_CM_DSP
-        p0 = __smlabb(lo, cc, p0);
-        p2 = __smlatb(lo, cc, p2);
-        p1 = __smlabb(hi, cc, p1);
-        p3 = __smlatb(hi, cc, p3);
-        p4 = __smlabb(t, cc, p4);
-        p5 = __smlabb(t1, cc, p5);
-#else
-        p0 += caps_cm_lo16(lo) * c[i];
-        p2 += caps_cm_hi16(lo) * c[i];
-        p1 += caps_cm_lo16(hi) * c[i];
-        p3 += caps_cm_hi16(hi) * c[i];
-        p4 += caps_cm_lo16(t) * c[i];
-        p5 += caps_cm_lo16(t1) * c[i];
+    for (; i + 2 <= n; i += 2) {
+        uint32_t cp;
+        memcpy(&cp, c + i, 4);
+        const uint32_t x0 = caps_cm_read_s8x4(rows);
+        const uint32_t x1 = caps_cm_read_s8x4(rows + md);
+        const uint32_t t = caps_cm_read_s8x2(rows + 4) | (caps_cm_read_s8x2(rows + md + 4) << 16);
+        const uint32_t l0 = caps_cm_sxtb16(x0), l1 = caps_cm_sxtb16(x1);
+        const uint32_t h0 = caps_cm_sxtb16_ror8(x0), h1 = caps_cm_sxtb16_ror8(x1);
+        p0 = caps_cm_smlad(caps_cm_pkhbt16(l0, l1), cp, p0);
+        p2 = caps_cm_smlad(caps_cm_pkhtb16(l0, l1), cp, p2);
+        p1 = caps_cm_smlad(caps_cm_pkhbt16(h0, h1), cp, p1);
+        p3 = caps_cm_smlad(caps_cm_pkhtb16(h0, h1), cp, p3);
+        p4 = caps_cm_smlad(caps_cm_sxtb16(t), cp, p4);
+        p5 = caps_cm_smlad(caps_cm_sxtb16_ror8(t), cp, p5);
+        rows += 2 * md;
+    }
 #endif
+    for (; i < n; ++i) {
+        const int32_t cc = c[i];
+        p0 += rows[0] * cc;
+        p1 += rows[1] * cc;
+        p2 += rows[2] * cc;
+        p3 += rows[3] * cc;
+        p4 += rows[4] * cc;
+        p5 += rows[5] * cc;
         rows += md;
     }
     acc[0] += p0;
@@ -633,11 +656,7 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     caps_cm_pred_init(&pc, dims, &params->pred, pred_buf);
     cm_source src = {NULL, &pc, input, weights, uhat};
     if (store_predictions) {
-        for (int32_t i = 0; i < dims->n_in; ++i) {
-            caps_cm_predict_capsule(&pc, input + (size_t)i * (size_t)dims->dim_in,
-                                    weights + (size_t)i * md * (size_t)dims->dim_in,
-                                    uhat + (size_t)i * md);
-        }
+        caps_cm_predict_layer(&pc, input, weights, uhat, dims->n_in);
         src.stored = uhat;
     }
     return routing_core(dims, &params->routing, &src, &sc, output);
