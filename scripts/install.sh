@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   libusb-1.0-0                      # linked by tflite-support's native modules
   valgrind                          # host instruction counts (benchmarks)
+  make cmake                        # firmware drop-in checks (TFLM make fragment, CMake)
   gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib
   qemu-system-arm                   # Cortex-M4/M7/M55 system boards
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf

@@ -142,6 +142,7 @@ def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, 
 def run(args):
     from tflm_caps.cli import CliError
 
+    os.makedirs(args.workdir, exist_ok=True)  # the demo's own output folder
     if args.json not in (None, "-"):
         out_dir = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(out_dir):

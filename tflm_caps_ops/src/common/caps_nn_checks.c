@@ -106,8 +106,12 @@ static int64_t predictions_bytes(const caps_class_caps_dims *dims)
 static int64_t routing_bytes(const caps_class_caps_dims *dims)
 {
     const int64_t md = (int64_t)dims->n_out * dims->dim_out;
+    const int64_t block = dims->n_in < 256 ? dims->n_in : 256;
+    /* The last term is the coupling block of the optimized backends (Q15
+     * couplings of up to 256 input capsules): with it they process routing
+     * in large blocks; the portable kernel leaves it unused. */
     return A8((int64_t)dims->n_in * dims->n_out) + 8 * md + A8(md) + 1024 +
-           A8((int64_t)4 * dims->n_out) + 8;
+           A8((int64_t)4 * dims->n_out) + 8 + A8((int64_t)2 * dims->n_out * block);
 }
 
 static int32_t checked(int64_t bytes)
