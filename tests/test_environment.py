@@ -28,3 +28,15 @@ def test_tflite_micro_build_commit():
     # The wheel's binary interface (see tflm_caps_ops/host/) was measured on
     # the build from tflite-micro commit 8f6596d.
     assert tflite_micro.__version__.endswith("g8f6596d"), tflite_micro.__version__
+
+
+def test_public_api_names_are_functions():
+    """``tflm_caps.convert`` / ``tflm_caps.validate`` stay callables even after
+    every sub-module has been imported (a sub-module of the same name would
+    shadow them)."""
+    import tflm_caps
+    import tflm_caps.converter  # noqa: F401
+    import tflm_caps.validation  # noqa: F401
+    from tflm_caps import convert, validate
+    assert callable(convert) and callable(validate)
+    assert validate.__module__ == "tflm_caps.validation"

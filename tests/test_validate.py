@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tflm_caps import cli
-from tflm_caps.validate import markdown, sqnr_db, to_json, validate, write_report
+from tflm_caps.validation import markdown, sqnr_db, to_json, validate, write_report
 
 SAMPLES = 300
 

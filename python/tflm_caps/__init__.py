@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # public name -> (module, attribute)
 _LAZY = {
     "convert": ("tflm_caps.converter", "convert"),
-    "validate": ("tflm_caps.validate", "validate"),
+    "validate": ("tflm_caps.validation", "validate"),
 }
 
 
@@ -19,7 +19,7 @@ def __getattr__(name):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in ("layers", "models", "data", "train", "reference", "runtime", "converter",
-                "native", "metadata", "export"):
+                "native", "metadata", "export", "validation"):
         return importlib.import_module("tflm_caps." + name)
     raise AttributeError(f"module 'tflm_caps' has no attribute {name!r}")
 

@@ -71,7 +71,7 @@ def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, 
     from tflm_caps import data as caps_data
     from tflm_caps.converter import convert_detailed
     from tflm_caps.runtime import TFLMRunner
-    from tflm_caps.validate import load_keras, validate, write_report
+    from tflm_caps.validation import load_keras, validate, write_report
 
     t0 = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
@@ -149,7 +149,7 @@ def run(args):
             raise CliError(f"output directory does not exist: {out_dir}")
     from tflm_caps.converter import ConversionError
     from tflm_caps.runtime import TFLMError
-    from tflm_caps.validate import markdown, to_json
+    from tflm_caps.validation import markdown, to_json
 
     try:
         report, files = run_demo(args.workdir, args.json, retrain=args.retrain, seed=args.seed,

@@ -51,7 +51,7 @@ def run(args):
 
     from tflm_caps.converter import ConversionError
     from tflm_caps.runtime import TFLMError
-    from tflm_caps.validate import markdown, to_json, validate, write_report
+    from tflm_caps.validation import markdown, to_json, validate, write_report
 
     try:
         report = validate(args.model, args.tflite, args.data, samples=args.samples,
