@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
+  gcc g++ libc6-dev                 # builds the host kernel library (pip install .)
   libusb-1.0-0                      # linked by tflite-support's native modules
   valgrind                          # host instruction counts (benchmarks)
   make cmake                        # firmware drop-in checks (TFLM make fragment, CMake)
