@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "firmware"))
 import mcu_build  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _source_root(monkeypatch):
+    # The benchmark builds from the checkout, wherever the package is installed.
+    monkeypatch.setenv("TFLM_CAPS_SOURCE_ROOT", str(REPO))
+
 pytestmark = pytest.mark.emulated
 
 

@@ -12,8 +12,13 @@ from pathlib import Path
 
 
 def _default_root():
-    # python/tflm_caps/commands/bench.py -> repository root
-    return Path(__file__).resolve().parents[3]
+    """The checkout holding the benchmark: the editable install's repository
+    (python/tflm_caps/commands/bench.py -> root), else the current directory."""
+    candidates = [Path(__file__).resolve().parents[3], Path.cwd()]
+    for root in candidates:
+        if (root / "benchmarks" / "mcu_bench.py").is_file():
+            return root
+    return candidates[-1]
 
 
 def _load_bench(root):
