@@ -334,6 +334,8 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     for k, name in P.caps_ops(q_model):
         if name != P.CLASS_CAPS:
             P.set_options(q_model.subgraphs[0].operators[k], caps_options.encode(name, {}))
+    from tflm_caps.converter_patches import slim
+    slim.strip_bias_quantization(q_model)
     G.prune(q_model)
     _verify_int8(q_model, io_dtype)
     int8_bytes = G.dump(q_model)
