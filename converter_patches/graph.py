@@ -193,11 +193,55 @@ def constant_array(model, tensor, dtype):
     return np.frombuffer(data, dtype).reshape(_ints(tensor.shape)).copy()
 
 
-def prune(model):
+def _has_data(model, index):
+    """Buffer ``index`` holds bytes (in the flatbuffer, or outside it in the
+    large-model layout, where ``offset`` > 1)."""
+    buf = model.buffers[index]
+    return (buf.data is not None and len(buf.data) > 0) or (buf.offset or 0) > 1
+
+
+def drop_dead_data(model):
+    """Remove data that no reader uses; returns (tensors moved, metadata entries dropped).
+
+    - Tensors without data (activations, graph I/O) each get an empty buffer
+      from the TF converter; the schema's sentinel buffer 0 means the same
+      thing, so they are pointed at it and the empty buffers become
+      unreferenced (8 bytes each in the file).
+    - Metadata entries repeating a name: TF's quantizer leaves a second,
+      all-zero ``min_runtime_version`` after the one it filled in. Readers
+      look entries up by name, so one per name stays: the first with
+      non-zero content (else the first).
+    """
+    moved = 0
+    for sg in model.subgraphs:
+        for tensor in sg.tensors:
+            if tensor.buffer != 0 and not _has_data(model, tensor.buffer):
+                tensor.buffer = 0
+                moved += 1
+    entries = list(model.metadata or [])
+
+    def content(entry):
+        data = model.buffers[entry.buffer].data
+        return data is not None and bool(np.any(np.asarray(data)))
+
+    keep = {}
+    for k, entry in enumerate(entries):
+        if entry.name not in keep or (content(entry) and not content(entries[keep[entry.name]])):
+            keep[entry.name] = k
+    if len(keep) < len(entries):
+        kept = set(keep.values())
+        model.metadata = [e for k, e in enumerate(entries) if k in kept]
+    return moved, len(entries) - len(keep)
+
+
+def prune(model, *, dead_data=True):
     """Drop tensors, buffers and operator codes nothing refers to; renumber references.
 
-    Returns (tensors removed, buffers removed).
+    ``dead_data``: first ``drop_dead_data`` (empty per-tensor buffers,
+    repeated metadata entries).  Returns (tensors removed, buffers removed).
     """
+    if dead_data:
+        drop_dead_data(model)
     removed_tensors = 0
     for sg_index, sg in enumerate(model.subgraphs):
         used = set(_ints(sg.inputs)) | set(_ints(sg.outputs))

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "caps_vector_records.h"
 #include "caps_vectors.h"
 #include "mcu_harness.h"
 #include "tflm_caps/caps_nn_functions.h"
@@ -46,9 +47,6 @@ static int32_t extra_scratch(const caps_class_caps_dims *dims)
     const int32_t n = dims->n_in < 256 ? dims->n_in : 256;
     return (2 * dims->n_out * n + 7) & ~7;
 }
-
-enum { OP_SQUASH = 1, OP_LENGTH = 2, OP_CLASS_CAPS = 3 };
-enum { F_PREDICTIONS = 1, F_ROUTING = 2, F_STORE = 4, F_RECOMPUTE = 8 };
 
 /* Bump allocator over one static arena, reset per case. */
 static uint8_t g_arena[CAPS_ARENA_BYTES] __attribute__((aligned(16)));
@@ -80,6 +78,15 @@ static int32_t rd32(void)
                        ((uint32_t)g_pos[2] << 16) | ((uint32_t)g_pos[3] << 24);
     g_pos += 4;
     return (int32_t)v;
+}
+
+static void check_record(const char *error)
+{
+    if (error != NULL) {
+        printf("kernel_vectors_main: %s\n", error);
+        fflush(stdout);
+        mcu_fail("kernel_vectors_main: bad vector blob\n");
+    }
 }
 
 static const int8_t *rd_i8(size_t n)
@@ -148,32 +155,25 @@ static void check_call(int32_t case_index, const char *op, caps_nn_status st, ui
 static void run_squash_or_length(int32_t case_index, int32_t op)
 {
     caps_caps_dims dims;
-    dims.n_caps = rd32();
-    dims.dim = rd32();
-    const int32_t zp = rd32();
-    const int32_t a = rd32();
-    const int32_t b = rd32();
+    caps_squash_params sp;
+    caps_length_params lp;
+    caps_vec_read_caps_op(rd32, &dims, &sp, &lp);
     const size_t n = (size_t)dims.n_caps * (size_t)dims.dim;
     const int8_t *x = rd_i8(n);
     uint64_t t0, t1;
     caps_nn_status st;
-    if (op == OP_SQUASH) {
-        caps_squash_params p = {zp, a, b};
+    if (op == CAPS_VEC_OP_SQUASH) {
         int8_t *out = (int8_t *)arena_take(n, 0);
         profile_reset();
         t0 = mcu_counter_read();
-        st = caps_squash_s8(&dims, &p, x, out);
+        st = caps_squash_s8(&dims, &sp, x, out);
         t1 = mcu_counter_read();
         check_call(case_index, "squash", st, t1 - t0, out, n);
     } else {
-        caps_length_params p;
-        p.input_zp = zp;
-        p.out.multiplier = a;
-        p.out.shift = b;
         int8_t *out = (int8_t *)arena_take((size_t)dims.n_caps, 0);
         profile_reset();
         t0 = mcu_counter_read();
-        st = caps_length_s8(&dims, &p, x, out);
+        st = caps_length_s8(&dims, &lp, x, out);
         t1 = mcu_counter_read();
         check_call(case_index, "length", st, t1 - t0, out, (size_t)dims.n_caps);
     }
@@ -190,52 +190,13 @@ static caps_nn_context scratch(int32_t bytes)
 static void run_class_caps(int32_t case_index)
 {
     caps_class_caps_dims dims;
-    dims.n_in = rd32();
-    dims.dim_in = rd32();
-    dims.n_out = rd32();
-    dims.dim_out = rd32();
-    const int32_t flags = rd32();
-
+    int32_t flags;
+    caps_class_caps_params p;
     static int32_t mult[CAPS_NN_MAX_N_OUT];
     static int32_t shift[CAPS_NN_MAX_N_OUT];
-    caps_class_caps_params p;
-    memset(&p, 0, sizeof(p));
-    p.pred.input_zp = rd32();
-    p.pred.num_scales = rd32();
-    if (p.pred.num_scales < 1 || p.pred.num_scales > CAPS_NN_MAX_N_OUT) {
-        mcu_fail("kernel_vectors_main: bad scale count\n");
-    }
-    for (int32_t k = 0; k < p.pred.num_scales; ++k) {
-        mult[k] = rd32();
-    }
-    for (int32_t k = 0; k < p.pred.num_scales; ++k) {
-        shift[k] = rd32();
-    }
-    p.pred.multipliers = mult;
-    p.pred.shifts = shift;
-    caps_routing_params *rp = &p.routing;
-    rp->n_in = dims.n_in;
-    rp->n_out = dims.n_out;
-    rp->dim_out = dims.dim_out;
-    rp->routings = rd32();
-    if (rp->routings < 1 || rp->routings > CAPS_NN_MAX_ROUTINGS) {
-        mcu_fail("kernel_vectors_main: bad routing count\n");
-    }
-    for (int32_t r = 0; r < rp->routings; ++r) {
-        rp->s[r].multiplier = rd32();
-        rp->s[r].shift = rd32();
-        rp->squash[r].input_zp = rd32();
-        rp->squash[r].sq_multiplier = rd32();
-        rp->squash[r].sq_exponent = rd32();
-    }
-    for (int32_t u = 0; u + 1 < rp->routings; ++u) {
-        rp->agree[u].multiplier = rd32();
-        rp->agree[u].shift = rd32();
-        rp->carry[u].multiplier = rd32();
-        rp->carry[u].shift = rd32();
-        rp->exp_beta[u].multiplier = rd32();
-        rp->exp_beta[u].shift = rd32();
-    }
+    check_record(caps_vec_read_class_caps_head(rd32, &dims, &flags, &p, CAPS_NN_MAX_N_OUT));
+    check_record(caps_vec_read_class_caps_rest(rd32, &dims, &p, mult, shift));
+    const caps_routing_params *rp = &p.routing;
     const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
     const int8_t *u = rd_i8((size_t)dims.n_in * (size_t)dims.dim_in);
     const int8_t *w = rd_i8((size_t)dims.n_in * md * (size_t)dims.dim_in);
@@ -243,7 +204,7 @@ static void run_class_caps(int32_t case_index)
     uint64_t t0, t1;
     caps_nn_status st;
 
-    if (flags & F_PREDICTIONS) {
+    if (flags & CAPS_VEC_F_PREDICTIONS) {
         int8_t *u_hat = (int8_t *)arena_take((size_t)dims.n_in * md, 0);
         caps_nn_context ctx = scratch(caps_predictions_s8_get_buffer_size(&dims));
         profile_reset();
@@ -251,7 +212,7 @@ static void run_class_caps(int32_t case_index)
         st = caps_predictions_s8(&ctx, &dims, &p.pred, u, w, u_hat);
         t1 = mcu_counter_read();
         check_call(case_index, "predictions", st, t1 - t0, u_hat, (size_t)dims.n_in * md);
-        if (flags & F_ROUTING) {
+        if (flags & CAPS_VEC_F_ROUTING) {
             caps_nn_context rctx =
                 scratch(caps_dynamic_routing_s8_get_buffer_size(&dims) + extra_scratch(&dims));
             profile_reset();
@@ -262,7 +223,7 @@ static void run_class_caps(int32_t case_index)
         }
     }
     for (int32_t store = 1; store >= 0; --store) {
-        if (!(flags & (store ? F_STORE : F_RECOMPUTE))) {
+        if (!(flags & (store ? CAPS_VEC_F_STORE : CAPS_VEC_F_RECOMPUTE))) {
             continue;
         }
         caps_nn_context ctx =
@@ -283,14 +244,8 @@ int main(void)
     g_pos = caps_vectors;
     g_end = caps_vectors + sizeof(caps_vectors) - 1; /* string literal: drop the NUL */
     g_expected = (const int8_t *)caps_expected;
-    if (g_end - g_pos < 12 || memcmp(g_pos, "CAPV", 4) != 0) {
-        mcu_fail("kernel_vectors_main: vector blob has no CAPV header\n");
-    }
-    g_pos += 4;
-    if (rd32() != 1) {
-        mcu_fail("kernel_vectors_main: unsupported vector version\n");
-    }
-    const int32_t cases = rd32();
+    int32_t cases;
+    check_record(caps_vec_read_header(rd32, &cases));
     /* Overhead of one counter read pair, for the host to subtract. */
     const uint64_t a = mcu_counter_read();
     const uint64_t b = mcu_counter_read();
@@ -299,9 +254,9 @@ int main(void)
     for (int32_t c = 0; c < cases; ++c) {
         g_arena_used = 0;
         const int32_t op = rd32();
-        if (op == OP_SQUASH || op == OP_LENGTH) {
+        if (op == CAPS_VEC_OP_SQUASH || op == CAPS_VEC_OP_LENGTH) {
             run_squash_or_length(c, op);
-        } else if (op == OP_CLASS_CAPS) {
+        } else if (op == CAPS_VEC_OP_CLASS_CAPS) {
             run_class_caps(c);
         } else {
             mcu_fail("kernel_vectors_main: unknown op code in vector blob\n");

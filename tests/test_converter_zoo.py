@@ -1,20 +1,76 @@
-"""Every zoo model (untrained weights) converts to a fully int8 model; other
-layer combinations convert too.  Structural checks on the flatbuffer."""
+"""Every zoo model (realistic random biases) converts to a fully int8 model;
+other layer combinations convert too.  Structural checks on the flatbuffer,
+the size budget, and that the converter's clean-up changes no output."""
 import numpy as np
 import pytest
 
 from tflm_caps.converter_patches import graph as G
 
-# int8 / float size limit for every published model; `tiny` (27k parameters)
-# is a test model whose file is ~15% flatbuffer structure and metadata.
+# int8 / float size limit for every published model.
 SIZE_RATIO = 0.27
-LARGE = ("costa2022-mnist", "costa2022-smallnorb", "sabour2017-mnist", "costa2022-cifar10")
+PUBLISHED = ("costa2022-mnist", "costa2022-cifar10", "costa2022-smallnorb", "sabour2017-mnist")
+# `tiny` (27k parameters, a test model) cannot meet SIZE_RATIO: even with
+# no metadata at all its int8 file is 27.6% of the float one, because the
+# int8 quantization parameters (per-channel scales + int64 zero points, which
+# TFLite and TFLM require in equal numbers) add ~0.9 KB to the same ~2.4 KB of
+# flatbuffer structure on 27 KB of weights.  Measured 28.2%; this guards it.
+TINY_SIZE_RATIO = 0.283
 
 
-def _images(shape, n, bundled_data):
+def _images(shape, n, bundled_data, seed=1):
     if tuple(shape) == bundled_data.input_shape:
-        return bundled_data.calibration_subset(n, seed=1)
-    return np.random.default_rng(0).random((n, *shape)).astype(np.float32)
+        return bundled_data.calibration_subset(n, seed=seed)
+    return np.random.default_rng(seed).random((n, *shape)).astype(np.float32)
+
+
+def realistic_biases(model, seed=3):
+    """Small random non-zero biases, as a trained model has (zoo models start
+    with zero biases).  Zero biases are not representative: the TF converter
+    shares one buffer among identical all-zero biases (in the float and the
+    int8 file alike), so untrained models would under-count bias bytes."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.endswith("bias"):
+            w.assign(rng.normal(0.0, 0.05, w.shape).astype(np.float32))
+    return model
+
+
+_CONVERTED = {}  # zoo name -> (ConversionResult, model bytes before the clean-up)
+
+
+def convert_zoo(name, bundled_data):
+    """Convert zoo model ``name`` once per session (realistic biases, default
+    metadata).  Also returns the same conversion as it was before
+    ``converter_patches.slim`` and ``graph.drop_dead_data`` ran: captured when
+    the converter calls ``slim.strip_bias_quantization`` and pruned of
+    unreachable tensors only."""
+    if name in _CONVERTED:
+        return _CONVERTED[name]
+    from tflm_caps import models
+    from tflm_caps.converter import convert_detailed
+    from tflm_caps.converter_patches import slim
+
+    model = realistic_biases(models.build(name))
+    shape = models.ZOO[name]["input_shape"]
+    samples = 4 if name == "sabour2017-mnist" else 16
+    snapshots = []
+    strip = slim.strip_bias_quantization
+
+    def snapshot_then_strip(q_model):
+        snapshots.append(G.dump(q_model))
+        return strip(q_model)
+
+    slim.strip_bias_quantization = snapshot_then_strip
+    try:
+        result = convert_detailed(model, _images(shape, samples, bundled_data),
+                                  num_samples=samples)
+    finally:
+        slim.strip_bias_quantization = strip
+    assert len(snapshots) == 1, "convert_detailed no longer calls slim.strip_bias_quantization"
+    before = G.load(snapshots[0])
+    G.prune(before, dead_data=False)
+    _CONVERTED[name] = result, G.dump(before)
+    return _CONVERTED[name]
 
 
 def check_fully_int8(model_bytes):
@@ -38,6 +94,14 @@ def check_fully_int8(model_bytes):
     assert used | {int(t) for t in sg.inputs} == set(range(len(sg.tensors)))
     referenced = {t.buffer for t in sg.tensors} | {m.buffer for m in model.metadata or []}
     assert referenced | {0} == set(range(len(model.buffers)))
+    # No dead data: only the sentinel buffer is empty, metadata names are
+    # unique, int32 biases carry no (unused) quantization arrays.
+    assert all(b.data is not None and len(b.data) > 0 for b in model.buffers[1:])
+    md_names = [m.name for m in model.metadata or []]
+    assert len(md_names) == len(set(md_names)) and b"min_runtime_version" in md_names
+    for op, name in zip(sg.operators, names):
+        if name == "CONV_2D" and len(op.inputs) > 2:
+            assert sg.tensors[int(op.inputs[2])].quantization is None
     assert_buffers_aligned(model_bytes)
     return names
 
@@ -58,25 +122,23 @@ def assert_buffers_aligned(model_bytes):
     "tiny", "costa2022-mnist", "costa2022-cifar10", "costa2022-smallnorb",
     pytest.param("sabour2017-mnist", marks=pytest.mark.slow)])
 def test_zoo_model_converts_fully_int8(name, bundled_data):
-    from tflm_caps import models
-    from tflm_caps.converter import convert_detailed, kernels
+    from tflm_caps import metadata, models
+    from tflm_caps.converter import kernels
 
-    model = models.build(name)
-    shape = tuple(model.inputs[0].shape[1:])
-    samples = 4 if name == "sabour2017-mnist" else 16
-    result = convert_detailed(model, _images(shape, samples, bundled_data),
-                              num_samples=samples)
+    result, before = convert_zoo(name, bundled_data)
+    shape = models.ZOO[name]["input_shape"]
     names = check_fully_int8(result.model)
     convs = len(models.ZOO[name]["convs"]) + 1
     assert names == ["CONV_2D"] * convs + ["RESHAPE", "TFLMCaps_Squash",
                                            "TFLMCaps_ClassCaps", "TFLMCaps_Length"]
+    assert metadata.read(result.model)["labels"] is not None  # TFLite metadata kept
     s = result.summary
+    saved = len(before) - len(metadata.strip_metadata(result.model))
     print(f"\n{name}: float {s.float.size_bytes:,} B, int8 {s.int8.size_bytes:,} B "
-          f"({100 * s.size_ratio:.1f}%), calibration {s.calibration_seconds:.1f} s, "
-          f"conversion {s.conversion_seconds:.1f} s")
-    if name in LARGE:
-        assert s.size_ratio <= SIZE_RATIO
-    assert s.size_ratio < 0.30
+          f"({100 * s.size_ratio:.2f}%, clean-up saved {saved:,} B), calibration "
+          f"{s.calibration_seconds:.1f} s, conversion {s.conversion_seconds:.1f} s")
+    assert saved > 0
+    assert s.size_ratio <= (SIZE_RATIO if name in PUBLISHED else TINY_SIZE_RATIO)
     # Schema round trip is lossless, and the model runs (int8 reference kernels).
     assert G.dump(G.load(result.model)) == G.dump(G.load(G.dump(G.load(result.model))))
     lengths, raw = kernels.run_model(result.model, _images(shape, 1, bundled_data),
@@ -186,39 +248,58 @@ def test_capsule_op_output_feeding_builtins(bundled_data):
     assert raw.shape == (4, 10)
 
 
-def test_bias_quantization_strip_changes_no_output(bundled_data):
-    """converter_patches.slim drops the bias quantization arrays; TFLM and
-    tf.lite must give bit-identical int8 outputs with and without them."""
-    from tflm_caps import models
-    from tflm_caps.converter import convert_detailed, kernels
-    from tflm_caps.converter_patches import slim
+def _quant(tensor):
+    q = tensor.quantization
+    if q is None:
+        return None
+    return [None if v is None else np.asarray(v).tolist()
+            for v in (q.scale, q.zeroPoint, q.min, q.max)] + [q.quantizedDimension]
+
+
+def _op_key(model, op):
+    custom = b"" if op.customOptions is None else np.asarray(op.customOptions, np.uint8).tobytes()
+    return G.op_name(model, op), list(op.inputs), list(op.outputs), op.builtinOptionsType, custom
+
+
+@pytest.mark.parametrize("name", ["tiny", "costa2022-mnist", "costa2022-cifar10",
+                                  "costa2022-smallnorb"])
+def test_clean_up_changes_no_output(name, bundled_data):
+    """The converter's clean-up (bias quantization arrays, empty per-tensor
+    buffers, the repeated min_runtime_version) removes only bytes no kernel
+    reads: the model before and after it gives bit-identical int8 outputs in
+    the TFLM host interpreter (our C operators) and in tf.lite (TFLite's
+    reference builtins + the numpy integer reference)."""
+    from tflm_caps import metadata, models
+    from tflm_caps.converter import kernels
     from tflm_caps.runtime import TFLMRunner
 
-    model = models.build("costa2022-cifar10")
-    rng = np.random.default_rng(3)
-    for layer in model.layers:  # realistic non-zero biases
-        for w in layer.weights:
-            if "bias" in w.path:
-                w.assign(rng.normal(0, 0.05, w.shape).astype(np.float32))
-    x = rng.random((12, 32, 32, 3)).astype(np.float32)
-    result = convert_detailed(model, x, num_samples=12, metadata=None)
-    stripped = G.load(result.model)
-    assert slim.strip_bias_quantization(stripped) == 0  # already stripped
-    with_quant = G.load(result.model)
-    sg = with_quant.subgraphs[0]
-    restored = 0
-    for op in sg.operators:
-        if G.op_name(with_quant, op) == "CONV_2D":
-            bias = sg.tensors[int(op.inputs[2])]
-            assert bias.quantization is None
-            bias.quantization = G.affine([1e-4] * int(bias.shape[0]), [0] * int(bias.shape[0]))
-            restored += 1
-    assert restored == 5
-    full = bytes(G.dump(with_quant))
-    assert len(full) > len(result.model)
-    a = TFLMRunner(result.model).predict(x, dequantize=False)
-    b = TFLMRunner(full).predict(x, dequantize=False)
-    np.testing.assert_array_equal(a, b)
-    ka, _ = kernels.run_model(result.model, x[:4])
-    kb, _ = kernels.run_model(full, x[:4])
-    np.testing.assert_array_equal(ka, kb)
+    result, before = convert_zoo(name, bundled_data)
+    after = metadata.strip_metadata(result.model)
+    # What was removed really was there, and nothing else changed.
+    b, a = G.load(before), G.load(after)
+    sb, sa = b.subgraphs[0], a.subgraphs[0]
+    biases = {int(op.inputs[2]) for op in sb.operators if G.op_name(b, op) == "CONV_2D"}
+    assert len(biases) == len(models.ZOO[name]["convs"]) + 1
+    channels = [len(sb.tensors[t].quantization.scale) for t in biases]
+    assert min(channels) > 1
+    assert [m.name for m in b.metadata].count(b"min_runtime_version") == 2
+    empty = [t for t in sb.tensors if t.buffer != 0 and not G.buffer_bytes(b, t)]
+    assert len(empty) == sum(1 for t in sa.tensors if t.buffer == 0) > 0
+    assert len(before) - len(after) >= 12 * sum(channels)
+    assert len(sb.tensors) == len(sa.tensors)
+    for k, (tb, ta) in enumerate(zip(sb.tensors, sa.tensors)):
+        assert G.tensor_name(tb) == G.tensor_name(ta) and tb.type == ta.type
+        assert (G.buffer_bytes(b, tb) or b"") == (G.buffer_bytes(a, ta) or b"")
+        if k not in biases:
+            assert _quant(tb) == _quant(ta)
+    assert [_op_key(b, op) for op in sb.operators] == [_op_key(a, op) for op in sa.operators]
+
+    x = _images(models.ZOO[name]["input_shape"], 8, bundled_data, seed=7)
+    tflm_before = TFLMRunner(before).predict(x, dequantize=False)
+    tflm_after = TFLMRunner(result.model).predict(x, dequantize=False)
+    assert tflm_after.dtype == np.int8
+    np.testing.assert_array_equal(tflm_before, tflm_after)
+    _, lite_before = kernels.run_model(before, x[:4])
+    _, lite_after = kernels.run_model(result.model, x[:4])
+    np.testing.assert_array_equal(lite_before, lite_after)
+    np.testing.assert_array_equal(lite_after, tflm_after[:4])

@@ -9,9 +9,11 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "tflm_caps/caps_nn_functions.h"
+/* Record parsing shared with the bare-metal driver (relative, so every
+ * build of this file finds it without an extra include path). */
+#include "../../firmware/common/caps_vector_records.h"
 
 static FILE *g_in;
 static FILE *g_out;
@@ -21,6 +23,13 @@ static void die(const char *msg)
 {
     fprintf(stderr, "kernel_vectors: %s\n", msg);
     exit(2);
+}
+
+static void check_record(const char *error)
+{
+    if (error != NULL) {
+        die(error);
+    }
 }
 
 static int32_t rd32(void)
@@ -77,25 +86,18 @@ static void emit(int32_t status, const int8_t *data, size_t n)
 static void run_caps_op(int32_t op)
 {
     caps_caps_dims dims;
-    dims.n_caps = rd32();
-    dims.dim = rd32();
-    const int32_t zp = rd32();
-    const int32_t m = rd32();
-    const int32_t e = rd32();
+    caps_squash_params sp;
+    caps_length_params lp;
+    caps_vec_read_caps_op(rd32, &dims, &sp, &lp);
     const size_t n_in = (size_t)dims.n_caps * (size_t)dims.dim;
     void *bx, *bo;
     int8_t *x = read_i8(n_in, &bx);
-    if (op == 1) {
-        const caps_squash_params p = {zp, m, e};
+    if (op == CAPS_VEC_OP_SQUASH) {
         int8_t *o = (int8_t *)block(n_in, &bo);
-        emit(caps_squash_s8(&dims, &p, x, o), o, n_in);
+        emit(caps_squash_s8(&dims, &sp, x, o), o, n_in);
     } else {
-        caps_length_params p;
-        p.input_zp = zp;
-        p.out.multiplier = m;
-        p.out.shift = e;
         int8_t *o = (int8_t *)block((size_t)dims.n_caps, &bo);
-        emit(caps_length_s8(&dims, &p, x, o), o, (size_t)dims.n_caps);
+        emit(caps_length_s8(&dims, &lp, x, o), o, (size_t)dims.n_caps);
     }
     free(bx);
     free(bo);
@@ -104,52 +106,15 @@ static void run_caps_op(int32_t op)
 static void run_class_caps(void)
 {
     caps_class_caps_dims dims;
-    dims.n_in = rd32();
-    dims.dim_in = rd32();
-    dims.n_out = rd32();
-    dims.dim_out = rd32();
-    const int32_t flags = rd32();
+    int32_t flags;
     caps_class_caps_params params;
-    memset(&params, 0, sizeof(params));
-    params.pred.input_zp = rd32();
-    params.pred.num_scales = rd32();
-    if (params.pred.num_scales < 1 || params.pred.num_scales > 4096) {
-        die("bad num_scales");
-    }
+    /* Exact-size scale arrays, so the sanitizer checks their reads too. */
+    check_record(caps_vec_read_class_caps_head(rd32, &dims, &flags, &params, 4096));
     void *bm, *bs;
     int32_t *mult = (int32_t *)block_at(sizeof(int32_t) * (size_t)params.pred.num_scales, 0, &bm);
     int32_t *shift = (int32_t *)block_at(sizeof(int32_t) * (size_t)params.pred.num_scales, 0, &bs);
-    for (int32_t j = 0; j < params.pred.num_scales; ++j) {
-        mult[j] = rd32();
-    }
-    for (int32_t j = 0; j < params.pred.num_scales; ++j) {
-        shift[j] = rd32();
-    }
-    params.pred.multipliers = mult;
-    params.pred.shifts = shift;
-    caps_routing_params *rp = &params.routing;
-    rp->n_in = dims.n_in;
-    rp->n_out = dims.n_out;
-    rp->dim_out = dims.dim_out;
-    rp->routings = rd32();
-    if (rp->routings < 1 || rp->routings > CAPS_NN_MAX_ROUTINGS) {
-        die("bad routings");
-    }
-    for (int32_t r = 0; r < rp->routings; ++r) {
-        rp->s[r].multiplier = rd32();
-        rp->s[r].shift = rd32();
-        rp->squash[r].input_zp = rd32();
-        rp->squash[r].sq_multiplier = rd32();
-        rp->squash[r].sq_exponent = rd32();
-    }
-    for (int32_t u = 0; u + 1 < rp->routings; ++u) {
-        rp->agree[u].multiplier = rd32();
-        rp->agree[u].shift = rd32();
-        rp->carry[u].multiplier = rd32();
-        rp->carry[u].shift = rd32();
-        rp->exp_beta[u].multiplier = rd32();
-        rp->exp_beta[u].shift = rd32();
-    }
+    check_record(caps_vec_read_class_caps_rest(rd32, &dims, &params, mult, shift));
+    const caps_routing_params *rp = &params.routing;
     const size_t nu = (size_t)dims.n_in * (size_t)dims.dim_in;
     const size_t nv = (size_t)dims.n_out * (size_t)dims.dim_out;
     const size_t nuh = (size_t)dims.n_in * nv;
@@ -159,14 +124,14 @@ static void run_class_caps(void)
     int8_t *v = (int8_t *)block(nv, &bv);
     caps_nn_context ctx;
 
-    if (flags & 1) {
+    if (flags & CAPS_VEC_F_PREDICTIONS) {
         int8_t *uh = (int8_t *)block(nuh, &buh);
         ctx.size = caps_predictions_s8_get_buffer_size(&dims);
         ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
         const caps_nn_status st = caps_predictions_s8(&ctx, &dims, &params.pred, u, w, uh);
         emit(st, uh, nuh);
         free(bbuf);
-        if (flags & 2) {
+        if (flags & CAPS_VEC_F_ROUTING) {
             ctx.size = caps_dynamic_routing_s8_get_buffer_size(&dims);
             ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
             emit(caps_dynamic_routing_s8(&ctx, &dims, rp, uh, v), v, nv);
@@ -175,7 +140,7 @@ static void run_class_caps(void)
         free(buh);
     }
     for (int32_t store = 1; store >= 0; --store) {
-        if (!(flags & (store ? 4 : 8))) {
+        if (!(flags & (store ? CAPS_VEC_F_STORE : CAPS_VEC_F_RECOMPUTE))) {
             continue;
         }
         ctx.size = caps_class_caps_s8_get_buffer_size(&dims, store);
@@ -202,19 +167,13 @@ int main(int argc, char **argv)
     if (g_in == NULL || g_out == NULL) {
         die("cannot open files");
     }
-    char magic[4];
-    if (fread(magic, 1, 4, g_in) != 4 || memcmp(magic, "CAPV", 4) != 0) {
-        die("not a CAPV vector file");
-    }
-    if (rd32() != 1) {
-        die("unsupported vector file version");
-    }
-    const int32_t count = rd32();
+    int32_t count;
+    check_record(caps_vec_read_header(rd32, &count));
     for (int32_t c = 0; c < count; ++c) {
         const int32_t op = rd32();
-        if (op == 1 || op == 2) {
+        if (op == CAPS_VEC_OP_SQUASH || op == CAPS_VEC_OP_LENGTH) {
             run_caps_op(op);
-        } else if (op == 3) {
+        } else if (op == CAPS_VEC_OP_CLASS_CAPS) {
             run_class_caps();
         } else {
             die("unknown op code");

@@ -28,10 +28,6 @@ struct OpData {
   int32_t* shifts;
 };
 
-void* Init(TfLiteContext* context, const char* buffer, size_t length) {
-  return CapsAllocatePersistent(context, sizeof(OpData));
-}
-
 struct Options {
   int32_t routings;
   int32_t store_predictions;
@@ -183,12 +179,8 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
 }
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
-  OpData* data = static_cast<OpData*>(node->user_data);
-  if (data == nullptr) {
-    CapsReportError("%s: could not allocate %d bytes of op data in the arena", kOp,
-                    (int)sizeof(OpData));
-    return kTfLiteError;
-  }
+  OpData* data = CapsGetOpData<OpData>(kOp, node);
+  if (data == nullptr) return kTfLiteError;
   Options opt;
   CAPS_ENSURE_OK(ReadOptions(node, &opt));
   CAPS_ENSURE_OK(CapsCheckArity(kOp, node, 2, 1));
@@ -229,7 +221,8 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 }  // namespace
 
 TFLMRegistration* Register_TFLMCAPS_CLASS_CAPS() {
-  static TFLMRegistration registration = CapsMakeRegistration(Init, Prepare, Eval, nullptr);
+  static TFLMRegistration registration =
+      CapsMakeRegistration(CapsInitOpData<OpData>, Prepare, Eval, nullptr);
   return &registration;
 }
 

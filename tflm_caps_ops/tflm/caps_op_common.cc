@@ -282,4 +282,55 @@ TfLiteStatus CapsOptionScales(const char* op, const caps_flexbuf_ref* map, const
   return kTfLiteOk;
 }
 
+void* CapsGetOpData(const char* op, const TfLiteNode* node, size_t bytes) {
+  if (node->user_data == nullptr) {
+    CapsReportError("%s: could not allocate %d bytes of op data in the arena", op, (int)bytes);
+  }
+  return node->user_data;
+}
+
+TfLiteStatus CapsCheckParamsInit(const char* op, caps_nn_status st, const CapsQuant& in_q) {
+  if (st != CAPS_NN_SUCCESS) {
+    CapsReportError("%s: cannot derive integer parameters from input scale %g, zero point %d",
+                    op, (double)in_q.scale, (int)in_q.zero_point);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+static TfLiteStatus CheckUnaryCapsTensors(const CapsUnaryCapsSpec& spec,
+                                          const TfLiteTensor* input, const TfLiteTensor* output,
+                                          caps_caps_dims* dims, CapsQuant* in_q) {
+  const char* op = spec.op;
+  CAPS_ENSURE_OK(CapsCheckInt8Rank(op, spec.input, input, 3));
+  CAPS_ENSURE_OK(CapsCheckInt8Rank(op, spec.output, output, spec.output_rank));
+  CAPS_ENSURE_OK(CapsCheckDims(op, spec.output, output, input->dims->data, spec.output_rank));
+  CAPS_ENSURE_OK(CapsGetPerTensorQuant(op, spec.input, input, in_q));
+  CAPS_ENSURE_OK(CapsCheckFixedQuant(op, spec.output, output, spec.output_scale,
+                                     spec.output_zero_point));
+  const int32_t batch = input->dims->data[0], n = input->dims->data[1], d = input->dims->data[2];
+  if (d > CAPS_NN_MAX_CAPS_DIM || (int64_t)batch * n > INT32_MAX) {
+    CapsReportError("%s: %s capsule dim %d must be <= %d", op, spec.input, (int)d,
+                    CAPS_NN_MAX_CAPS_DIM);
+    return kTfLiteError;
+  }
+  dims->n_caps = batch * n;
+  dims->dim = d;
+  return kTfLiteOk;
+}
+
+TfLiteStatus CapsPrepareUnaryCaps(TfLiteContext* context, TfLiteNode* node,
+                                  const CapsUnaryCapsSpec& spec, caps_caps_dims* dims,
+                                  CapsQuant* in_q) {
+  caps_flexbuf_ref options;
+  CAPS_ENSURE_OK(CapsOpenOptions(spec.op, node, &options));
+  CAPS_ENSURE_OK(CapsCheckArity(spec.op, node, 1, 1));
+  TfLiteTensor* input = CapsTempInput(context, node, 0);
+  TfLiteTensor* output = CapsTempOutput(context, node, 0);
+  const TfLiteStatus status = CheckUnaryCapsTensors(spec, input, output, dims, in_q);
+  CapsFreeTemp(context, input);
+  CapsFreeTemp(context, output);
+  return status;
+}
+
 }  // namespace tflm_caps

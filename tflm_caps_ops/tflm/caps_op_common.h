@@ -1,13 +1,16 @@
 /*
- * Shared checks of the capsule operators' Prepare: tensor types, shapes,
- * quantization and FlexBuffer options, each failing with a message that
- * names the operator, the tensor (or option) and what was expected.
+ * Code shared by the capsule operators: Prepare checks of tensor types,
+ * shapes, quantization and FlexBuffer options, each failing with a message
+ * that names the operator, the tensor (or option) and what was expected;
+ * op-data Init; and the whole Prepare/Eval of the single-input capsule ops
+ * (Squash, Length) but for their kernel and params_init.
  */
 #ifndef TFLM_CAPS_TFLM_CAPS_OP_COMMON_H
 #define TFLM_CAPS_TFLM_CAPS_OP_COMMON_H
 
 #include "tflm/caps_flexbuffer.h"
 #include "tflm/caps_tflm_compat.h"
+#include "tflm_caps/caps_nn_functions.h"
 
 namespace tflm_caps {
 
@@ -71,6 +74,69 @@ TfLiteStatus CapsOptionScales(const char* op, const caps_flexbuf_ref* map, const
 
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);
+
+// Init of every capsule operator: the op data lives in the persistent arena.
+template <typename OpData>
+void* CapsInitOpData(TfLiteContext* context, const char* buffer, size_t length) {
+  return CapsAllocatePersistent(context, sizeof(OpData));
+}
+
+// The op data Init allocated, or null (reported) when the arena had no room.
+void* CapsGetOpData(const char* op, const TfLiteNode* node, size_t bytes);
+template <typename OpData>
+OpData* CapsGetOpData(const char* op, const TfLiteNode* node) {
+  return static_cast<OpData*>(CapsGetOpData(op, node, sizeof(OpData)));
+}
+
+// Fails with a message naming the input quantization when a kernel's
+// *_params_init rejected it (`st` is its status).
+TfLiteStatus CapsCheckParamsInit(const char* op, caps_nn_status st, const CapsQuant& in_q);
+
+// Contract of the single-input capsule operators (Squash, Length): input 0
+// int8 [B, N, D] with any per-tensor quantization, D <= CAPS_NN_MAX_CAPS_DIM;
+// output 0 int8 with the first `output_rank` dims of the input and a fixed
+// quantization.
+struct CapsUnaryCapsSpec {
+  const char* op;
+  const char* input;   // e.g. "input 0 (x)"
+  const char* output;  // e.g. "output 0 (v)"
+  int output_rank;
+  float output_scale;
+  int32_t output_zero_point;
+};
+
+// Op data of those operators: one kernel call covers all B * N capsules.
+template <typename Params>
+struct CapsUnaryCapsData {
+  Params params;
+  caps_caps_dims dims;
+};
+
+// Prepare of those operators up to the kernel parameters: checks options,
+// arity and tensors against `spec`, sets `dims` and returns the input
+// quantization, from which the op derives its params with *_params_init.
+TfLiteStatus CapsPrepareUnaryCaps(TfLiteContext* context, TfLiteNode* node,
+                                  const CapsUnaryCapsSpec& spec, caps_caps_dims* dims,
+                                  CapsQuant* in_q);
+
+// Eval of those operators: `kernel` (named `kernel_name` in errors) over
+// all capsules of the batch.
+template <typename Params>
+TfLiteStatus CapsEvalUnaryCaps(TfLiteContext* context, TfLiteNode* node, const char* op,
+                               const char* kernel_name,
+                               caps_nn_status (*kernel)(const caps_caps_dims*, const Params*,
+                                                        const int8_t*, int8_t*)) {
+  const auto* data = static_cast<const CapsUnaryCapsData<Params>*>(node->user_data);
+  const TfLiteEvalTensor* input = CapsEvalInput(context, node, 0);
+  TfLiteEvalTensor* output = CapsEvalOutput(context, node, 0);
+  const caps_nn_status st = kernel(&data->dims, &data->params, input->data.int8,
+                                   output->data.int8);
+  if (st != CAPS_NN_SUCCESS) {
+    CapsReportError("%s: kernel %s failed with status %d", op, kernel_name, (int)st);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
 
 }  // namespace tflm_caps
 
