@@ -176,6 +176,18 @@ CAPS_NN_INLINE int32_t caps_nn_routing_acc_shift(int32_t n_in)
     return p;
 }
 
+/* Weighted sums s of routing iteration r as int8: the int64 accumulators
+ * (exact sums for r = 0, Q15-coupled sums otherwise, pre-shifted by p)
+ * requantized with the iteration's multiplier. */
+CAPS_NN_INLINE void caps_nn_routing_sums_s8(const int64_t *acc, int32_t n, int32_t r, int32_t p,
+                                            int32_t multiplier, int32_t shift, int8_t *s)
+{
+    for (int32_t e = 0; e < n; ++e) {
+        const int64_t a = r == 0 ? acc[e] : caps_nn_round_shift_s64(acc[e], p);
+        s[e] = caps_nn_sat_s8(caps_nn_requantize(caps_nn_sat_s32(a), multiplier, shift));
+    }
+}
+
 /* Squash gain G in Q24 for a capsule with squared offset norm sq
  * (sq = sum (x - zp)^2 < 2^30):  G = 128 * f / |y|,  f = L^2 / (1 + L^2),
  * L^2 = sq * scale^2 = sq * sq_multiplier * 2^(sq_exponent - 31).

@@ -75,6 +75,23 @@ caps_nn_status caps_predictions_params_check(const caps_class_caps_dims *dims,
 caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
                                          const caps_routing_params *params);
 
+/* Entry checks of the three class-capsule kernels (params, pointers and
+ * scratch size), one per kernel so every backend refuses the same calls. */
+caps_nn_status caps_predictions_s8_args_check(const caps_nn_context *ctx,
+                                              const caps_class_caps_dims *dims,
+                                              const caps_predictions_params *params,
+                                              const int8_t *input, const int8_t *weights,
+                                              const int8_t *u_hat);
+caps_nn_status caps_dynamic_routing_s8_args_check(const caps_nn_context *ctx,
+                                                  const caps_class_caps_dims *dims,
+                                                  const caps_routing_params *params,
+                                                  const int8_t *u_hat, const int8_t *output);
+caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
+                                             const caps_class_caps_dims *dims,
+                                             const caps_class_caps_params *params,
+                                             int32_t store_predictions, const int8_t *input,
+                                             const int8_t *weights, const int8_t *output);
+
 /* ---------------------------------------------------------------------
  * Scratch sizes in bytes (-1 for invalid dims).  Generous enough for
  * every backend; the kernel may use the bytes as it likes.

@@ -145,3 +145,49 @@ int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
     const int64_t uhat = store_predictions ? A8((int64_t)dims->n_in * md) : A8(md);
     return checked(routing_bytes(dims) + uhat + predictions_bytes(dims));
 }
+
+static int context_ok(const caps_nn_context *ctx, int32_t need)
+{
+    return ctx != NULL && ctx->buf != NULL && ctx->size >= need;
+}
+
+caps_nn_status caps_predictions_s8_args_check(const caps_nn_context *ctx,
+                                              const caps_class_caps_dims *dims,
+                                              const caps_predictions_params *params,
+                                              const int8_t *input, const int8_t *weights,
+                                              const int8_t *u_hat)
+{
+    if (caps_predictions_params_check(dims, params) != CAPS_NN_SUCCESS || input == NULL ||
+        weights == NULL || u_hat == NULL ||
+        !context_ok(ctx, caps_predictions_s8_get_buffer_size(dims))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_dynamic_routing_s8_args_check(const caps_nn_context *ctx,
+                                                  const caps_class_caps_dims *dims,
+                                                  const caps_routing_params *params,
+                                                  const int8_t *u_hat, const int8_t *output)
+{
+    if (caps_routing_params_check(dims, params) != CAPS_NN_SUCCESS || u_hat == NULL ||
+        output == NULL || !context_ok(ctx, caps_dynamic_routing_s8_get_buffer_size(dims))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
+                                             const caps_class_caps_dims *dims,
+                                             const caps_class_caps_params *params,
+                                             int32_t store_predictions, const int8_t *input,
+                                             const int8_t *weights, const int8_t *output)
+{
+    if (params == NULL || caps_predictions_params_check(dims, &params->pred) != CAPS_NN_SUCCESS ||
+        caps_routing_params_check(dims, &params->routing) != CAPS_NN_SUCCESS || input == NULL ||
+        weights == NULL || output == NULL ||
+        !context_ok(ctx, caps_class_caps_s8_get_buffer_size(dims, store_predictions))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
+}

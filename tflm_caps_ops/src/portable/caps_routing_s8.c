@@ -151,11 +151,8 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
                 accumulate_coupled(sc, b, row, n_out, dim);
             }
         }
-        const caps_nn_requant sq = params->s[r];
-        for (size_t e = 0; e < md; ++e) {
-            const int64_t a = r == 0 ? sc->acc[e] : caps_nn_round_shift_s64(sc->acc[e], p);
-            sc->s[e] = caps_nn_sat_s8(caps_nn_requantize(caps_nn_sat_s32(a), sq.multiplier, sq.shift));
-        }
+        caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
+                                params->s[r].shift, sc->s);
         const caps_nn_status st = caps_squash_s8(&sdims, &params->squash[r], sc->s, output);
         if (st != CAPS_NN_SUCCESS) {
             return st;
@@ -169,9 +166,7 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
                                        const caps_routing_params *params, const int8_t *u_hat,
                                        int8_t *output)
 {
-    if (caps_routing_params_check(dims, params) != CAPS_NN_SUCCESS || u_hat == NULL ||
-        output == NULL || ctx == NULL || ctx->buf == NULL ||
-        ctx->size < caps_dynamic_routing_s8_get_buffer_size(dims)) {
+    if (caps_dynamic_routing_s8_args_check(ctx, dims, params, u_hat, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
     const routing_scratch sc = carve(ctx->buf, dims);
@@ -184,10 +179,8 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                   int32_t store_predictions, const int8_t *input,
                                   const int8_t *weights, int8_t *output)
 {
-    if (params == NULL || caps_predictions_params_check(dims, &params->pred) != CAPS_NN_SUCCESS ||
-        caps_routing_params_check(dims, &params->routing) != CAPS_NN_SUCCESS || input == NULL ||
-        weights == NULL || output == NULL || ctx == NULL || ctx->buf == NULL ||
-        ctx->size < caps_class_caps_s8_get_buffer_size(dims, store_predictions)) {
+    if (caps_class_caps_s8_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;

@@ -89,9 +89,8 @@ caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_
                                    const caps_predictions_params *params, const int8_t *input,
                                    const int8_t *weights, int8_t *u_hat)
 {
-    if (caps_predictions_params_check(dims, params) != CAPS_NN_SUCCESS || input == NULL ||
-        weights == NULL || u_hat == NULL || ctx == NULL || ctx->buf == NULL ||
-        ctx->size < caps_predictions_s8_get_buffer_size(dims)) {
+    if (caps_predictions_s8_args_check(ctx, dims, params, input, weights, u_hat) !=
+        CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
     caps_rv_pred pc;
