@@ -42,7 +42,9 @@ def _cases():
     cases = []
     # odd capsule counts, dims not multiple of 4, more than one 255-capsule
     # block (300), R = 1..4, per-tensor and per-capsule scales, N_out above
-    # the backends' small-array limits (33), N_out = 1 (couplings of 2^15)
+    # the backends' small-array limits (33), N_out = 1 (couplings of 2^15);
+    # (10, 6) and (10, 16) take the Cortex-M routing's specialized loops, and
+    # odd dim_out or odd N_out the tails of the paired prediction outputs
     shapes = [
         (cc, (37, 4, 10, 6), 3, True),
         (cc, (21, 8, 3, 16), 3, False),
@@ -54,6 +56,12 @@ def _cases():
         (rc, (4, 1, 33, 1), 2, True),
         (rc, (11, 12, 2, 2), 3, True),
         (cc, (17, 8, 5, 8), 3, True),
+        (rc, (19, 8, 10, 16), 3, True),
+        (rc, (29, 4, 10, 6), 2, False),
+        (cc, (23, 8, 10, 16), 3, False),
+        (rc, (7, 4, 10, 5), 3, True),
+        (rc, (5, 8, 4, 8), 2, False),
+        (rc, (6, 4, 3, 6), 3, True),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)

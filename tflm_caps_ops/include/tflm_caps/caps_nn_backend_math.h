@@ -7,6 +7,8 @@
  * reference stay the arbiter); only the way it gets there differs:
  *  - 64-bit divisions use the core's 32-bit hardware divide (Knuth's
  *    algorithm D with 16-bit digits) instead of a bit-serial library loop;
+ *  - the softmax reciprocal round(2^62 / sum) is a 16-bit divide seed, one
+ *    third-order Newton step and an exact rounding check, inlined;
  *  - the Q16 capsule norm uses a table estimate, one 32-bit Newton step and
  *    one 64/32 Newton step with an exact final correction instead of a
  *    62-step digit-by-digit square root;
@@ -55,14 +57,71 @@ CAPS_BM_INLINE int32_t caps_bm_clz32(uint32_t x)
 uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d);
 /* floor(n / d) for d != 0, n < 2^63 and d < 2^63. */
 uint64_t caps_bm_udiv64(uint64_t n, uint64_t d);
-/* caps_nn_softmax_recip clamped to 2^32 - 1 (exact with caps_bm_softmax_q15). */
-uint32_t caps_bm_softmax_recip(uint64_t sum);
 /* floor(sqrt(x)) for x < 2^30. */
 uint32_t caps_bm_isqrt32(uint32_t x);
 /* caps_nn_norm_q16. */
 uint32_t caps_bm_norm_q16(uint32_t sq);
 /* caps_nn_squash_gain. */
 uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+
+/* 2^64 / dh - 2^32 for dh in [2^31, 2^32), from below by less than 3 / dh
+ * in 2^-32 units: 2^64 - 3 dh < dh (2^32 + v) <= 2^64 (checked for every
+ * dh by tests/test_backend_recip.py).  The seed is one hardware divide by
+ * the top 16 bits of dh rounded up (under 2^-15 below, never above);
+ * with E = 2^64 - dh y0 (exact, E/2^64 < 2^-15) one Newton step of third
+ * order y1 = y0 (1 + E/2^64 + (E/2^64)^2) leaves only truncation error. */
+CAPS_BM_INLINE uint32_t caps_bm_recip_q32(uint32_t dh)
+{
+    const uint32_t v0 = (~(dh << 1) / ((dh >> 16) + 1u)) << 15;
+    const uint64_t p = (uint64_t)dh * v0; /* dh y0 = p + dh 2^32 < 2^64 */
+    const uint32_t el = ~(uint32_t)p;     /* E - 1: truncates toward below */
+    const uint32_t eh = ~((uint32_t)(p >> 32) + dh);
+    /* y0 E / 2^64 = eh + (el + v0 eh) / 2^32 + (< 1): one multiply-accumulate */
+    const uint32_t w = (uint32_t)(((((uint64_t)eh << 32) | el) + (uint64_t)v0 * eh) >> 32);
+    return v0 + w + (uint32_t)(((uint64_t)w * eh) >> 32);
+}
+
+/* caps_nn_softmax_recip clamped to 2^32 - 1: q = floor((2^62 + floor(sum/2))
+ * / sum) = round(2^62 / sum) for sum >= 2^30.  The only sum giving 2^32 is
+ * exactly 2^30 (one coupling is 1, the others 0), where 2^32 - 1 yields the
+ * same Q15 couplings through caps_bm_softmax_q15.
+ *
+ * With sum normalized to n = sum 2^s in [2^63, 2^64), dh = n >> 32 and
+ * f = 2^62 / sum, the estimate y1 / 2^(34-s) of caps_bm_recip_q32's
+ * y1 = 2^32 + v lies in (F - 3/2^(34-s), F] where F = 2^(30+s) / dh:
+ *  - sum in [2^32, 2^62): s <= 31 so f <= F < f + 2^(s-32) <= f + 1/2 and
+ *    34 - s >= 3: the floor is q - 1 or q; one check fixes it;
+ *  - sum in (2^30, 2^32): F = f (dh holds all of sum), 34 - s >= 1: the
+ *    floor is q - 2 .. q; two checks.
+ * q' < q  <=>  (q' + 1) sum <= 2^62 + floor(sum/2)  <=>  (2q' + 1) sum < 2^63
+ * <=> q' sum + floor(sum/2) < 2^62 ((2q' + 1) sum = 2^63 needs sum = 2^63). */
+CAPS_BM_INLINE uint32_t caps_bm_softmax_recip(uint64_t sum)
+{
+    const uint32_t hi = (uint32_t)(sum >> 32);
+    const uint32_t lo = (uint32_t)sum;
+    if (((hi - 1u) >> 30) == 0) { /* sum in [2^32, 2^62): the routing's usual case */
+        const int32_t s = caps_bm_clz32(hi); /* 2..31 */
+        const uint32_t dh = (hi << s) | (lo >> (32 - s));
+        const uint32_t q = ((caps_bm_recip_q32(dh) >> 2) | (1u << 30)) >> (32 - s);
+        /* q <= 2^30: 2q + 1 fits 32 bits, (2q + 1) sum <= 2^63 + 2 sum < 2^64 */
+        const uint32_t q2 = 2u * q + 1u;
+        const uint32_t th = (uint32_t)(((uint64_t)q2 * lo) >> 32) + q2 * hi;
+        return q + 1u - (th >> 31);
+    }
+    if (hi == 0) {
+        if (lo <= (1u << 30)) {
+            return 0xFFFFFFFFu;
+        }
+        const int32_t s = caps_bm_clz32(lo); /* 0 or 1 (the s above minus 32) */
+        const uint32_t q = ((caps_bm_recip_q32(lo << s) >> 1) | 0x80000000u) >> (1 - s);
+        /* x = q sum + floor(sum/2) <= 2^62 + sum: bit 62 is the check, and
+         * x + sum is the check of q + 1 */
+        const uint64_t x = (uint64_t)q * lo + (lo >> 1);
+        return q + 2u - (uint32_t)(x >> 62) - (uint32_t)((x + lo) >> 62);
+    }
+    /* sum >= 2^62: the quotient is 1 up to 2^63, 0 above */
+    return sum <= ((uint64_t)1 << 63) ? 1u : 0u;
+}
 
 /* caps_nn_softmax_q15 with a 32-bit reciprocal: (e * recip + 2^46) >> 47,
  * the low word of the product cannot carry into bit 47. */

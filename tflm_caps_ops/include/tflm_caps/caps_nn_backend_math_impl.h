@@ -78,32 +78,6 @@ uint64_t caps_bm_udiv64(uint64_t n, uint64_t d)
     return q;
 }
 
-/* caps_nn_softmax_recip, clamped to 2^32 - 1: round(2^62 / sum) for
- * sum >= 2^30.  The only sum giving 2^32 is exactly 2^30 (one coupling is
- * 1, the others 0), where 2^32 - 1 yields the same Q15 couplings through
- * caps_bm_softmax_q15. */
-uint32_t caps_bm_softmax_recip(uint64_t sum)
-{
-    const uint64_t n = ((uint64_t)1 << 62) + (sum >> 1);
-    if (sum <= ((uint64_t)1 << 30)) {
-        return 0xFFFFFFFFu;
-    }
-    const uint32_t sh = (uint32_t)(sum >> 32);
-    if (sh == 0) {
-        return caps_bm_divlu_inline((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)sum);
-    }
-    /* sum >= 2^32: divide by the normalized top word; the estimate is the
-     * quotient or one too large (as in caps_bm_udiv64) */
-    const int32_t s = caps_bm_clz32(sh);
-    const uint32_t top = (uint32_t)((sum << s) >> 32);
-    const uint64_t nn = n >> (32 - s);
-    uint32_t q = caps_bm_divlu_inline((uint32_t)(nn >> 32), (uint32_t)nn, top);
-    if ((uint64_t)q * sum > n) {
-        --q;
-    }
-    return q;
-}
-
 /* round(sqrt(k) * 16) for k = 0..255 (estimate table of caps_bm_isqrt32). */
 static const uint16_t caps_bm_sqrt_table[256] = {
     0, 16, 23, 28, 32, 36, 39, 42, 45, 48, 51, 53, 55, 58, 60, 62,
@@ -225,7 +199,8 @@ uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier,
     }
     const uint64_t den = ((uint64_t)1 << 30) + t;
     /* round(2^60 / den), den in [2^30, 2^62 + 2^30]: one normalized
-     * 64/32 division (as in caps_bm_softmax_recip) */
+     * 64/32 division; for den >= 2^32 the estimate is the quotient or one
+     * too large (as in caps_bm_udiv64) */
     const uint64_t n = ((uint64_t)1 << 60) + (den >> 1);
     uint32_t q;
     const uint32_t dh = (uint32_t)(den >> 32);

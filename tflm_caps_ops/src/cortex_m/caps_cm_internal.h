@@ -35,6 +35,14 @@ CAPS_CM_INLINE int32_t caps_cm_requant(int32_t x, const caps_bm_requant *q)
 /* Output capsules whose requantization is cached in caps_cm_pred. */
 #define CAPS_CM_PRED_CACHED 32
 
+/* Requantization of one output capsule of the predictions (shift <= 0);
+ * the field order is that of the LDM that loads it (caps_predictions_s8.c). */
+typedef struct {
+    int32_t mult;
+    int32_t half;   /* 2^(rshift-1), or 0 */
+    int32_t rshift; /* -shift */
+} caps_cm_rq;
+
 /* Prepared predictions of one layer: per output capsule requantization and
  * the doubled, zero-point-offset input capsule in SXTB16 lane order. */
 typedef struct {
@@ -46,10 +54,10 @@ typedef struct {
     const int32_t *multipliers;
     const int32_t *shifts;
     int32_t all_fast; /* every scale has shift <= 0: the SMMLAR path is exact */
+    int32_t in_regs;  /* dim_in 4 or 8, n_out cached, every rshift > 0: the
+                         input capsule stays in registers (caps_predictions_s8.c) */
     uint32_t *u2;     /* scratch: dim_in int16, 4-byte aligned */
-    int32_t mult[CAPS_CM_PRED_CACHED];   /* per output capsule, shift <= 0 */
-    int32_t rshift[CAPS_CM_PRED_CACHED];
-    int32_t half[CAPS_CM_PRED_CACHED];
+    caps_cm_rq rq[CAPS_CM_PRED_CACHED]; /* per output capsule, shift <= 0 */
 } caps_cm_pred;
 
 /* Prepares `pc` from checked params; scratch is the predictions context

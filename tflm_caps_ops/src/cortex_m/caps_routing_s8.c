@@ -22,8 +22,45 @@
 #include "caps_cm_internal.h"
 
 #define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
+
+/* Per-byte signed maximum of two words of four int8. */
+CAPS_CM_INLINE uint32_t caps_cm_max_s8x4(uint32_t a, uint32_t b)
+{
+#if CAPS_CM_DSP
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b) : "cc");
+    return r;
+#else
+    uint32_t r = 0;
+    for (int32_t k = 0; k < 32; k += 8) {
+        const int8_t x = (int8_t)(a >> k), y = (int8_t)(b >> k);
+        r |= (uint32_t)(uint8_t)(x > y ? x : y) << k;
+    }
+    return r;
+#endif
+}
+
+/* min(caps_bm_softmax_q15(e, recip), 2^15 - 1): the high product word
+ * (< 2^30) rounded to Q15 and saturated by one USAT with a shift. */
+CAPS_CM_INLINE uint32_t caps_cm_coupling_q15(uint32_t e, uint32_t recip)
+{
+    const uint32_t hi = (uint32_t)(((uint64_t)e * recip) >> 32) + (1u << 14);
+#if CAPS_CM_DSP
+    uint32_t r;
+    __asm__("usat %0, #15, %1, asr #15" : "=r"(r) : "r"(hi));
+    return r;
+#else
+    const uint32_t c = hi >> 15;
+    return c > 32767u ? 32767u : c;
+#endif
+}
 #define CM_MAX_BLOCK 255
 #define CM_EBUF 32 /* couplings of up to this many output capsules kept on the stack */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CM_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CM_UNROLL
+#endif
 
 typedef struct {
     int64_t *acc;     /* [md] */
@@ -100,6 +137,33 @@ static void sum_stored(const int8_t *uhat, int32_t n_in, size_t md, int64_t *acc
     for (int32_t i0 = 0; i0 < n_in; i0 += CM_MAX_BLOCK) {
         const int32_t n = n_in - i0 < CM_MAX_BLOCK ? n_in - i0 : CM_MAX_BLOCK;
         size_t wdx = 0;
+        for (; wdx + 4 <= words; wdx += 4) {
+            const int8_t *p = uhat + (size_t)i0 * md + 4 * wdx;
+            uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0, a3 = 0, b3 = 0;
+            for (int32_t i = 0; i < n; ++i) {
+                const uint32_t x0 = caps_cm_read_s8x4(p);
+                const uint32_t x1 = caps_cm_read_s8x4(p + 4);
+                const uint32_t x2 = caps_cm_read_s8x4(p + 8);
+                const uint32_t x3 = caps_cm_read_s8x4(p + 12);
+                a0 = caps_cm_sxtab16(a0, x0);
+                b0 = caps_cm_sxtab16_ror8(b0, x0);
+                a1 = caps_cm_sxtab16(a1, x1);
+                b1 = caps_cm_sxtab16_ror8(b1, x1);
+                a2 = caps_cm_sxtab16(a2, x2);
+                b2 = caps_cm_sxtab16_ror8(b2, x2);
+                a3 = caps_cm_sxtab16(a3, x3);
+                b3 = caps_cm_sxtab16_ror8(b3, x3);
+                p += md;
+            }
+            int64_t *q = acc + 4 * wdx;
+            const uint32_t lanes[8] = {a0, b0, a1, b1, a2, b2, a3, b3};
+            for (int32_t w = 0; w < 4; ++w) {
+                q[4 * w + 0] += (int16_t)(lanes[2 * w] & 0xFFFFu);
+                q[4 * w + 1] += (int16_t)(lanes[2 * w + 1] & 0xFFFFu);
+                q[4 * w + 2] += (int16_t)(lanes[2 * w] >> 16);
+                q[4 * w + 3] += (int16_t)(lanes[2 * w + 1] >> 16);
+            }
+        }
         for (; wdx + 2 <= words; wdx += 2) {
             const int8_t *p = uhat + (size_t)i0 * md + 4 * wdx;
             uint32_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
@@ -234,6 +298,7 @@ typedef struct {
     caps_bm_requant carry;
     caps_nn_requant agree_raw;
     caps_nn_requant carry_raw;
+    const int32_t *carry_tab; /* CM_UPDATE_CARRY: requantize(b, carry) at [b], b in [-128, 127] */
     int32_t has_carry; /* update u >= 1 */
     int32_t kind;      /* CM_UPDATE_* */
 } cm_update;
@@ -246,6 +311,7 @@ static cm_update update_init(const caps_routing_params *params, int32_t u, int32
     up.agree_raw = params->agree[u];
     up.carry_raw = params->carry[u];
     up.has_carry = u > 0;
+    up.carry_tab = NULL;
     up.carry = caps_bm_requant_init(up.carry_raw.multiplier, up.carry_raw.shift, 128);
     int64_t max_abs = (int64_t)dim * 128 * 128;
     if (u > 0) {
@@ -274,10 +340,7 @@ CAPS_CM_INLINE int32_t update_logit(const cm_update *up, const int32_t kind, int
                                     int32_t b_old)
 {
     if (kind == CM_UPDATE_CARRY) {
-        /* carry: rshift 0, no rounding terms */
-        const int32_t c = caps_cm_smmlar((int32_t)((uint32_t)b_old << up->carry.lshift),
-                                         up->carry.multiplier, 0);
-        a = caps_cm_qadd(a, c);
+        a = caps_cm_qadd(a, up->carry_tab[b_old]);
     }
     if (kind != CM_UPDATE_SLOW) {
         /* agreement: lshift 1, rshift >= 1 */
@@ -293,63 +356,112 @@ CAPS_CM_INLINE int32_t update_logit(const cm_update *up, const int32_t kind, int
     return caps_nn_sat_s8(caps_nn_requantize(a, up->agree_raw.multiplier, up->agree_raw.shift));
 }
 
-/* Phase AB for one input capsule: logits b[i, :] and the Q15 couplings
- * into column `col` of the block buffer.  dim and kind are constants at
- * the call sites (the loops unroll); vp is the prepared v or NULL. */
-CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, const cm_scratch *sc,
-                                     const int8_t *restrict row, const uint32_t *restrict vp,
-                                     const int8_t *restrict v, int8_t *restrict b,
-                                     const int32_t n_out, const int32_t dim, int32_t col)
+/* Phase A for output capsule j over one block: the new logits b[i, j] of
+ * the block's input capsules.  Output capsule outer, input capsule inner:
+ * the prepared v_j stays in registers (dim and kind are constants at the
+ * call sites, so the copy and the agreement loop unroll). */
+CAPS_CM_INLINE void phase_a_dim(const cm_update *up, const int32_t kind, const int8_t *row,
+                                size_t md, const uint32_t *vpj, const int8_t *vj, int8_t *b,
+                                int32_t n_out, int32_t n, const int32_t dim)
+{
+    if (kind == CM_UPDATE_SLOW) {
+        for (int32_t k = 0; k < n; ++k) {
+            *b = (int8_t)update_logit(up, kind, agree_dot_plain(row, vj, dim), *b);
+            row += md;
+            b += n_out;
+        }
+        return;
+    }
+    uint32_t vloc[CM_VPREP_WORDS / 8];
+    const int32_t vw = vprep_words(dim);
+    const uint32_t *vv = vpj;
+    if (vw <= CM_VPREP_WORDS / 8) {
+        for (int32_t w = 0; w < vw; ++w) {
+            vloc[w] = vpj[w];
+        }
+        vv = vloc;
+    }
+    const int8_t *const end = b + (size_t)n * (size_t)n_out;
+    while (b != end) {
+        *b = (int8_t)update_logit(up, kind, agree_dot(row, vv, dim), *b);
+        row += md;
+        b += n_out;
+    }
+}
+
+/* Largest of n >= 1 logits: four at a time with SSUB8/SEL. */
+CAPS_CM_INLINE int32_t max_logit(const int8_t *b, int32_t n)
+{
+    int32_t j = 0;
+    int32_t mx = -128;
+#if CAPS_CM_DSP
+    if (n >= 4) {
+        uint32_t m = caps_cm_read_s8x4(b);
+        for (j = 4; j + 4 <= n; j += 4) {
+            m = caps_cm_max_s8x4(m, caps_cm_read_s8x4(b + j));
+        }
+        m = caps_cm_max_s8x4(m, (m >> 16) | (m << 16));
+        m = caps_cm_max_s8x4(m, (m >> 8) | (m << 24));
+        mx = (int8_t)(m & 0xFFu);
+    }
+#endif
+    for (; j < n; ++j) {
+        mx = b[j] > mx ? b[j] : mx;
+    }
+    return mx;
+}
+
+/* Phase B for one input capsule: the Q15 couplings of its logits b[0..n_out)
+ * into column `col` of the block buffer. */
+CAPS_CM_INLINE void phase_b_capsule(const cm_scratch *sc, const int8_t *restrict row,
+                            const int8_t *restrict b, const int32_t n_out, const int32_t dim,
+                            int32_t col)
 {
     uint32_t ebuf[CM_EBUF];
-    int32_t mx = -128;
-    const int32_t vw = vprep_words(dim);
-    for (int32_t j = 0; j < n_out; ++j) {
-        const int32_t a = kind != CM_UPDATE_SLOW
-                              ? agree_dot(row + (size_t)j * dim, vp + (size_t)j * vw, dim)
-                              : agree_dot_plain(row + (size_t)j * dim, v + (size_t)j * dim, dim);
-        const int32_t bj = update_logit(up, kind, a, b[j]);
-        b[j] = (int8_t)bj;
-        mx = bj > mx ? bj : mx;
-    }
+    const int32_t mx = max_logit(b, n_out);
     const uint32_t *restrict table = sc->table;
     uint64_t sum = 0;
     const int32_t keep = n_out <= CM_EBUF;
+    int32_t j = 0;
     if (keep) {
-        for (int32_t j = 0; j < n_out; ++j) {
-            const uint32_t e = table[mx - b[j]];
-            ebuf[j] = e;
-            sum += e;
+        /* pairs of exponentials (each <= 2^30) add without carry in 32 bits */
+        CM_UNROLL
+        for (; j + 2 <= n_out; j += 2) {
+            const uint32_t e0 = table[mx - b[j]];
+            const uint32_t e1 = table[mx - b[j + 1]];
+            ebuf[j] = e0;
+            ebuf[j + 1] = e1;
+            sum += e0 + e1;
+        }
+        if (j < n_out) {
+            ebuf[j] = table[mx - b[j]];
+            sum += ebuf[j];
         }
     } else {
-        for (int32_t j = 0; j < n_out; ++j) {
+        for (; j < n_out; ++j) {
             sum += table[mx - b[j]];
         }
     }
     const uint32_t recip = caps_bm_softmax_recip(sum);
     int16_t *restrict c = sc->cbuf + col;
     const int32_t block = sc->block;
-    uint32_t over = 0; /* bit 15 set when some coupling is exactly 2^15 */
     if (keep) {
-        for (int32_t j = 0; j < n_out; ++j) {
-            const uint32_t cj = (uint32_t)caps_bm_softmax_q15(ebuf[j], recip);
-            over |= cj;
-            *c = (int16_t)caps_cm_usat15(cj);
-            c += block;
+        CM_UNROLL
+        for (j = 0; j < n_out; ++j) {
+            c[(size_t)j * block] = (int16_t)caps_cm_coupling_q15(ebuf[j], recip);
         }
     } else {
-        for (int32_t j = 0; j < n_out; ++j) {
-            const uint32_t cj = (uint32_t)caps_bm_softmax_q15(table[mx - b[j]], recip);
-            over |= cj;
-            *c = (int16_t)caps_cm_usat15(cj);
+        for (j = 0; j < n_out; ++j) {
+            *c = (int16_t)caps_cm_coupling_q15(table[mx - b[j]], recip);
             c += block;
         }
     }
-    if (over & 0x8000u) {
-        /* c = 2^15 was stored as 2^15 - 1: add the remaining 1 * u_hat now */
-        for (int32_t j = 0; j < n_out; ++j) {
-            const uint32_t e = table[mx - b[j]];
-            if (caps_bm_softmax_q15(e, recip) > 32767) {
+    /* The largest coupling is the one of the largest logit (table[0]); when
+     * it is exactly 2^15 it was stored as 2^15 - 1: add the missing
+     * 1 * u_hat of every such output capsule now. */
+    if (caps_bm_softmax_q15(table[0], recip) > 32767) {
+        for (j = 0; j < n_out; ++j) {
+            if (b[j] == mx) {
                 int64_t *acc = sc->acc + (size_t)j * dim;
                 const int8_t *u = row + (size_t)j * dim;
                 for (int32_t d = 0; d < dim; ++d) {
@@ -360,51 +472,74 @@ CAPS_CM_INLINE void phase_ab_capsule(const cm_update *up, const int32_t kind, co
     }
 }
 
-/* One block of phase AB, dispatched on constant dims and update kind. */
-CAPS_CM_INLINE void phase_ab_block_dim(const cm_update *up, const int32_t kind,
-                                       const cm_scratch *sc, const cm_source *src, size_t md,
-                                       const uint32_t *vp, const int8_t *v, int32_t i0,
-                                       int32_t n, int32_t n_out, const int32_t dim,
-                                       const int8_t **first)
+CAPS_CM_INLINE void phase_b_block_n(const cm_scratch *sc, const int8_t *rows, size_t md,
+                                    const int8_t *b, int32_t n, const int32_t n_out, int32_t dim)
 {
     for (int32_t k = 0; k < n; ++k) {
-        const int8_t *row = source_row(src, md, i0 + k);
-        if (k == 0) {
-            *first = row;
-        }
-        int8_t *b = sc->logits + (size_t)(i0 + k) * n_out;
-        /* the slow kind reads v as is, the fast kinds the prepared copy */
-        phase_ab_capsule(up, kind, sc, row, kind == CM_UPDATE_SLOW ? NULL : vp, v, b, n_out, dim,
-                         k);
+        phase_b_capsule(sc, rows, b, n_out, dim, k);
+        rows += md;
+        b += n_out;
     }
+}
+
+/* Phase B of one block; 10 output capsules (the published CapsNets) get
+ * fully unrolled softmax loops. */
+static void phase_b_block(const cm_scratch *sc, const int8_t *rows, size_t md, const int8_t *b,
+                          int32_t n, int32_t n_out, int32_t dim)
+{
+    if (n_out == 10) {
+        phase_b_block_n(sc, rows, md, b, n, 10, dim);
+    } else {
+        phase_b_block_n(sc, rows, md, b, n, n_out, dim);
+    }
+}
+
+/* One block of phases A and B, dispatched on constant dims and update kind. */
+CAPS_CM_INLINE void phase_ab_block_dim(const cm_update *up, const int32_t kind,
+                                       const cm_scratch *sc, const int8_t *rows, size_t md,
+                                       const uint32_t *vp, const int8_t *v, int32_t i0,
+                                       int32_t n, int32_t n_out, const int32_t dim)
+{
+    int8_t *b = sc->logits + (size_t)i0 * n_out;
+    const int32_t vw = vprep_words(dim);
+    for (int32_t j = 0; j < n_out; ++j) {
+        phase_a_dim(up, kind, rows + (size_t)j * dim, md, vp != NULL ? vp + (size_t)j * vw : NULL,
+                    v + (size_t)j * dim, b + j, n_out, n, dim);
+    }
+    phase_b_block(sc, rows, md, b, n, n_out, dim);
 }
 
 CAPS_CM_INLINE void phase_ab_block_kind(const cm_update *up, const int32_t kind,
-                                        const cm_scratch *sc, const cm_source *src, size_t md,
+                                        const cm_scratch *sc, const int8_t *rows, size_t md,
                                         const uint32_t *vp, const int8_t *v, int32_t i0,
-                                        int32_t n, int32_t n_out, int32_t dim,
-                                        const int8_t **first)
+                                        int32_t n, int32_t n_out, int32_t dim)
 {
-    /* dims of the published CapsNets get unrolled agreement loops */
-    if (dim == 6) {
-        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, 6, first);
+    /* shapes of the published CapsNets get unrolled agreement loops with
+     * constant strides (fewer registers, immediate offsets) */
+    if (n_out == 10 && dim == 6) {
+        phase_ab_block_dim(up, kind, sc, rows, 60, vp, v, i0, n, 10, 6);
+    } else if (n_out == 10 && dim == 16) {
+        phase_ab_block_dim(up, kind, sc, rows, 160, vp, v, i0, n, 10, 16);
+    } else if (dim == 6) {
+        phase_ab_block_dim(up, kind, sc, rows, md, vp, v, i0, n, n_out, 6);
     } else if (dim == 16) {
-        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, 16, first);
+        phase_ab_block_dim(up, kind, sc, rows, md, vp, v, i0, n, n_out, 16);
     } else {
-        phase_ab_block_dim(up, kind, sc, src, md, vp, v, i0, n, n_out, dim, first);
+        phase_ab_block_dim(up, kind, sc, rows, md, vp, v, i0, n, n_out, dim);
     }
 }
 
-static void phase_ab_block(const cm_update *up, const cm_scratch *sc, const cm_source *src,
+/* Phases A and B of one block whose predictions start at `rows` (stride md). */
+static void phase_ab_block(const cm_update *up, const cm_scratch *sc, const int8_t *rows,
                            size_t md, const uint32_t *vp, const int8_t *v, int32_t i0, int32_t n,
-                           int32_t n_out, int32_t dim, const int8_t **first)
+                           int32_t n_out, int32_t dim)
 {
     if (up->kind == CM_UPDATE_FIRST) {
-        phase_ab_block_kind(up, CM_UPDATE_FIRST, sc, src, md, vp, v, i0, n, n_out, dim, first);
+        phase_ab_block_kind(up, CM_UPDATE_FIRST, sc, rows, md, vp, v, i0, n, n_out, dim);
     } else if (up->kind == CM_UPDATE_CARRY) {
-        phase_ab_block_kind(up, CM_UPDATE_CARRY, sc, src, md, vp, v, i0, n, n_out, dim, first);
+        phase_ab_block_kind(up, CM_UPDATE_CARRY, sc, rows, md, vp, v, i0, n, n_out, dim);
     } else {
-        phase_ab_block_dim(up, CM_UPDATE_SLOW, sc, src, md, vp, v, i0, n, n_out, dim, first);
+        phase_ab_block_dim(up, CM_UPDATE_SLOW, sc, rows, md, vp, v, i0, n, n_out, dim);
     }
 }
 
@@ -476,6 +611,34 @@ CAPS_CM_INLINE void phase_c_group1(const int8_t *rows, size_t md, const int16_t 
     acc[0] += p0;
 }
 
+/* Two dimensions d0, d0+1, two input capsules per step: [u0 u1 u0' u1']
+ * from two halfword loads, whose SXTB16 halves are the pairs (u0, u0')
+ * and (u1, u1') against the adjacent couplings (c, c'). */
+CAPS_CM_INLINE void phase_c_pair2(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
+                                  int64_t *acc)
+{
+    int32_t p0 = 0, p1 = 0;
+    int32_t i = 0;
+#if CAPS_CM_DSP
+    for (; i + 2 <= n; i += 2) {
+        uint32_t cp;
+        memcpy(&cp, c + i, 4);
+        const uint32_t t = caps_cm_read_s8x2(rows) | (caps_cm_read_s8x2(rows + md) << 16);
+        p0 = caps_cm_smlad(caps_cm_sxtb16(t), cp, p0);
+        p1 = caps_cm_smlad(caps_cm_sxtb16_ror8(t), cp, p1);
+        rows += 2 * md;
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t cc = c[i];
+        p0 += rows[0] * cc;
+        p1 += rows[1] * cc;
+        rows += md;
+    }
+    acc[0] += p0;
+    acc[1] += p1;
+}
+
 /* Six dimensions in one pass (dim_out 6, the costa2022 shapes), two input
  * capsules per step as in phase_c_group4; dims 4 and 5 of both capsules
  * form one word [u4 u5 u4' u5'] whose SXTB16 halves are the pairs. */
@@ -520,8 +683,8 @@ CAPS_CM_INLINE void phase_c_group6(const int8_t *rows, size_t md, const int16_t 
     acc[5] += p5;
 }
 
-static void phase_c(const cm_scratch *sc, const int8_t *rows, size_t md, int32_t n, int32_t n_out,
-                    int32_t dim)
+CAPS_CM_INLINE void phase_c_dims(const cm_scratch *sc, const int8_t *rows, const size_t md,
+                                 int32_t n, const int32_t n_out, const int32_t dim)
 {
     for (int32_t j = 0; j < n_out; ++j) {
         const int16_t *c = sc->cbuf + (size_t)j * sc->block;
@@ -529,7 +692,9 @@ static void phase_c(const cm_scratch *sc, const int8_t *rows, size_t md, int32_t
         int64_t *acc = sc->acc + (size_t)j * dim;
         int32_t d = 0;
         if (dim == 6) {
-            phase_c_group6(r, md, c, n, acc);
+            /* two passes keep every accumulator in a register */
+            phase_c_group4(r, md, c, n, acc);
+            phase_c_pair2(r + 4, md, c, n, acc + 4);
             continue;
         }
         for (; d + 4 <= dim; d += 4) {
@@ -543,6 +708,45 @@ static void phase_c(const cm_scratch *sc, const int8_t *rows, size_t md, int32_t
             phase_c_group1(r + d, md, c, n, acc + d);
         }
     }
+}
+
+static void phase_c(const cm_scratch *sc, const int8_t *rows, size_t md, int32_t n, int32_t n_out,
+                    int32_t dim)
+{
+    if (n_out == 10 && dim == 6) {
+        phase_c_dims(sc, rows, 60, n, 10, 6);
+    } else if (n_out == 10 && dim == 16) {
+        phase_c_dims(sc, rows, 160, n, 10, 16);
+    } else {
+        phase_c_dims(sc, rows, md, n, n_out, dim);
+    }
+}
+
+/* caps_nn_exp2_neg_q30 with 32-bit Horner terms: every partial sum of
+ * the polynomial stays below 2^31 in magnitude (sum |C_k| < 1.1e9, x < 2^30)
+ * and the result is at most 2^30, so each step is one 32x32->64 SMULL
+ * instead of a 64x64 product, with the same integers. */
+static uint32_t cm_exp2_neg_q30(int32_t w_q16)
+{
+    if (w_q16 < 0) {
+        w_q16 = 0;
+    }
+    const int32_t n = w_q16 >> 16;
+    if (n > 30) {
+        return 0;
+    }
+    const int32_t x = (w_q16 & 0xFFFF) << 14;
+    const int64_t half = (int64_t)1 << 29;
+    int32_t p = CAPS_NN_EXP2_C5;
+    p = CAPS_NN_EXP2_C4 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C3 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C2 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C1 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = (1 << 30) + (int32_t)(((int64_t)p * x + half) >> 30);
+    if (n > 0) {
+        p = (p + (1 << (n - 1))) >> n;
+    }
+    return (uint32_t)p;
 }
 
 /* ---------------------------------------------------------------------
@@ -577,13 +781,22 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
         } else {
             const caps_nn_requant beta = params->exp_beta[r - 1];
             for (int32_t k = 0; k < 256; ++k) {
-                sc->table[k] = caps_nn_exp2_neg_q30(
-                    caps_nn_requantize(k, beta.multiplier, beta.shift));
+                sc->table[k] = cm_exp2_neg_q30(caps_nn_requantize(k, beta.multiplier, beta.shift));
             }
             for (size_t e = 0; e < md; ++e) {
                 sc->acc[e] = 0;
             }
             cm_update up = update_init(params, r - 1, dim);
+            int32_t carry_tab[256];
+            if (up.kind == CM_UPDATE_CARRY) {
+                /* the old logit's share of the update, one per int8 value
+                 * (carry: rshift 0, no rounding terms) */
+                for (int32_t q = -128; q < 128; ++q) {
+                    carry_tab[q + 128] = caps_cm_smmlar((int32_t)((uint32_t)q << up.carry.lshift),
+                                                        up.carry.multiplier, 0);
+                }
+                up.carry_tab = carry_tab + 128;
+            }
             uint32_t vprep[CM_VPREP_WORDS];
             const uint32_t *vp = NULL;
             if ((int64_t)n_out * vprep_words(dim) <= CM_VPREP_WORDS) {
@@ -594,8 +807,9 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
             }
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const int32_t n = n_in - i0 < sc->block ? n_in - i0 : sc->block;
-                const int8_t *rows = NULL;
-                phase_ab_block(&up, sc, src, md, vp, output, i0, n, n_out, dim, &rows);
+                /* stored: the block's rows in place; recomputed: block 1 */
+                const int8_t *rows = source_row(src, md, i0);
+                phase_ab_block(&up, sc, rows, md, vp, output, i0, n, n_out, dim);
                 phase_c(sc, rows, md, n, n_out, dim);
             }
         }
