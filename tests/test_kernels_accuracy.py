@@ -27,8 +27,14 @@ def _scales(rng, n, lo=1e-4, hi=1.0):
     return np.exp(rng.uniform(math.log(lo), math.log(hi), n))
 
 
-def test_squash_within_half_lsb():
-    """|v_int8/128 - squash(x)| <= 0.5 LSB + 1e-5 (target clipped to [-1, 127/128])."""
+# Rounding (0.5 LSB) plus the gain table: a bucket midpoint is within 2^-8
+# of the squared norm and |d ln gain / d ln sq| <= 1/2, so the gain is off
+# by at most 2^-9 relative, 0.25 LSB at |v| < 128 LSB.
+SQUASH_BOUND_LSB = 0.75 + 1e-5
+
+
+def test_squash_within_three_quarters_lsb():
+    """|v_int8/128 - squash(x)| <= 0.75 LSB + 1e-5 (target clipped to [-1, 127/128])."""
     rng = np.random.default_rng(0)
     worst = 0.0
     for scale in _scales(rng, 150):
@@ -39,7 +45,7 @@ def test_squash_within_half_lsb():
         target = float_ref.squash((x.astype(np.float64) - zp) * np.float32(scale))
         worst = max(worst, np.abs(v - np.clip(target, -1.0, 127 / 128)).max() * 128)
     print(f"\nsquash: max error {worst:.6f} LSB (1/128)")
-    assert worst <= 0.5 + 1e-5
+    assert worst <= SQUASH_BOUND_LSB
 
 
 def test_length_within_half_lsb():

@@ -168,6 +168,83 @@ def test_squash_gain_primitive():
         assert got == list(expect), e
 
 
+def test_squash_table_index_and_gain():
+    """Index buckets: contiguous, exact below 2^8, midpoints within 2^-8 of
+    every sq they hold; C table gains equal numpy's at bucket edges."""
+    sq = np.arange(1 << 21)
+    k = fp.squash_index(sq)
+    assert (np.diff(k) >= 0).all() and (np.diff(k) <= 1).all()
+    np.testing.assert_array_equal(k[:256], sq[:256])
+    rep = fp.squash_index_rep(k)
+    assert (np.abs(rep - sq) <= sq / 256.0).all()
+    np.testing.assert_array_equal(fp.squash_index(rep), k)
+    rng = _rng(17)
+    edges = [2 ** b + d for b in range(8, 30) for d in (-1, 0, 1)]
+    sqs = list(rng.integers(0, 2 ** 30, 200)) + edges + [0, 1, 255, 256, 16384 * 255 * 255]
+    for e in (-60, -20, -5, 0, 10, 62):
+        m = int(rng.integers(2 ** 30, 2 ** 31))
+        expect = fp.squash_table_gain(np.array(sqs), m, e)
+        assert [native.squash_table_gain(int(v), m, e) for v in sqs] == list(expect), e
+        assert expect.max() <= fp.INT32_MAX
+
+
+@pytest.mark.parametrize("dim,zp", [(1, 0), (4, 0), (4, -128), (16, 127), (16384, 5)])
+def test_squash_table_contents(dim, zp):
+    """caps_squash_s8_init_table's entries are numpy's gains of the bucket
+    representatives, and as many as the largest squared norm needs."""
+    sp = q.squash_params(0.037, zp)
+    raw = native.squash_table(dim, sp)
+    assert raw.size == native.squash_buffer_size(dim, sp)
+    off = (-raw.ctypes.data) % 4
+    words = np.frombuffer(raw[off:off + (raw.size - off) // 4 * 4].tobytes(), dtype="<i4")
+    n = fp.squash_table_entries(dim, zp)
+    assert words[5] == n and words.size >= 6 + n
+    m = max(127 - zp, 128 + zp)
+    assert fp.squash_index(dim * m * m) == n - 1
+    expect = fp.squash_table_gain(fp.squash_index_rep(np.arange(n)), sp.sq_multiplier,
+                                  sp.sq_exponent)
+    np.testing.assert_array_equal(words[6:6 + n], expect)
+
+
+def test_squash_table_is_checked():
+    """A table filled for other params, a smaller dim, or never filled is an
+    error; a table for a larger dim serves smaller ones."""
+    lib = native.load()
+    rng = _rng(18)
+    x = rng.integers(-128, 128, size=(9, 4)).astype(np.int8)
+    sp = q.squash_params(0.05, 3)
+
+    def run(table, dim=4):
+        out = np.zeros_like(x[:, :dim])
+        xi = np.ascontiguousarray(x[:, :dim])
+        ctx = native.Context(table.ctypes.data_as(ctypes.c_void_p), table.size)
+        st = lib.caps_squash_s8(ctypes.byref(ctx), ctypes.byref(native.CapsDims(9, dim)),
+                                ctypes.byref(native._squash_c(sp)),
+                                xi.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+                                out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)))
+        return st, out
+
+    st, out = run(native.squash_table(4, sp))
+    assert st == 0
+    np.testing.assert_array_equal(out, ref.squash_s8(x, sp))
+    st, out = run(native.squash_table(16, sp), dim=3)
+    assert st == 0
+    np.testing.assert_array_equal(out, ref.squash_s8(x[:, :3], sp))
+    assert run(native.squash_table(3, sp))[0] == -1  # filled for a smaller dim
+    assert run(native.squash_table(4, q.squash_params(0.05, 4)))[0] == -1
+    assert run(native.squash_table(4, q.squash_params(0.06, 3)))[0] == -1
+    assert run(np.zeros(native.squash_buffer_size(4, sp), np.uint8))[0] == -1  # not filled
+    assert run(native.squash_table(4, sp)[:-1].copy())[0] == -1  # too small
+    small = np.zeros(native.squash_buffer_size(4, sp) - 1, np.uint8)
+    ctx = native.Context(small.ctypes.data_as(ctypes.c_void_p), small.size)
+    assert lib.caps_squash_s8_init_table(ctypes.byref(ctx), ctypes.byref(native.CapsDims(1, 4)),
+                                         ctypes.byref(native._squash_c(sp))) == -1
+    assert lib.caps_squash_s8_init_table(None, ctypes.byref(native.CapsDims(1, 4)),
+                                         ctypes.byref(native._squash_c(sp))) == -1
+    assert native.squash_buffer_size(0, sp) == -1
+    assert native.squash_buffer_size(16385, sp) == -1
+
+
 # ---------------------------------------------------------------------------
 # Squash, length
 # ---------------------------------------------------------------------------
@@ -189,6 +266,7 @@ def test_squash_and_length_random(dim):
         sp, lp = q.squash_params(scale, zp), q.length_params(scale, zp)
         got = native.squash(x, sp)
         np.testing.assert_array_equal(got, ref.squash_s8(x, sp))
+        np.testing.assert_array_equal(native.squash(x, sp, use_table=False), got)
         np.testing.assert_array_equal(native.length(x, lp), ref.length_s8(x, lp))
     assert len(np.unique(got)) > 1  # the case is not degenerate
 
@@ -213,13 +291,16 @@ def test_squash_in_place_equals_out_of_place():
     x = _rng(9).integers(-128, 128, size=(20, 7)).astype(np.int8)
     sp = q.squash_params(0.02, 5)
     expect = ref.squash_s8(x, sp)
-    buf = x.copy()
-    p = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
-    st = lib.caps_squash_s8(ctypes.byref(native.CapsDims(20, 7)),
-                            ctypes.byref(native.SquashParamsC(5, sp.sq_multiplier, sp.sq_exponent)),
-                            p, p)
-    assert st == 0
-    np.testing.assert_array_equal(buf, expect)
+    table = native.squash_table(7, sp)
+    ctx = native.Context(table.ctypes.data_as(ctypes.c_void_p), table.size)
+    for c in (ctypes.byref(ctx), None):
+        buf = x.copy()
+        p = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        st = lib.caps_squash_s8(c, ctypes.byref(native.CapsDims(20, 7)),
+                                ctypes.byref(native.SquashParamsC(5, sp.sq_multiplier,
+                                                                  sp.sq_exponent)), p, p)
+        assert st == 0
+        np.testing.assert_array_equal(buf, expect)
 
 
 # ---------------------------------------------------------------------------
@@ -350,10 +431,11 @@ def test_c_rejects_bad_arguments():
     bad = q.ClassCapsParams(q.PredictionsParams(0, (2 ** 30,), (31,)), params.routing)
     assert _raw_class_caps(dims, bad, native.class_caps_buffer_size(dims, 1))[0] == -1
     lib = native.load()
-    assert lib.caps_squash_s8(ctypes.byref(native.CapsDims(1, 0)),
+    assert lib.caps_squash_s8(None, ctypes.byref(native.CapsDims(1, 0)),
                               ctypes.byref(native.SquashParamsC(0, 0, 0)), None, None) == -1
-    assert lib.caps_squash_s8(ctypes.byref(native.CapsDims(2, 3)),
-                              ctypes.byref(native.SquashParamsC(0, 1 << 30, 0)), None, None) == -1
+    assert lib.caps_squash_s8(None, ctypes.byref(native.CapsDims(2, 3)),
+                              ctypes.byref(native.SquashParamsC(0, 1 << 30, 0)), None,
+                              None) == -1
     for bad_dims in ((0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 1025, 1), (1, 1, 1, 16385),
                      (2 ** 20 + 1, 1, 1, 1), (2 ** 20, 1, 1024, 1)):
         assert native.class_caps_buffer_size(bad_dims) == -1, bad_dims

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tflm_caps.reference import int8 as ref
 from tflm_caps.reference import quant as q
 from tflm_caps.runtime import (MIN_SAFE_ARENA, ArenaTooSmallError, ModelFormatError, TFLMRunner,
                                check_model, find_min_arena_size, quantize_like_tflite)
@@ -221,6 +222,21 @@ def test_min_arena_is_exact(caps_model):
     # The class-caps scratch is inside the figure: recomputing predictions needs less.
     print(f"class-caps model: min arena {size} bytes, wheel says "
           f"{details['wheel_reported_bytes']}")
+
+
+def test_squash_gain_table_is_in_the_arena():
+    """TFLMCaps_Squash keeps its gain table in the arena: the minimum arena
+    covers it and one byte less is a clear error, not a crash."""
+    from tflm_caps import native
+    model = squash_model((1, 64, 4), 0.05, 3)
+    size = find_min_arena_size(model)
+    table = native.squash_buffer_size(4, q.squash_params(0.05, 3))
+    assert table > 5000 and size > table
+    with pytest.raises(ArenaTooSmallError):
+        TFLMRunner(model, arena_size=size - 1)
+    x = np.random.default_rng(5).integers(-128, 128, (1, 64, 4)).astype(np.int8)
+    got = TFLMRunner(model, arena_size=size).predict(x, dequantize=False)
+    np.testing.assert_array_equal(got, ref.squash_s8(x, q.squash_params(0.05, 3)))
 
 
 def test_preserved_tensors_need_more_arena(caps_model):

@@ -102,8 +102,12 @@ _SIGNATURES = {
     "caps_predictions_s8_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC)]),
     "caps_dynamic_routing_s8_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC)]),
     "caps_class_caps_s8_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC), _i32]),
-    "caps_squash_s8": (_i32, [ctypes.POINTER(CapsDims), ctypes.POINTER(SquashParamsC),
-                              _P_i8, _P_i8]),
+    "caps_squash_s8_get_buffer_size": (_i32, [ctypes.POINTER(CapsDims),
+                                              ctypes.POINTER(SquashParamsC)]),
+    "caps_squash_s8_init_table": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),
+                                         ctypes.POINTER(SquashParamsC)]),
+    "caps_squash_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),
+                              ctypes.POINTER(SquashParamsC), _P_i8, _P_i8]),
     "caps_length_s8": (_i32, [ctypes.POINTER(CapsDims), ctypes.POINTER(LengthParamsC),
                               _P_i8, _P_i8]),
     "caps_predictions_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
@@ -117,6 +121,7 @@ _SIGNATURES = {
     "caps_nn_exp2_neg_q30_export": (ctypes.c_uint32, [_i32]),
     "caps_nn_exp_table_export": (None, [ctypes.POINTER(Requant), _P_u32]),
     "caps_nn_squash_gain_export": (ctypes.c_uint32, [ctypes.c_uint32, _i32, _i32]),
+    "caps_nn_squash_table_gain_export": (_i32, [ctypes.c_uint32, _i32, _i32]),
 }
 
 
@@ -336,8 +341,32 @@ def _need(params, cls, what):
         raise ValueError(f"{what} must be {cls.__name__}, got {type(params).__name__}")
 
 
-def squash(x, params):
-    """caps_squash_s8 on int8 capsules [..., D]."""
+def squash_buffer_size(dim, params):
+    """caps_squash_s8_get_buffer_size: bytes of the gain table for capsules
+    of `dim` elements (-1 for invalid dims or params)."""
+    _need(params, q.SquashParams, "squash params")
+    dims = CapsDims(0, int(dim))
+    return int(load().caps_squash_s8_get_buffer_size(ctypes.byref(dims),
+                                                      ctypes.byref(_squash_c(params))))
+
+
+def squash_table(dim, params):
+    """The gain table bytes caps_squash_s8_init_table fills for `dim`."""
+    size = squash_buffer_size(dim, params)
+    if size < 0:
+        raise ValueError(f"no squash table for dim {dim} and {params}")
+    buf = np.zeros(size, dtype=np.uint8)
+    ctx = Context(buf.ctypes.data_as(ctypes.c_void_p), size)
+    _ok(load().caps_squash_s8_init_table(ctypes.byref(ctx), ctypes.byref(CapsDims(0, int(dim))),
+                                         ctypes.byref(_squash_c(params))),
+        "caps_squash_s8_init_table")
+    return buf
+
+
+def squash(x, params, use_table=True, table=None):
+    """caps_squash_s8 on int8 capsules [..., D]: with a gain table filled by
+    caps_squash_s8_init_table (or the given `table` bytes), else with each
+    capsule's gain computed on the fly."""
     _need(params, q.SquashParams, "squash params")
     x = _int8_c(x, "squash input")
     if x.ndim < 1 or x.shape[-1] < 1:
@@ -345,7 +374,12 @@ def squash(x, params):
     out = np.empty_like(x)
     dims = CapsDims(int(x.size // x.shape[-1]), int(x.shape[-1]))
     pc = _squash_c(params)
-    _ok(load().caps_squash_s8(ctypes.byref(dims), ctypes.byref(pc), _p8(x), _p8(out)),
+    ctx = None
+    if table is not None or use_table:
+        buf = np.ascontiguousarray(table if table is not None else squash_table(dims.dim, params),
+                                   dtype=np.uint8)
+        ctx = ctypes.byref(Context(buf.ctypes.data_as(ctypes.c_void_p), buf.size))
+    _ok(load().caps_squash_s8(ctx, ctypes.byref(dims), ctypes.byref(pc), _p8(x), _p8(out)),
         f"caps_squash_s8(shape {x.shape})")
     return out
 
@@ -450,3 +484,8 @@ def exp_table(beta_multiplier, beta_shift):
 
 def squash_gain(sq, sq_multiplier, sq_exponent):
     return int(load().caps_nn_squash_gain_export(int(sq), int(sq_multiplier), int(sq_exponent)))
+
+
+def squash_table_gain(sq, sq_multiplier, sq_exponent):
+    return int(load().caps_nn_squash_table_gain_export(int(sq), int(sq_multiplier),
+                                                       int(sq_exponent)))

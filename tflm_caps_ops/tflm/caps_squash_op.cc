@@ -1,7 +1,9 @@
 /*
  * TFLMCaps_Squash: x int8 [B, N, D] (any scale / zero point) ->
  * v int8 [B, N, D] (fixed scale 1/128, zero point 0), v = squash(x) per
- * capsule (docs/custom_ops.md, docs/quantization.md).
+ * capsule (docs/custom_ops.md, docs/quantization.md).  Prepare fills the
+ * kernel's gain table in a persistent arena buffer (its input quantization
+ * is fixed), so Eval does no division or square root.
  */
 #include "tflm/caps_op_common.h"
 #include "tflm/caps_ops.h"
@@ -13,20 +15,46 @@ namespace {
 const char kOp[] = "TFLMCaps_Squash";
 const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (x)", "output 0 (v)", 3, 1.0f / 128.0f, 0};
 
-using OpData = CapsUnaryCapsData<caps_squash_params>;
+struct OpData {
+  CapsUnaryCapsData<caps_squash_params> op;
+  caps_nn_context table;
+};
 
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   OpData* data = CapsGetOpData<OpData>(kOp, node);
   if (data == nullptr) return kTfLiteError;
   CapsQuant in_q;
-  CAPS_ENSURE_OK(CapsPrepareUnaryCaps(context, node, kSpec, &data->dims, &in_q));
-  return CapsCheckParamsInit(
-      kOp, caps_squash_params_init(in_q.scale, in_q.zero_point, &data->params), in_q);
+  CAPS_ENSURE_OK(CapsPrepareUnaryCaps(context, node, kSpec, &data->op.dims, &in_q));
+  CAPS_ENSURE_OK(CapsCheckParamsInit(
+      kOp, caps_squash_params_init(in_q.scale, in_q.zero_point, &data->op.params), in_q));
+  const int32_t bytes = caps_squash_s8_get_buffer_size(&data->op.dims, &data->op.params);
+  data->table.buf = bytes > 0 ? CapsAllocatePersistent(context, (size_t)bytes) : nullptr;
+  data->table.size = bytes;
+  if (data->table.buf == nullptr) {
+    CapsReportError("%s: the arena has no room for the %d-byte squash gain table", kOp,
+                    (int)bytes);
+    return kTfLiteError;
+  }
+  const caps_nn_status st =
+      caps_squash_s8_init_table(&data->table, &data->op.dims, &data->op.params);
+  if (st != CAPS_NN_SUCCESS) {
+    CapsReportError("%s: caps_squash_s8_init_table failed with status %d", kOp, (int)st);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
 }
 
 TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
-  return CapsEvalUnaryCaps<caps_squash_params>(context, node, kOp, "caps_squash_s8",
-                                               caps_squash_s8);
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const TfLiteEvalTensor* input = CapsEvalInput(context, node, 0);
+  TfLiteEvalTensor* output = CapsEvalOutput(context, node, 0);
+  const caps_nn_status st = caps_squash_s8(&data->table, &data->op.dims, &data->op.params,
+                                           input->data.int8, output->data.int8);
+  if (st != CAPS_NN_SUCCESS) {
+    CapsReportError("%s: kernel caps_squash_s8 failed with status %d", kOp, (int)st);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
 }
 
 }  // namespace

@@ -12,6 +12,9 @@ INT32_MAX = (1 << 31) - 1
 # Minimax coefficients (Q30) of 2^-x on [0, 1); see caps_nn_fixedpoint.h.
 EXP2_COEFFS = (-744258158, 257898529, -59395887, 9908950, -1024411)
 
+# Mantissa bits of the squash gain table index (CAPS_NN_SQUASH_LUT_BITS).
+SQUASH_LUT_BITS = 7
+
 
 def _i64(x):
     return np.asarray(x, dtype=np.int64)
@@ -152,8 +155,44 @@ def squash_gain(sq, sq_multiplier, sq_exponent):
     return np.where(sq > 0, g, np.int64(0))
 
 
+def squash_index(sq):
+    """Gain-table index of squared norms sq (< 2^30): sq itself below
+    2^(SQUASH_LUT_BITS+1), else the top SQUASH_LUT_BITS+1 bits of sq plus
+    SQUASH_LUT_BITS bits of shift (2^SQUASH_LUT_BITS entries per octave)."""
+    sq = _i64(sq)
+    shift = _squash_shift(sq)
+    return (sq >> shift) + (shift << SQUASH_LUT_BITS)
+
+
+def _squash_shift(sq):
+    # floor(log2(sq)) is exact from the float64 exponent for sq < 2^53
+    e = np.frexp(np.maximum(sq, 1).astype(np.float64))[1].astype(np.int64) - 1
+    return np.maximum(e - SQUASH_LUT_BITS, 0)
+
+
+def squash_index_rep(k):
+    """Representative squared norm of table index k: the index itself in the
+    exact range, else the midpoint of the index's bucket."""
+    k = _i64(k)
+    shift = np.maximum((k >> SQUASH_LUT_BITS) - 1, 0)
+    mant = k - (shift << SQUASH_LUT_BITS)
+    half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
+    return (mant << shift) + half
+
+
+def squash_table_gain(sq, sq_multiplier, sq_exponent):
+    """Gain (Q24, <= INT32_MAX) the squash applies to capsules of squared
+    norm sq: squash_gain of the representative of sq's table index."""
+    rep = squash_index_rep(squash_index(sq))
+    return np.minimum(squash_gain(rep, sq_multiplier, sq_exponent), INT32_MAX)
+
+
+def squash_table_entries(dim, input_zp):
+    """Entries of the gain table for capsules of up to `dim` elements."""
+    m = max(127 - int(input_zp), 128 + int(input_zp))
+    return int(squash_index(dim * m * m)) + 1
+
+
 def squash_apply(y, gain_q24):
-    """round(y * G / 2^24), ties away from zero, saturated to int8."""
-    y = _i64(y)
-    mag = (np.abs(y) * _i64(gain_q24) + (np.int64(1) << 23)) >> 24
-    return sat8(np.where(y < 0, -mag, mag))
+    """floor((y * G + 2^23) / 2^24) (round half up), saturated to int8."""
+    return sat8((_i64(y) * _i64(gain_q24) + (np.int64(1) << 23)) >> 24)

@@ -35,7 +35,7 @@ def squash_s8(x, params):
         raise ValueError(f"squash input must be [..., D] with D >= 1, got shape {x.shape}")
     y = x.astype(np.int64) - params.input_zp
     sq = np.sum(y * y, axis=-1, keepdims=True)
-    gain = fp.squash_gain(sq, params.sq_multiplier, params.sq_exponent)
+    gain = fp.squash_table_gain(sq, params.sq_multiplier, params.sq_exponent)
     return fp.squash_apply(y, gain)
 
 

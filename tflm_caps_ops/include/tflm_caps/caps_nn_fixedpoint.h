@@ -219,12 +219,57 @@ CAPS_NN_INLINE uint32_t caps_nn_squash_gain(uint32_t sq, int32_t sq_multiplier,
     return (uint32_t)((f * ((uint64_t)1 << 17) + (r >> 1)) / r);
 }
 
-/* One squashed element: round(y * G / 2^24), ties away from zero, to int8. */
-CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, uint32_t gain_q24)
+/* Mantissa bits of the squash gain-table index: 2^7 buckets per octave of
+ * sq, so a bucket's midpoint is within 2^-8 of any sq in it. */
+#define CAPS_NN_SQUASH_LUT_BITS 7
+
+/* Right shift of sq in its table index: max(0, floor(log2 sq) - BITS). */
+CAPS_NN_INLINE int32_t caps_nn_squash_shift(uint32_t sq)
 {
-    const uint32_t mag = (uint32_t)(y < 0 ? -y : y); /* <= 255 */
-    const int32_t v = (int32_t)(((uint64_t)mag * gain_q24 + ((uint64_t)1 << 23)) >> 24);
-    return caps_nn_sat_s8(y < 0 ? -v : v);
+    int32_t shift = 0;
+    while ((sq >> shift) >= (2u << CAPS_NN_SQUASH_LUT_BITS)) {
+        ++shift;
+    }
+    return shift;
+}
+
+/* Table index of sq: (sq >> shift) + (shift << BITS); sq itself for
+ * sq < 2^(BITS+1), contiguous and non-decreasing in sq. */
+CAPS_NN_INLINE uint32_t caps_nn_squash_index(uint32_t sq)
+{
+    const int32_t shift = caps_nn_squash_shift(sq);
+    return (sq >> shift) + ((uint32_t)shift << CAPS_NN_SQUASH_LUT_BITS);
+}
+
+/* Representative squared norm of index k: k in the exact range, else the
+ * midpoint of its bucket. */
+CAPS_NN_INLINE uint32_t caps_nn_squash_index_rep(uint32_t k)
+{
+    const uint32_t hi = k >> CAPS_NN_SQUASH_LUT_BITS;
+    if (hi < 2u) {
+        return k;
+    }
+    const uint32_t shift = hi - 1u;
+    const uint32_t mant = k - (shift << CAPS_NN_SQUASH_LUT_BITS);
+    return (mant << shift) + (1u << (shift - 1u));
+}
+
+/* The gain the squash applies to a capsule of squared norm sq:
+ * min(squash_gain(rep(index(sq))), INT32_MAX), as stored in its table. */
+CAPS_NN_INLINE int32_t caps_nn_squash_table_gain(uint32_t sq, int32_t sq_multiplier,
+                                                 int32_t sq_exponent)
+{
+    const uint32_t g = caps_nn_squash_gain(caps_nn_squash_index_rep(caps_nn_squash_index(sq)),
+                                           sq_multiplier, sq_exponent);
+    return g > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g;
+}
+
+/* One squashed element: floor((y * G + 2^23) / 2^24) (round half up), to
+ * int8.  Equal to ((floor(y G / 2^16) + 128) >> 8), one SMLAWB on Arm. */
+CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, int32_t gain_q24)
+{
+    const int64_t v = ((int64_t)y * gain_q24 + ((int64_t)1 << 23)) >> 24;
+    return caps_nn_sat_s8((int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v)));
 }
 
 #ifdef __cplusplus

@@ -4,7 +4,8 @@
  * Three groups:
  *  - parameter derivation (src/common/): float scales -> integer params,
  *    bit-identical to tflm_caps.reference.quant; shared by all backends;
- *  - scratch sizes (src/common/): bytes a kernel needs in ctx->buf;
+ *  - buffer sizes and entry checks (src/common/): bytes a kernel needs in
+ *    ctx->buf, the squash gain table;
  *  - kernels (src/portable/, re-implemented under the same names by the
  *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap.
  *
@@ -75,6 +76,14 @@ caps_nn_status caps_predictions_params_check(const caps_class_caps_dims *dims,
 caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
                                          const caps_routing_params *params);
 
+/* Entry check of caps_squash_s8; *table (may be NULL) receives the gain
+ * table of ctx, or NULL when ctx or ctx->buf is NULL.  A ctx->buf that is
+ * not a table filled by caps_squash_s8_init_table for these params and a
+ * dim >= dims->dim is an error. */
+caps_nn_status caps_squash_s8_args_check(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                         const caps_squash_params *params, const int8_t *input,
+                                         const int8_t *output, const int32_t **table);
+
 /* Entry checks of the three class-capsule kernels (params, pointers and
  * scratch size), one per kernel so every backend refuses the same calls. */
 caps_nn_status caps_predictions_s8_args_check(const caps_nn_context *ctx,
@@ -93,9 +102,15 @@ caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
                                              const int8_t *weights, const int8_t *output);
 
 /* ---------------------------------------------------------------------
- * Scratch sizes in bytes (-1 for invalid dims).  Generous enough for
- * every backend; the kernel may use the bytes as it likes.
+ * Buffer sizes in bytes (-1 for invalid dims or params).  The class-capsule
+ * scratch sizes are generous enough for every backend, which may use the
+ * bytes as it likes; the squash table has one layout for all backends.
  * ------------------------------------------------------------------- */
+/* squash: its gain table (persistent: fill once with
+ * caps_squash_s8_init_table, e.g. in TFLM Prepare).  Depends on dims->dim
+ * and params->input_zp only through the largest squared norm. */
+int32_t caps_squash_s8_get_buffer_size(const caps_caps_dims *dims,
+                                       const caps_squash_params *params);
 int32_t caps_predictions_s8_get_buffer_size(const caps_class_caps_dims *dims);
 int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims);
 /* store_predictions != 0: all n_in*n_out*dim_out predictions kept in scratch
@@ -107,9 +122,18 @@ int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
  * Kernels.
  * ------------------------------------------------------------------- */
 
-/* v = squash(x) per capsule; input and output [n_caps, dim]. May run in place. */
-caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_params *params,
-                              const int8_t *input, int8_t *output);
+/* Fills the squash gain table in ctx->buf (ctx->size >=
+ * caps_squash_s8_get_buffer_size).  Costs about one unaccelerated gain per
+ * entry (~1.3k entries for D = 4): call it once, not per inference. */
+caps_nn_status caps_squash_s8_init_table(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                         const caps_squash_params *params);
+
+/* v = squash(x) per capsule; input and output [n_caps, dim]. May run in
+ * place.  ctx: the gain table from caps_squash_s8_init_table, or NULL (or
+ * ctx->buf NULL) to compute each capsule's gain (same output, slower). */
+caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                              const caps_squash_params *params, const int8_t *input,
+                              int8_t *output);
 
 /* output[n] = |input[n, :]|, input [n_caps, dim], output [n_caps]. */
 caps_nn_status caps_length_s8(const caps_caps_dims *dims, const caps_length_params *params,
@@ -147,6 +171,8 @@ uint32_t caps_nn_exp2_neg_q30_export(int32_t w_q16);
 void caps_nn_exp_table_export(const caps_nn_requant *exp_beta, uint32_t *table);
 /* Squash gain G (Q24) of a capsule with squared offset norm sq. */
 uint32_t caps_nn_squash_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+/* Gain the squash applies at squared norm sq (its table entry). */
+int32_t caps_nn_squash_table_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
 
 #ifdef __cplusplus
 }

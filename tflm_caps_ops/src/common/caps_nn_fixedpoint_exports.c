@@ -27,3 +27,8 @@ uint32_t caps_nn_squash_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t 
 {
     return caps_nn_squash_gain(sq, sq_multiplier, sq_exponent);
 }
+
+int32_t caps_nn_squash_table_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent)
+{
+    return caps_nn_squash_table_gain(sq, sq_multiplier, sq_exponent);
+}

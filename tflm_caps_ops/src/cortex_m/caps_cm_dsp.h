@@ -105,6 +105,16 @@ CAPS_CM_INLINE int32_t caps_cm_smmlar(int32_t a, int32_t b, int32_t acc)
 /* Saturating 32-bit add. */
 CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b) { return __qadd(a, b); }
 
+/* acc + floor(a * bottom16(x) / 2^16) and the same with the top half. */
+CAPS_CM_INLINE int32_t caps_cm_smlawb(int32_t a, uint32_t x, int32_t acc)
+{
+    return __smlawb(a, (int32_t)x, acc);
+}
+CAPS_CM_INLINE int32_t caps_cm_smlawt(int32_t a, uint32_t x, int32_t acc)
+{
+    return __smlawt(a, (int32_t)x, acc);
+}
+
 /* Saturate to int8. */
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return __ssat(x, 8); }
 
@@ -172,6 +182,15 @@ CAPS_CM_INLINE int32_t caps_cm_smmlar(int32_t a, int32_t b, int32_t acc)
 {
     const int64_t t = (int64_t)acc * ((int64_t)1 << 32) + (int64_t)a * b + ((int64_t)1 << 31);
     return (int32_t)(t >> 32);
+}
+
+CAPS_CM_INLINE int32_t caps_cm_smlawb(int32_t a, uint32_t x, int32_t acc)
+{
+    return acc + (int32_t)(((int64_t)a * caps_cm_lo16(x)) >> 16);
+}
+CAPS_CM_INLINE int32_t caps_cm_smlawt(int32_t a, uint32_t x, int32_t acc)
+{
+    return acc + (int32_t)(((int64_t)a * caps_cm_hi16(x)) >> 16);
 }
 
 CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b)

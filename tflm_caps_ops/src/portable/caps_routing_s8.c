@@ -153,7 +153,7 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
         }
         caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
                                 params->s[r].shift, sc->s);
-        const caps_nn_status st = caps_squash_s8(&sdims, &params->squash[r], sc->s, output);
+        const caps_nn_status st = caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
         if (st != CAPS_NN_SUCCESS) {
             return st;
         }

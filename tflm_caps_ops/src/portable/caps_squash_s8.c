@@ -4,13 +4,15 @@
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
 
-caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_params *params,
-                              const int8_t *input, int8_t *output)
+caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                              const caps_squash_params *params, const int8_t *input,
+                              int8_t *output)
 {
-    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
-        caps_squash_params_check(params) != CAPS_NN_SUCCESS ||
-        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
-        return CAPS_NN_ARG_ERROR;
+    const int32_t *table;
+    const caps_nn_status st =
+        caps_squash_s8_args_check(ctx, dims, params, input, output, &table);
+    if (st != CAPS_NN_SUCCESS) {
+        return st;
     }
     const int32_t dim = dims->dim;
     const int32_t zp = params->input_zp;
@@ -22,7 +24,10 @@ caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_para
             const int32_t y = x[k] - zp;
             sq += (uint32_t)(y * y);
         }
-        const uint32_t gain = caps_nn_squash_gain(sq, params->sq_multiplier, params->sq_exponent);
+        const int32_t gain =
+            table != NULL ? table[caps_nn_squash_index(sq)]
+                          : caps_nn_squash_table_gain(sq, params->sq_multiplier,
+                                                      params->sq_exponent);
         /* in place is safe: element k is read before it is written */
         for (int32_t k = 0; k < dim; ++k) {
             v[k] = caps_nn_squash_apply(x[k] - zp, gain);

@@ -1,17 +1,35 @@
 /*
  * RISC-V squash, bit-exact with src/portable/caps_squash_s8.c: capsules
- * split over the cluster's cores; the gain with the exact fast primitives
- * of caps_nn_backend_math.h (hardware 32-bit divides, table-seeded square
- * root) instead of 64-bit library divisions and a bit-serial root.
+ * split over the cluster's cores; the gain from the table (a branch-light
+ * bit length for its index, RV32IMAC has no CLZ) or, without a table, from
+ * the exact fast primitives of caps_nn_backend_math.h; each element as
+ * ((y G) >> 16 + 128) >> 8 with the 32x32 high multiply.
  */
 #include "caps_rv_internal.h"
 
 typedef struct {
     const caps_caps_dims *dims;
     const caps_squash_params *params;
+    const int32_t *table;
     const int8_t *input;
     int8_t *output;
 } squash_job;
+
+/* max(0, bit length(sq) - 8): the right shift of sq in its table index. */
+CAPS_RV_INLINE uint32_t index_shift(uint32_t sq)
+{
+#if defined(__riscv_zbb)
+    return sq < 256u ? 0u : 24u - (uint32_t)__builtin_clz(sq);
+#else
+    uint32_t t = sq >> (CAPS_NN_SQUASH_LUT_BITS + 1), s = 0;
+    if (t >= 1u << 16) { s += 16; t >>= 16; }
+    if (t >= 1u << 8) { s += 8; t >>= 8; }
+    if (t >= 1u << 4) { s += 4; t >>= 4; }
+    if (t >= 1u << 2) { s += 2; t >>= 2; }
+    if (t >= 1u << 1) { s += 1; t >>= 1; }
+    return s + t;
+#endif
+}
 
 static void squash_phase(void *args, int32_t core, int32_t cores)
 {
@@ -28,27 +46,37 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
             const int32_t y = x[k] - zp;
             sq += (uint32_t)(y * y);
         }
-        const uint32_t g =
-            caps_bm_squash_gain(sq, job->params->sq_multiplier, job->params->sq_exponent);
-        /* round(y G / 2^24) as two 32-bit products (G = gh 2^8 + gl) */
-        const int32_t gh = (int32_t)(g >> 8), gl = (int32_t)(g & 0xFFu);
+        const uint32_t shift = index_shift(sq);
+        const uint32_t index = (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+        int32_t g;
+        if (job->table != NULL) {
+            g = job->table[index];
+        } else {
+            const uint32_t g32 = caps_bm_squash_gain(caps_nn_squash_index_rep(index),
+                                                     job->params->sq_multiplier,
+                                                     job->params->sq_exponent);
+            g = g32 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g32;
+        }
+        /* in place is safe: element k is read before it is written */
         for (int32_t k = 0; k < dim; ++k) {
             const int32_t y = x[k] - zp;
-            const int32_t low = (y * gl + (1 << 23) + (y >> 31)) >> 8;
-            v[k] = (int8_t)caps_rv_sat8((y * gh + low) >> 16);
+            const int32_t hi = (int32_t)(((int64_t)g * (y * 65536)) >> 32); /* mulh */
+            v[k] = (int8_t)caps_rv_sat8((hi + 128) >> 8);
         }
     }
 }
 
-caps_nn_status caps_squash_s8(const caps_caps_dims *dims, const caps_squash_params *params,
-                              const int8_t *input, int8_t *output)
+caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                              const caps_squash_params *params, const int8_t *input,
+                              int8_t *output)
 {
-    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
-        caps_squash_params_check(params) != CAPS_NN_SUCCESS ||
-        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
-        return CAPS_NN_ARG_ERROR;
+    const int32_t *table;
+    const caps_nn_status st =
+        caps_squash_s8_args_check(ctx, dims, params, input, output, &table);
+    if (st != CAPS_NN_SUCCESS) {
+        return st;
     }
-    squash_job job = {dims, params, input, output};
+    squash_job job = {dims, params, table, input, output};
     caps_nn_parallel(squash_phase, &job);
     return CAPS_NN_SUCCESS;
 }

@@ -1,0 +1,95 @@
+/*
+ * The squash gain table, shared by every backend: one int32 Q24 gain per
+ * table index of the squared norm (docs/quantization.md), filled once (TFLM
+ * Prepare) so that the kernel's per-capsule work is a norm, a count of
+ * leading zeros and a load instead of two divisions and a square root.
+ *
+ * ctx->buf layout (no alignment required of the caller; the table starts
+ * at the first 4-byte boundary):
+ *   header  magic, dim, input_zp, sq_multiplier, sq_exponent, entries
+ *   gains   int32 [entries]
+ * The header lets the kernel refuse a table filled for other params.
+ */
+#include <stddef.h>
+
+#include "tflm_caps/caps_nn_fixedpoint.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+#define TABLE_MAGIC 0x54515343 /* "CSQT" */
+#define HEADER_WORDS 6
+
+/* Entries for capsules of up to dim elements: index of the largest sq. */
+static int32_t table_entries(int32_t dim, int32_t zp)
+{
+    const uint32_t m = (uint32_t)(127 - zp > 128 + zp ? 127 - zp : 128 + zp);
+    return (int32_t)caps_nn_squash_index((uint32_t)dim * m * m) + 1;
+}
+
+static int32_t *table_words(const caps_nn_context *ctx)
+{
+    const uintptr_t p = ((uintptr_t)ctx->buf + 3u) & ~(uintptr_t)3u;
+    return (int32_t *)p;
+}
+
+int32_t caps_squash_s8_get_buffer_size(const caps_caps_dims *dims,
+                                       const caps_squash_params *params)
+{
+    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
+        caps_squash_params_check(params) != CAPS_NN_SUCCESS) {
+        return -1;
+    }
+    return 3 + 4 * (HEADER_WORDS + table_entries(dims->dim, params->input_zp));
+}
+
+caps_nn_status caps_squash_s8_init_table(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                         const caps_squash_params *params)
+{
+    const int32_t need = caps_squash_s8_get_buffer_size(dims, params);
+    if (need < 0 || ctx == NULL || ctx->buf == NULL || ctx->size < need) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    int32_t *w = table_words(ctx);
+    const int32_t entries = table_entries(dims->dim, params->input_zp);
+    for (int32_t k = 0; k < entries; ++k) {
+        const uint32_t g = caps_nn_squash_gain(caps_nn_squash_index_rep((uint32_t)k),
+                                               params->sq_multiplier, params->sq_exponent);
+        w[HEADER_WORDS + k] = g > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g;
+    }
+    w[0] = TABLE_MAGIC;
+    w[1] = dims->dim;
+    w[2] = params->input_zp;
+    w[3] = params->sq_multiplier;
+    w[4] = params->sq_exponent;
+    w[5] = entries;
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_squash_s8_args_check(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                         const caps_squash_params *params, const int8_t *input,
+                                         const int8_t *output, const int32_t **table)
+{
+    if (table != NULL) {
+        *table = NULL;
+    }
+    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
+        caps_squash_params_check(params) != CAPS_NN_SUCCESS ||
+        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    if (ctx == NULL || ctx->buf == NULL) {
+        return CAPS_NN_SUCCESS; /* no table: gains computed per capsule */
+    }
+    const int32_t need = caps_squash_s8_get_buffer_size(dims, params);
+    const int32_t *w = table_words(ctx);
+    /* a table for a larger dim covers this one; anything else is a table
+     * for other params or never filled */
+    if (ctx->size < need || w[0] != TABLE_MAGIC || w[1] < dims->dim ||
+        w[2] != params->input_zp || w[3] != params->sq_multiplier ||
+        w[4] != params->sq_exponent || w[5] != table_entries(w[1], w[2])) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    if (table != NULL) {
+        *table = w + HEADER_WORDS;
+    }
+    return CAPS_NN_SUCCESS;
+}
