@@ -11,10 +11,10 @@ portable C build with the optimized backends:
   8 emulated cluster cores (busiest-core critical path from the per-core
   counters).
 
-Every call is also checked bit for bit against the numpy reference.  The
-optimized backends are run with exactly caps_*_get_buffer_size scratch
-("min") and with the coupling-block scratch they can use on top
-("block", 2 * N_out * min(N_in, 256) bytes more), see docs/backends.md.
+Every call is also checked bit for bit against the numpy reference.  Each
+kernel gets exactly the scratch caps_*_get_buffer_size reports (what TFLM
+firmware gets); the squash gets its gain table, filled outside the timed
+call as TFLM Prepare does, and is also timed without one.
 
     python3 benchmarks/mcu_bench.py [--json out.json] [--quick]
     tflm-caps bench ...            (same options)
@@ -42,18 +42,13 @@ PUBLISHED = {"costa2022-mnist": 9.0e6, "sabour2017-mnist": 23.9e6, "squash 1024x
 GOALS = {"costa2022-mnist": 2.0e6, "sabour2017-mnist": 6.0e6, "squash 1024x4": 30e3}
 RISCV_CORES = 8
 
-# name, target, backend, kernel defines, program defines
+# name, target, backend, kernel defines
 CONFIGS = [
-    ("m7-portable", "cortex-m7", "portable", (), ()),
-    ("m7-cortex_m-min", "cortex-m7", "cortex_m", (), ()),
-    ("m7-cortex_m-block", "cortex-m7", "cortex_m", (), ("CAPS_EXTRA_BLOCK_SCRATCH=1",)),
-    ("rv32-riscv-1core", "rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",),
-     ("CAPS_EXTRA_BLOCK_SCRATCH=1",)),
-    ("rv32-riscv-8core-min", "rv32imac", "riscv",
-     (f"CAPS_NN_NUM_CORES={RISCV_CORES}", "CAPS_NN_RISCV_PROFILE"), ()),
-    ("rv32-riscv-8core-block", "rv32imac", "riscv",
-     (f"CAPS_NN_NUM_CORES={RISCV_CORES}", "CAPS_NN_RISCV_PROFILE"),
-     ("CAPS_EXTRA_BLOCK_SCRATCH=1",)),
+    ("m7-portable", "cortex-m7", "portable", ()),
+    ("m7-cortex_m", "cortex-m7", "cortex_m", ()),
+    ("rv32-riscv-1core", "rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
+    ("rv32-riscv-8core", "rv32imac", "riscv",
+     (f"CAPS_NN_NUM_CORES={RISCV_CORES}", "CAPS_NN_RISCV_PROFILE")),
 ]
 
 
@@ -83,13 +78,13 @@ def shape_text(case):
 
 
 def run_config(config, header_dir, calls, labels, cache, timeout):
-    name, target, backend, kdefs, pdefs = config
+    name, target, backend, kdefs = config
     with tempfile.TemporaryDirectory() as tmp:
         elf = Path(tmp) / f"{name}.elf"
         mcu_build.build(target, [REPO / "firmware" / "kernel_vectors_main.c",
                                  *mcu_build.kernel_sources(backend)],
-                        elf, include_dirs=[header_dir], defines=list(kdefs),
-                        program_defines=list(pdefs), opt="-O2", cache_dir=cache)
+                        elf, include_dirs=[header_dir], defines=list(kdefs), opt="-O2",
+                        cache_dir=cache)
         result = mcu_build.run(target, elf, timeout=timeout)
     rows = result.records("CALL")
     if result.returncode != 0 or len(rows) != len(calls):
@@ -105,7 +100,6 @@ def run_config(config, header_dir, calls, labels, cache, timeout):
                                f"({row})")
         instr = mcu_build.counts_to_instructions(target, max(row["count"] - overhead, 0))
         rec = {"config": name, "target": target, "backend": backend,
-               "scratch": "block" if any("EXTRA_BLOCK" in d for d in pdefs) else "min",
                "layer": labels[call["case"]], "kernel": call["op"],
                "shape": call["shape"], "macs": call["macs"], "instructions": instr,
                "instructions_per_mac": round(instr / call["macs"], 3) if call["macs"] else None,
@@ -131,7 +125,7 @@ def summarize(rows):
     for layer, goal in GOALS.items():
         kernel = "squash" if layer.startswith("squash") else "class_caps_store"
         port = get("m7-portable", layer, kernel)
-        for cfg in ("m7-cortex_m-min", "m7-cortex_m-block"):
+        for cfg in ("m7-cortex_m",):
             opt = get(cfg, layer, kernel)
             if opt is None:
                 continue
@@ -144,7 +138,7 @@ def summarize(rows):
     for layer in GOALS:
         kernel = "squash" if layer.startswith("squash") else "class_caps_store"
         one = get("rv32-riscv-1core", layer, kernel)
-        for cfg in ("rv32-riscv-8core-min", "rv32-riscv-8core-block"):
+        for cfg in ("rv32-riscv-8core",):
             many = get(cfg, layer, kernel)
             if one is None or many is None:
                 continue

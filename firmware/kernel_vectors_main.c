@@ -32,9 +32,9 @@
 #define CAPS_SCRATCH_OFFSET 0
 #endif
 
-/* Extra routing scratch beyond the API minimum, bytes (0: exactly the
- * minimum).  CAPS_EXTRA_BLOCK_SCRATCH=1 adds 2 * n_out * min(n_in, 256)
- * bytes, the couplings block the optimized backends can use. */
+/* Scratch beyond what caps_*_get_buffer_size reports (0: exactly that).
+ * CAPS_EXTRA_BLOCK_SCRATCH=1 adds 2 * n_out * min(n_in, 256) bytes, which
+ * the kernels must ignore (a caller may round its scratch up). */
 #ifndef CAPS_EXTRA_BLOCK_SCRATCH
 #define CAPS_EXTRA_BLOCK_SCRATCH 0
 #endif

@@ -27,7 +27,7 @@ def test_bench_quick_json(capsys):
     if missing:
         pytest.skip(f"toolchain/emulator not installed ({', '.join(missing)})")
     rc = cli.main(["bench", "--quick", "--no-progress", "--json", "-",
-                   "--configs", "m7-portable", "m7-cortex_m-min"])
+                   "--configs", "m7-portable", "m7-cortex_m"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["rows"]
@@ -37,7 +37,7 @@ def test_bench_quick_json(capsys):
     by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
     layer = "costa2022-mnist"
     port = by[("m7-portable", layer, "class_caps_store")]
-    opt = by[("m7-cortex_m-min", layer, "class_caps_store")]
+    opt = by[("m7-cortex_m", layer, "class_caps_store")]
     assert port["macs"] == opt["macs"] == 1024 * 10 * 6 * 4 + 1024 * 10 * 6 * 5
     assert 0 < opt["instructions"] < port["instructions"]
     assert any(c["check"].endswith(">= 2x fewer than portable") for c in report["checks"])

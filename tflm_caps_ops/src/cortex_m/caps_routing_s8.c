@@ -4,20 +4,25 @@
  *
  * Iteration 0 sums the predictions over input capsules with SXTAB16
  * (two 16-bit lanes per register, flushed before they can overflow).
- * Iterations r >= 1 go over blocks of input capsules in two phases:
- *  AB (per input capsule i): agreement u_hat(j|i) . v_j with SXTB16/SMLAD,
- *     the logit update, the integer softmax (shared exp table, one exact
- *     64/32 reciprocal per capsule) and the Q15 couplings of the block;
+ * Iterations r >= 1 go over blocks of up to 255 input capsules in three
+ * phases:
+ *  A  (per output capsule j, over the block's capsules i): agreement
+ *     u_hat(j|i) . v_j with SXTB16/SMLAD against v_j unpacked once per
+ *     iteration and held in registers, and the logit update (carry share
+ *     from a 256-entry table, agreement requantization, QADD);
+ *  B  (per input capsule i): integer softmax of its logits (max four at a
+ *     time with SSUB8/SEL, shared exp table, one exact 64/32 reciprocal)
+ *     into Q15 couplings of the block buffer (USAT to 2^15 - 1);
  *  C  (per output capsule j, per group of dimensions): s_j += c_ij u_hat(j|i)
- *     over the block with SMLABB/SMLATB into int32 registers, then added
- *     to the int64 accumulators once per block.
- * A coupling of exactly 2^15 does not fit SMLAxB's signed halfword: it is
- * stored as 2^15 - 1 and the missing 1 * u_hat is added to the int64
- * accumulator right away.  Blocks hold at most 255 input capsules, so the
- * int32 partial sums cannot overflow (|c u| < 2^22).  The block buffer is
- * the part of the routing scratch that is free between iterations, or any
- * bytes the caller gives beyond caps_*_get_buffer_size (bigger blocks,
- * fewer int64 updates).
+ *     over the block with SMLAD on coupling pairs into int32 registers,
+ *     then added to the int64 accumulators once per block.
+ * (N_out, D_out) = (10, 6) and (10, 16), the published CapsNets, get
+ * loops with constant trip counts.  A coupling of exactly 2^15 does not fit
+ * a signed halfword: it is stored as 2^15 - 1 and the missing 1 * u_hat is
+ * added to the int64 accumulator right away.  At most 255 capsules per
+ * block keep the int32 partial sums from overflowing (|c u| < 2^22).  The
+ * block buffer is the tail of the routing scratch, free during iterations
+ * >= 1.  Stack: about 2.3 KB (unpacked v, carry table, exponentials).
  */
 #include "caps_cm_internal.h"
 
@@ -81,10 +86,9 @@ typedef struct {
 } cm_source;
 
 /* Carves the routing scratch (caps_dynamic_routing_s8_get_buffer_size
- * bytes at buf) and picks the block buffer: the free tail of the routing
- * scratch, or `extra` if the caller gave more bytes than that. */
-static void carve(void *buf, const caps_class_caps_dims *dims, void *extra, size_t extra_bytes,
-                  int32_t recompute, cm_scratch *sc)
+ * bytes at buf); the block buffer is its tail, free during iterations >= 1
+ * and sized for blocks of min(N_in, 255) capsules. */
+static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute, cm_scratch *sc)
 {
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
     uint8_t *p = (uint8_t *)caps_cm_align(buf, 8);
@@ -95,16 +99,11 @@ static void carve(void *buf, const caps_class_caps_dims *dims, void *extra, size
     sc->logits = (int8_t *)p;
     p += A8((size_t)dims->n_in * (size_t)dims->n_out);
     sc->s = (int8_t *)p;
-    size_t cap = A8(md) + A8(4 * (size_t)dims->n_out);
+    /* s, the A8(4 N_out) words and the coupling block of routing_bytes
+     * (src/common/caps_nn_checks.c) are free during iterations >= 1 */
+    const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
+    const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
     sc->cbuf = (int16_t *)(void *)p;
-    if (extra != NULL) {
-        uint8_t *e = (uint8_t *)caps_cm_align(extra, 4);
-        const size_t lost = (size_t)(e - (uint8_t *)extra);
-        if (extra_bytes > lost && extra_bytes - lost > cap) {
-            sc->cbuf = (int16_t *)(void *)e;
-            cap = extra_bytes - lost;
-        }
-    }
     size_t block = cap / (2u * (size_t)dims->n_out);
     if (block > CM_MAX_BLOCK) {
         block = CM_MAX_BLOCK;
@@ -831,9 +830,8 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     if (caps_dynamic_routing_s8_args_check(ctx, dims, params, u_hat, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const int32_t need = caps_dynamic_routing_s8_get_buffer_size(dims);
     cm_scratch sc;
-    carve(ctx->buf, dims, (uint8_t *)ctx->buf + need, (size_t)(ctx->size - need), 0, &sc);
+    carve(ctx->buf, dims, 0, &sc);
     const cm_source src = {u_hat, NULL, NULL, NULL, NULL};
     return routing_core(dims, params, &src, &sc, output);
 }
@@ -848,16 +846,15 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
         return CAPS_NN_ARG_ERROR;
     }
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    const int32_t need = caps_class_caps_s8_get_buffer_size(dims, store_predictions);
     const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
     uint8_t *base = (uint8_t *)ctx->buf;
-    /* [routing][u_hat or one row][predictions][caller's extra bytes] */
+    /* [routing][u_hat or one row][predictions] */
     int8_t *uhat = (int8_t *)base + routing_bytes;
     const size_t uhat_bytes = store_predictions ? A8((size_t)dims->n_in * md) : A8(md);
     void *pred_buf = base + routing_bytes + uhat_bytes;
 
     cm_scratch sc;
-    carve(base, dims, base + need, (size_t)(ctx->size - need), !store_predictions, &sc);
+    carve(base, dims, !store_predictions, &sc);
     caps_cm_pred pc;
     caps_cm_pred_init(&pc, dims, &params->pred, pred_buf);
     cm_source src = {NULL, &pc, input, weights, uhat};

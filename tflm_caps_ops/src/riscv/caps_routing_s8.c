@@ -32,8 +32,7 @@ typedef struct {
 } rv_scratch;
 
 /* Same layout rule as the Cortex-M backend (see there). */
-static void carve(void *buf, const caps_class_caps_dims *dims, void *extra, size_t extra_bytes,
-                  int32_t recompute, rv_scratch *sc)
+static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute, rv_scratch *sc)
 {
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
     uint8_t *p = (uint8_t *)caps_rv_align(buf, 8);
@@ -44,16 +43,11 @@ static void carve(void *buf, const caps_class_caps_dims *dims, void *extra, size
     sc->logits = (int8_t *)p;
     p += A8((size_t)dims->n_in * (size_t)dims->n_out);
     sc->s = (int8_t *)p;
-    size_t cap = A8(md) + A8(4 * (size_t)dims->n_out);
+    /* s, the A8(4 N_out) words and the coupling block of routing_bytes
+     * (src/common/caps_nn_checks.c) are free during iterations >= 1 */
+    const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
+    const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
     sc->cbuf = (uint16_t *)(void *)p;
-    if (extra != NULL) {
-        uint8_t *e = (uint8_t *)caps_rv_align(extra, 4);
-        const size_t lost = (size_t)(e - (uint8_t *)extra);
-        if (extra_bytes > lost && extra_bytes - lost > cap) {
-            sc->cbuf = (uint16_t *)(void *)e;
-            cap = extra_bytes - lost;
-        }
-    }
     size_t block = cap / (2u * (size_t)dims->n_out);
     block = block > RV_MAX_BLOCK ? RV_MAX_BLOCK : block;
     block = block > (size_t)dims->n_in ? (size_t)dims->n_in : block;
@@ -291,9 +285,8 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     if (caps_dynamic_routing_s8_args_check(ctx, dims, params, u_hat, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const int32_t need = caps_dynamic_routing_s8_get_buffer_size(dims);
     rv_scratch sc;
-    carve(ctx->buf, dims, (uint8_t *)ctx->buf + need, (size_t)(ctx->size - need), 0, &sc);
+    carve(ctx->buf, dims, 0, &sc);
     rv_job job;
     memset(&job, 0, sizeof(job));
     job.sc = &sc;
@@ -316,12 +309,11 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
         return CAPS_NN_ARG_ERROR;
     }
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    const int32_t need = caps_class_caps_s8_get_buffer_size(dims, store_predictions);
     const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
     uint8_t *base = (uint8_t *)ctx->buf;
     int8_t *uhat = (int8_t *)base + routing_bytes;
     rv_scratch sc;
-    carve(base, dims, base + need, (size_t)(ctx->size - need), !store_predictions, &sc);
+    carve(base, dims, !store_predictions, &sc);
     caps_rv_pred pc;
     caps_rv_pred_init(&pc, dims, &params->pred);
     rv_job job;
