@@ -584,21 +584,6 @@ CAPS_CM_INLINE void phase_c_group4(const int8_t *rows, size_t md, const int16_t 
     acc[3] += p3;
 }
 
-/* Two dimensions (the tail of dim % 4 >= 2). */
-CAPS_CM_INLINE void phase_c_group2(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
-                                   int64_t *acc)
-{
-    int32_t p0 = 0, p1 = 0;
-    for (int32_t i = 0; i < n; ++i) {
-        const int32_t cc = c[i];
-        p0 += rows[0] * cc;
-        p1 += rows[1] * cc;
-        rows += md;
-    }
-    acc[0] += p0;
-    acc[1] += p1;
-}
-
 CAPS_CM_INLINE void phase_c_group1(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
                                    int64_t *acc)
 {
@@ -610,7 +595,8 @@ CAPS_CM_INLINE void phase_c_group1(const int8_t *rows, size_t md, const int16_t 
     acc[0] += p0;
 }
 
-/* Two dimensions d0, d0+1, two input capsules per step: [u0 u1 u0' u1']
+/* Two dimensions d0, d0+1 (dim 6's last two, the tail of dim % 4 >= 2),
+ * two input capsules per step: [u0 u1 u0' u1']
  * from two halfword loads, whose SXTB16 halves are the pairs (u0, u0')
  * and (u1, u1') against the adjacent couplings (c, c'). */
 CAPS_CM_INLINE void phase_c_pair2(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
@@ -638,50 +624,6 @@ CAPS_CM_INLINE void phase_c_pair2(const int8_t *rows, size_t md, const int16_t *
     acc[1] += p1;
 }
 
-/* Six dimensions in one pass (dim_out 6, the costa2022 shapes), two input
- * capsules per step as in phase_c_group4; dims 4 and 5 of both capsules
- * form one word [u4 u5 u4' u5'] whose SXTB16 halves are the pairs. */
-CAPS_CM_INLINE void phase_c_group6(const int8_t *rows, size_t md, const int16_t *c, int32_t n,
-                                   int64_t *acc)
-{
-    int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0;
-    int32_t i = 0;
-#if CAPS_CM_DSP
-    for (; i + 2 <= n; i += 2) {
-        uint32_t cp;
-        memcpy(&cp, c + i, 4);
-        const uint32_t x0 = caps_cm_read_s8x4(rows);
-        const uint32_t x1 = caps_cm_read_s8x4(rows + md);
-        const uint32_t t = caps_cm_read_s8x2(rows + 4) | (caps_cm_read_s8x2(rows + md + 4) << 16);
-        const uint32_t l0 = caps_cm_sxtb16(x0), l1 = caps_cm_sxtb16(x1);
-        const uint32_t h0 = caps_cm_sxtb16_ror8(x0), h1 = caps_cm_sxtb16_ror8(x1);
-        p0 = caps_cm_smlad(caps_cm_pkhbt16(l0, l1), cp, p0);
-        p2 = caps_cm_smlad(caps_cm_pkhtb16(l0, l1), cp, p2);
-        p1 = caps_cm_smlad(caps_cm_pkhbt16(h0, h1), cp, p1);
-        p3 = caps_cm_smlad(caps_cm_pkhtb16(h0, h1), cp, p3);
-        p4 = caps_cm_smlad(caps_cm_sxtb16(t), cp, p4);
-        p5 = caps_cm_smlad(caps_cm_sxtb16_ror8(t), cp, p5);
-        rows += 2 * md;
-    }
-#endif
-    for (; i < n; ++i) {
-        const int32_t cc = c[i];
-        p0 += rows[0] * cc;
-        p1 += rows[1] * cc;
-        p2 += rows[2] * cc;
-        p3 += rows[3] * cc;
-        p4 += rows[4] * cc;
-        p5 += rows[5] * cc;
-        rows += md;
-    }
-    acc[0] += p0;
-    acc[1] += p1;
-    acc[2] += p2;
-    acc[3] += p3;
-    acc[4] += p4;
-    acc[5] += p5;
-}
-
 CAPS_CM_INLINE void phase_c_dims(const cm_scratch *sc, const int8_t *rows, const size_t md,
                                  int32_t n, const int32_t n_out, const int32_t dim)
 {
@@ -689,18 +631,13 @@ CAPS_CM_INLINE void phase_c_dims(const cm_scratch *sc, const int8_t *rows, const
         const int16_t *c = sc->cbuf + (size_t)j * sc->block;
         const int8_t *r = rows + (size_t)j * dim;
         int64_t *acc = sc->acc + (size_t)j * dim;
+        /* passes of at most four dims keep every partial sum in a register */
         int32_t d = 0;
-        if (dim == 6) {
-            /* two passes keep every accumulator in a register */
-            phase_c_group4(r, md, c, n, acc);
-            phase_c_pair2(r + 4, md, c, n, acc + 4);
-            continue;
-        }
         for (; d + 4 <= dim; d += 4) {
             phase_c_group4(r + d, md, c, n, acc + d);
         }
         if (d + 2 <= dim) {
-            phase_c_group2(r + d, md, c, n, acc + d);
+            phase_c_pair2(r + d, md, c, n, acc + d);
             d += 2;
         }
         if (d < dim) {
