@@ -67,27 +67,36 @@ CAPS_CM_INLINE uint32_t caps_cm_coupling_q15(uint32_t e, uint32_t recip)
 #define CM_UNROLL
 #endif
 
+/* Keeps a cold helper out of routing_core, whose hot loops GCC allocates
+ * registers for worse when it grows. */
+#if defined(__GNUC__)
+#define CM_NOINLINE __attribute__((noinline))
+#else
+#define CM_NOINLINE
+#endif
+
 typedef struct {
     int64_t *acc;     /* [md] */
     uint32_t *table;  /* [256] exp(-k S_b) in Q30 */
     int8_t *logits;   /* [n_in * n_out] */
     int8_t *s;        /* [md], written at the end of each iteration */
     int16_t *cbuf;    /* [n_out][block] couplings of the current block */
+    int8_t *rowbuf;   /* recompute mode: the block's predictions [block][md] */
     int32_t block;
 } cm_scratch;
 
 /* Where the predictions of input capsule i come from. */
 typedef struct {
-    const int8_t *stored; /* [n_in, md] or NULL: recompute into row */
+    const int8_t *stored; /* [n_in, md] or NULL: recompute into sc->rowbuf */
     const caps_cm_pred *pc;
     const int8_t *input;
     const int8_t *weights;
-    int8_t *row;
 } cm_source;
 
 /* Carves the routing scratch (caps_dynamic_routing_s8_get_buffer_size
  * bytes at buf); the block buffer is its tail, free during iterations >= 1
- * and sized for blocks of min(N_in, 255) capsules. */
+ * and sized for blocks of min(N_in, 255) capsules.  When predictions are
+ * recomputed it also holds the block's prediction rows (smaller blocks). */
 static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute, cm_scratch *sc)
 {
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
@@ -104,35 +113,39 @@ static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute
     const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
     const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
     sc->cbuf = (int16_t *)(void *)p;
-    size_t block = cap / (2u * (size_t)dims->n_out);
+    /* >= 1: cap >= md + 2 n_out */
+    size_t block = cap / (2u * (size_t)dims->n_out + (recompute ? md : 0u));
     if (block > CM_MAX_BLOCK) {
         block = CM_MAX_BLOCK;
     }
     if (block > (size_t)dims->n_in) {
         block = (size_t)dims->n_in;
     }
-    sc->block = recompute ? 1 : (int32_t)block;
+    sc->block = (int32_t)block;
+    sc->rowbuf = recompute ? (int8_t *)p + 2u * (size_t)dims->n_out * block : NULL;
 }
 
-static const int8_t *source_row(const cm_source *src, size_t md, int32_t i)
+/* The prediction rows of input capsules [i, i + n): stored, or recomputed
+ * into the block buffer. */
+static const int8_t *source_rows(const cm_source *src, const cm_scratch *sc, size_t md,
+                                 int32_t i, int32_t n)
 {
     if (src->stored != NULL) {
         return src->stored + (size_t)i * md;
     }
-    caps_cm_predict_capsule(src->pc, src->input + (size_t)i * (size_t)src->pc->dim_in,
-                            src->weights + (size_t)i * md * (size_t)src->pc->dim_in, src->row);
-    return src->row;
+    caps_cm_predict_layer(src->pc, src->input + (size_t)i * (size_t)src->pc->dim_in,
+                          src->weights + (size_t)i * md * (size_t)src->pc->dim_in, sc->rowbuf,
+                          n);
+    return sc->rowbuf;
 }
 
 /* ---------------------------------------------------------------------
- * Iteration 0: acc = sum_i u_hat(.|i) (int32 is enough: |acc| <= 128 n_in).
+ * Iteration 0: acc += sum over n rows of u_hat (int32 lanes are flushed
+ * every 255 rows).
  * ------------------------------------------------------------------- */
-static void sum_stored(const int8_t *uhat, int32_t n_in, size_t md, int64_t *acc)
+static CM_NOINLINE void sum_rows(const int8_t *uhat, int32_t n_in, size_t md, int64_t *acc)
 {
     const size_t words = md / 4;
-    for (size_t e = 0; e < md; ++e) {
-        acc[e] = 0;
-    }
     for (int32_t i0 = 0; i0 < n_in; i0 += CM_MAX_BLOCK) {
         const int32_t n = n_in - i0 < CM_MAX_BLOCK ? n_in - i0 : CM_MAX_BLOCK;
         size_t wdx = 0;
@@ -701,18 +714,14 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
 
     for (int32_t r = 0; r < params->routings; ++r) {
         if (r == 0) {
-            if (src->stored != NULL) {
-                sum_stored(src->stored, n_in, md, sc->acc);
-            } else {
-                for (size_t e = 0; e < md; ++e) {
-                    sc->acc[e] = 0;
-                }
-                for (int32_t i = 0; i < n_in; ++i) {
-                    const int8_t *row = source_row(src, md, i);
-                    for (size_t e = 0; e < md; ++e) {
-                        sc->acc[e] += row[e];
-                    }
-                }
+            for (size_t e = 0; e < md; ++e) {
+                sc->acc[e] = 0;
+            }
+            /* stored: all rows at once */
+            const int32_t block = src->stored != NULL ? n_in : sc->block;
+            for (int32_t i0 = 0; i0 < n_in; i0 += block) {
+                const int32_t n = n_in - i0 < block ? n_in - i0 : block;
+                sum_rows(source_rows(src, sc, md, i0, n), n, md, sc->acc);
             }
         } else {
             const caps_nn_requant beta = params->exp_beta[r - 1];
@@ -743,8 +752,7 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
             }
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const int32_t n = n_in - i0 < sc->block ? n_in - i0 : sc->block;
-                /* stored: the block's rows in place; recomputed: block 1 */
-                const int8_t *rows = source_row(src, md, i0);
+                const int8_t *rows = source_rows(src, sc, md, i0, n);
                 phase_ab_block(&up, sc, rows, md, vp, output, i0, n, n_out, dim);
                 phase_c(sc, rows, md, n, n_out, dim);
             }
@@ -769,7 +777,7 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     }
     cm_scratch sc;
     carve(ctx->buf, dims, 0, &sc);
-    const cm_source src = {u_hat, NULL, NULL, NULL, NULL};
+    const cm_source src = {u_hat, NULL, NULL, NULL};
     return routing_core(dims, params, &src, &sc, output);
 }
 
@@ -794,7 +802,7 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     carve(base, dims, !store_predictions, &sc);
     caps_cm_pred pc;
     caps_cm_pred_init(&pc, dims, &params->pred, pred_buf);
-    cm_source src = {NULL, &pc, input, weights, uhat};
+    cm_source src = {NULL, &pc, input, weights};
     if (store_predictions) {
         caps_cm_predict_layer(&pc, input, weights, uhat, dims->n_in);
         src.stored = uhat;

@@ -2,11 +2,13 @@
  * RISC-V dynamic routing and class-capsule layer (PULP-NN style),
  * bit-exact with src/portable/caps_routing_s8.c.
  *
- * Same blocked two-phase scheme as the Cortex-M backend, with every phase
- * split over the cluster's cores and a barrier after it:
+ * Blocked scheme as in the Cortex-M backend, with every phase split over
+ * the cluster's cores and a barrier after it:
  *   iteration 0: columns (j, d) of sum_i u_hat split over cores;
  *   exp table:   its 256 entries split over cores;
  *   per block of input capsules:
+ *     P:  recompute mode only: the block's predictions, capsules split
+ *         over cores, into the block buffer;
  *     AB: input capsules split over cores: agreement, logit update,
  *         softmax, Q15 couplings (each core writes its own logit rows and
  *         its own columns of the coupling block);
@@ -28,10 +30,13 @@ typedef struct {
     int8_t *logits;   /* [n_in * n_out] */
     int8_t *s;        /* [md] */
     uint16_t *cbuf;   /* [n_out][block] */
+    int8_t *rowbuf;   /* recompute mode: the block's predictions [block][md] */
     int32_t block;
 } rv_scratch;
 
-/* Same layout rule as the Cortex-M backend (see there). */
+/* Same layout rule as the Cortex-M backend (see there); when predictions
+ * are recomputed the block buffer also holds the block's prediction rows,
+ * so that the cores predict a block of capsules at once. */
 static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute, rv_scratch *sc)
 {
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
@@ -48,10 +53,12 @@ static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute
     const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
     const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
     sc->cbuf = (uint16_t *)(void *)p;
-    size_t block = cap / (2u * (size_t)dims->n_out);
+    /* >= 1: cap >= md + 2 n_out */
+    size_t block = cap / (2u * (size_t)dims->n_out + (recompute ? md : 0u));
     block = block > RV_MAX_BLOCK ? RV_MAX_BLOCK : block;
     block = block > (size_t)dims->n_in ? (size_t)dims->n_in : block;
-    sc->block = recompute ? 1 : (int32_t)block;
+    sc->block = (int32_t)block;
+    sc->rowbuf = recompute ? (int8_t *)p + 2u * (size_t)dims->n_out * block : NULL;
 }
 
 /* Everything a phase needs. */
@@ -62,7 +69,6 @@ typedef struct {
     const int8_t *input;         /* recompute mode */
     const int8_t *weights;       /* recompute mode */
     const int8_t *stored;        /* [n_in, md] or NULL */
-    int8_t *row;                 /* recompute mode: one row */
     const int8_t *v;             /* previous iteration's output */
     int32_t n_in, n_out, dim;
     size_t md;
@@ -72,20 +78,49 @@ typedef struct {
     const int8_t *rows;          /* first prediction row of the block */
 } rv_job;
 
-/* Iteration 0: columns of sum_i u_hat. */
+/* Iteration 0: columns of sum_i u_hat over the block's rows (all input
+ * capsules when the predictions are stored). */
 static void phase_sum(void *args, int32_t core, int32_t cores)
 {
     const rv_job *job = (const rv_job *)args;
     int32_t start, stop;
     caps_nn_core_range((int32_t)job->md, core, cores, &start, &stop);
     for (int32_t e = start; e < stop; ++e) {
-        const int8_t *p = job->stored + e;
+        const int8_t *p = job->rows + e;
         int32_t t = 0;
-        for (int32_t i = 0; i < job->n_in; ++i) {
+        for (int32_t k = 0; k < job->n; ++k) {
             t += *p;
             p += job->md;
         }
-        job->sc->acc[e] = t;
+        job->sc->acc[e] += t;
+    }
+}
+
+/* Recompute mode: the predictions of this core's capsules of the block. */
+static void phase_predict(void *args, int32_t core, int32_t cores)
+{
+    const rv_job *job = (const rv_job *)args;
+    const caps_rv_pred *pc = job->pc;
+    int32_t start, stop;
+    caps_nn_core_range(job->n, core, cores, &start, &stop);
+    for (int32_t k = start; k < stop; ++k) {
+        const size_t i = (size_t)(job->i0 + k);
+        caps_rv_predict_capsule(pc, job->input + i * (size_t)pc->dim_in,
+                                job->weights + i * job->md * (size_t)pc->dim_in,
+                                job->sc->rowbuf + (size_t)k * job->md);
+    }
+}
+
+/* The block [i0, i0 + n): its prediction rows, computed in recompute mode. */
+static void block_rows(rv_job *job, int32_t i0, int32_t block)
+{
+    job->i0 = i0;
+    job->n = job->n_in - i0 < block ? job->n_in - i0 : block;
+    if (job->stored != NULL) {
+        job->rows = job->stored + (size_t)i0 * job->md;
+    } else {
+        caps_nn_parallel(phase_predict, job);
+        job->rows = job->sc->rowbuf;
     }
 }
 
@@ -133,7 +168,7 @@ static void phase_ab(void *args, int32_t core, int32_t cores)
     caps_nn_core_range(job->n, core, cores, &start, &stop);
     for (int32_t k = start; k < stop; ++k) {
         const int32_t i = job->i0 + k;
-        const int8_t *row = job->stored != NULL ? job->stored + (size_t)i * job->md : job->row;
+        const int8_t *row = job->rows + (size_t)k * job->md;
         int8_t *b = sc->logits + (size_t)i * n_out;
         int32_t mx = -128;
         for (int32_t j = 0; j < n_out; ++j) {
@@ -221,20 +256,13 @@ static caps_nn_status routing_core(rv_job *job, int8_t *output)
 
     for (int32_t r = 0; r < params->routings; ++r) {
         if (r == 0) {
-            if (job->stored != NULL) {
+            caps_nn_parallel(phase_zero, job);
+            /* stored: one block of all rows (int32 column sums cannot
+             * overflow, |sum| <= 2^20 128) */
+            const int32_t block = job->stored != NULL ? job->n_in : sc->block;
+            for (int32_t i0 = 0; i0 < job->n_in; i0 += block) {
+                block_rows(job, i0, block);
                 caps_nn_parallel(phase_sum, job);
-            } else {
-                for (size_t e = 0; e < md; ++e) {
-                    sc->acc[e] = 0;
-                }
-                for (int32_t i = 0; i < job->n_in; ++i) {
-                    caps_rv_predict_capsule(job->pc, job->input + (size_t)i * job->pc->dim_in,
-                                            job->weights + (size_t)i * md * job->pc->dim_in,
-                                            job->row);
-                    for (size_t e = 0; e < md; ++e) {
-                        sc->acc[e] += job->row[e];
-                    }
-                }
             }
         } else {
             const int32_t u = r - 1;
@@ -252,17 +280,7 @@ static caps_nn_status routing_core(rv_job *job, int8_t *output)
             caps_nn_parallel(phase_table, job);
             caps_nn_parallel(phase_zero, job);
             for (int32_t i0 = 0; i0 < job->n_in; i0 += sc->block) {
-                job->i0 = i0;
-                job->n = job->n_in - i0 < sc->block ? job->n_in - i0 : sc->block;
-                if (job->stored != NULL) {
-                    job->rows = job->stored + (size_t)i0 * md;
-                } else {
-                    caps_rv_predict_capsule(job->pc,
-                                            job->input + (size_t)i0 * job->pc->dim_in,
-                                            job->weights + (size_t)i0 * md * job->pc->dim_in,
-                                            job->row);
-                    job->rows = job->row;
-                }
+                block_rows(job, i0, sc->block);
                 caps_nn_parallel(phase_ab, job);
                 caps_nn_parallel(phase_c, job);
             }
@@ -323,7 +341,6 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     job.pc = &pc;
     job.input = input;
     job.weights = weights;
-    job.row = uhat;
     job.n_in = dims->n_in;
     job.n_out = dims->n_out;
     job.dim = dims->dim_out;
