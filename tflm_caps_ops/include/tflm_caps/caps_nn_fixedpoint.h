@@ -254,22 +254,36 @@ CAPS_NN_INLINE uint32_t caps_nn_squash_index_rep(uint32_t k)
     return (mant << shift) + (1u << (shift - 1u));
 }
 
-/* The gain the squash applies to a capsule of squared norm sq:
- * min(squash_gain(rep(index(sq))), INT32_MAX), as stored in its table. */
+/* A squash gain as the table stores it: min(G, INT32_MAX), so it is a
+ * signed 32-bit operand (SMLAWB); G = 2^31 saturates every |y| >= 1 either
+ * way. */
+CAPS_NN_INLINE int32_t caps_nn_squash_gain_s32(uint32_t gain_q24)
+{
+    return gain_q24 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)gain_q24;
+}
+
+/* Table entry k: the clamped gain of the index's representative. */
+CAPS_NN_INLINE int32_t caps_nn_squash_table_entry(uint32_t k, int32_t sq_multiplier,
+                                                  int32_t sq_exponent)
+{
+    return caps_nn_squash_gain_s32(
+        caps_nn_squash_gain(caps_nn_squash_index_rep(k), sq_multiplier, sq_exponent));
+}
+
+/* The gain the squash applies to a capsule of squared norm sq: its table
+ * entry. */
 CAPS_NN_INLINE int32_t caps_nn_squash_table_gain(uint32_t sq, int32_t sq_multiplier,
                                                  int32_t sq_exponent)
 {
-    const uint32_t g = caps_nn_squash_gain(caps_nn_squash_index_rep(caps_nn_squash_index(sq)),
-                                           sq_multiplier, sq_exponent);
-    return g > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g;
+    return caps_nn_squash_table_entry(caps_nn_squash_index(sq), sq_multiplier, sq_exponent);
 }
 
 /* One squashed element: floor((y * G + 2^23) / 2^24) (round half up), to
  * int8.  Equal to ((floor(y G / 2^16) + 128) >> 8), one SMLAWB on Arm. */
 CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, int32_t gain_q24)
 {
-    const int64_t v = ((int64_t)y * gain_q24 + ((int64_t)1 << 23)) >> 24;
-    return caps_nn_sat_s8((int32_t)(v > 127 ? 127 : (v < -128 ? -128 : v)));
+    /* |y G| < 2^39: the shifted value fits int32 */
+    return caps_nn_sat_s8((int32_t)(((int64_t)y * gain_q24 + ((int64_t)1 << 23)) >> 24));
 }
 
 #ifdef __cplusplus

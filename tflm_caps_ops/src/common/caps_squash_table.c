@@ -51,9 +51,8 @@ caps_nn_status caps_squash_s8_init_table(const caps_nn_context *ctx, const caps_
     int32_t *w = table_words(ctx);
     const int32_t entries = table_entries(dims->dim, params->input_zp);
     for (int32_t k = 0; k < entries; ++k) {
-        const uint32_t g = caps_nn_squash_gain(caps_nn_squash_index_rep((uint32_t)k),
-                                               params->sq_multiplier, params->sq_exponent);
-        w[HEADER_WORDS + k] = g > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g;
+        w[HEADER_WORDS + k] = caps_nn_squash_table_entry((uint32_t)k, params->sq_multiplier,
+                                                         params->sq_exponent);
     }
     w[0] = TABLE_MAGIC;
     w[1] = dims->dim;

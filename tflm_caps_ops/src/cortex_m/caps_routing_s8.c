@@ -793,7 +793,7 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
     const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
     uint8_t *base = (uint8_t *)ctx->buf;
-    /* [routing][u_hat or one row][predictions] */
+    /* [routing][u_hat, or one row that only the portable kernel uses][predictions] */
     int8_t *uhat = (int8_t *)base + routing_bytes;
     const size_t uhat_bytes = store_predictions ? A8((size_t)dims->n_in * md) : A8(md);
     void *pred_buf = base + routing_bytes + uhat_bytes;

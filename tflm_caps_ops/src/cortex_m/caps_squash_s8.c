@@ -103,9 +103,8 @@ caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *
             g = table[table_index(sq)];
         } else {
             const uint32_t rep = caps_nn_squash_index_rep(table_index(sq));
-            const uint32_t g32 = caps_bm_squash_gain(rep, params->sq_multiplier,
-                                                     params->sq_exponent);
-            g = g32 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g32;
+            g = caps_nn_squash_gain_s32(
+                caps_bm_squash_gain(rep, params->sq_multiplier, params->sq_exponent));
         }
         /* in place is safe: element k is read before it is written */
         for (int32_t k = 0; k < dim; ++k) {

@@ -52,10 +52,9 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
         if (job->table != NULL) {
             g = job->table[index];
         } else {
-            const uint32_t g32 = caps_bm_squash_gain(caps_nn_squash_index_rep(index),
-                                                     job->params->sq_multiplier,
-                                                     job->params->sq_exponent);
-            g = g32 > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g32;
+            g = caps_nn_squash_gain_s32(caps_bm_squash_gain(caps_nn_squash_index_rep(index),
+                                                            job->params->sq_multiplier,
+                                                            job->params->sq_exponent));
         }
         /* in place is safe: element k is read before it is written */
         for (int32_t k = 0; k < dim; ++k) {
