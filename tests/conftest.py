@@ -43,6 +43,20 @@ def train_cli_args(argv):
     return parser.parse_args(["train", *argv])
 
 
+@pytest.fixture
+def run_cli():
+    """``tflm-caps ARGV`` in process; returns the exit status, also for a
+    usage error (argparse exits with status 2)."""
+    from tflm_caps import cli
+
+    def run(argv):
+        try:
+            return cli.main(argv)
+        except SystemExit as exc:
+            return exc.code
+    return run
+
+
 @pytest.fixture(scope="session")
 def bundled_data():
     from tflm_caps import data

@@ -64,8 +64,8 @@ def test_convert_text_float_io(trained_tiny_path, tmp_path, capsys):
     (["{model}", "-o", "{tmp}/x.tflite", "--data", "digits"], "--fit"),
     (["{model}", "-o", "{tmp}/x.tflite", "--data", "nosuchsource"], "nosuchsource"),
 ])
-def test_convert_errors(argv, message, trained_tiny_path, tmp_path, capsys):
+def test_convert_errors(argv, message, trained_tiny_path, tmp_path, capsys, run_cli):
     argv = [a.format(model=trained_tiny_path, tmp=tmp_path) for a in argv]
-    assert cli.main(["convert", *argv]) == 2
+    assert run_cli(["convert", *argv]) == 2
     err = capsys.readouterr().err
     assert "tflm-caps convert: error:" in err and message in err

@@ -15,9 +15,9 @@ def test_demo_help(capsys):
     assert "--workdir" in capsys.readouterr().out
 
 
-def test_demo_bad_json_dir(tmp_path, capsys):
+def test_demo_bad_report_dir(tmp_path, capsys):
     assert cli.main(["demo", "--workdir", str(tmp_path),
-                     "--json", str(tmp_path / "missing" / "r.json")]) == 2
+                     "--report", str(tmp_path / "missing" / "r.json")]) == 2
     assert "output directory does not exist" in capsys.readouterr().err
 
 
@@ -27,7 +27,7 @@ def test_demo_meets_targets(trained_costa_mnist_path, tmp_path, capsys):
     workdir.mkdir()
     shutil.copy(trained_costa_mnist_path, workdir / "costa2022-mnist.keras")
     report_path = workdir / "out.json"
-    code = cli.main(["demo", "--workdir", str(workdir), "--json", str(report_path),
+    code = cli.main(["demo", "--workdir", str(workdir), "--report", str(report_path),
                      "--no-progress", "--strict"])
     printed = capsys.readouterr().out
     report = json.loads(report_path.read_text())

@@ -166,13 +166,20 @@ def test_cli_saves_training_model_with_decoder(tmp_path, capsys):
     (["--model", "tiny", "--out", "{tmp}/m.keras", "--data", "mnist"], "unknown data source"),
     (["--model", "tiny", "--out", "{tmp}/m.keras", "--data", "idx:{tmp}/none"],
      "not a directory"),
-    (["--model", "tiny", "--out", "{tmp}/m.keras", "--epochs", "0"], "epochs must be"),
+    (["--model", "tiny", "--out", "{tmp}/m.keras", "--epochs", "0"],
+     "argument --epochs: must be >= 1, got 0"),
+    (["--model", "tiny", "--out", "{tmp}/m.keras", "--learning-rate", "-1"],
+     "argument --learning-rate: must be a positive number"),
+    (["--model", "tiny", "--out", "{tmp}/m.keras", "--seed", "-1"],
+     "argument --seed: must be >= 0"),
+    (["--model", "costa2022-mnist", "--out", "{tmp}/m.keras", "--data", "digits"],
+     "is too small: layer"),
     (["--model", "tiny", "--out", "{tmp}/m.keras", "--no-decoder", "--save", "training"],
      "--save training keeps the decoder"),
 ])
-def test_cli_user_errors(tmp_path, capsys, argv, message):
+def test_cli_user_errors(tmp_path, capsys, run_cli, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    assert cli.main(["train", *argv, "--no-progress"]) == 2
+    assert run_cli(["train", *argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "tflm-caps train: error:" in err and message in err
     assert not (tmp_path / "m.keras").exists()

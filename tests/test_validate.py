@@ -107,7 +107,7 @@ def test_cli_validate(tiny_files, tmp_path, capsys):
     keras_path, tflite, _ = tiny_files
     out = tmp_path / "report.json"
     code = cli.main(["validate", keras_path, tflite, "--data", "bundled", "--samples", "50",
-                     "--json", str(out), "--no-progress", "--no-arena"])
+                     "--report", str(out), "--no-progress", "--no-arena"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "int8 accuracy (TFLM)" in printed
@@ -115,13 +115,13 @@ def test_cli_validate(tiny_files, tmp_path, capsys):
     assert data["samples"] == 50 and data["arena_bytes"] is None
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.png").exists()
 
-    code = cli.main(["validate", keras_path, tflite, "--samples", "20", "--json", "-",
+    code = cli.main(["validate", keras_path, tflite, "--samples", "20", "--json",
                      "--no-arena"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 20
 
 
-def test_cli_validate_errors(tiny_files, tmp_path, capsys):
+def test_cli_validate_errors(tiny_files, tmp_path, capsys, run_cli):
     keras_path, tflite, _ = tiny_files
     assert cli.main(["validate", keras_path, str(tmp_path / "nope.tflite")]) == 2
     assert "file not found" in capsys.readouterr().err
@@ -129,10 +129,11 @@ def test_cli_validate_errors(tiny_files, tmp_path, capsys):
     junk.write_bytes(b"\x00" * 64)
     assert cli.main(["validate", keras_path, str(junk), "--no-arena"]) == 2
     assert "not a .tflite model" in capsys.readouterr().err
-    assert cli.main(["validate", keras_path, tflite, "--samples", "0"]) == 2
-    assert "--samples must be >= 1" in capsys.readouterr().err
-    assert cli.main(["validate", keras_path, tflite, "--min-agreement", "2"]) == 2
-    assert cli.main(["validate", keras_path, tflite, "--json",
+    assert run_cli(["validate", keras_path, tflite, "--samples", "0"]) == 2
+    assert "argument --samples: must be >= 1, got 0" in capsys.readouterr().err
+    assert run_cli(["validate", keras_path, tflite, "--min-agreement", "2"]) == 2
+    assert "argument --min-agreement: must be in [0, 1]" in capsys.readouterr().err
+    assert cli.main(["validate", keras_path, tflite, "--report",
                      str(tmp_path / "no" / "dir" / "r.json")]) == 2
     assert "output directory does not exist" in capsys.readouterr().err
 

@@ -1,26 +1,25 @@
 """Command line interface: ``tflm-caps <command> ...``.
 
 Each sub-command lives in ``tflm_caps.commands.<name>`` and exposes
-``add_parser(subparsers)`` which registers its arguments and sets
-``func`` (called with the parsed namespace, returns an exit code).
-Heavy imports (TensorFlow) happen inside ``func`` so ``--help`` is fast.
+``add_parser(subparsers)`` which registers its arguments (the shared ones
+from ``tflm_caps.commands.options``) and sets ``func`` (called with the
+parsed namespace, returns an exit code).  Heavy imports (TensorFlow) happen
+inside ``func`` so ``--help`` is fast.  A user error (see
+``tflm_caps.commands.errors``) prints one line and exits with status 2; any
+other exception is a bug and shows its traceback.
 """
 import argparse
 import importlib
 import os
 import sys
-
-# TensorFlow's C++ info/warning lines would interleave with progress bars.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import traceback
 
 from tflm_caps import __version__
+# CliError is re-exported for the bench command, which imports it from here.
+from tflm_caps.commands.errors import CliError, user_error_types  # noqa: F401
 
 # Order shown in --help.
 COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench")
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def build_parser():
@@ -40,22 +39,35 @@ def build_parser():
     return parser
 
 
+def _set_log_level(verbose):
+    # TensorFlow reads this when it is first imported, which the commands do
+    # lazily; its C++ info/warning lines would interleave with progress bars.
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    verbose = getattr(args, "verbose", False)
+    _set_log_level(verbose)
     try:
         return int(args.func(args) or 0)
-    except (CliError, FileNotFoundError, ValueError) as exc:
-        print(f"tflm-caps {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_error_types()):
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"tflm-caps {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    # Run through the package so CliError is the same class commands raise.
-    from tflm_caps.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

@@ -2,10 +2,16 @@
 import json
 import os
 
+from tflm_caps.commands import options
+from tflm_caps.commands.errors import CliError
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "convert", help="convert a Keras CapsNet to a fully int8 .tflite",
+        parents=[options.shared(json="the conversion summary", progress=True,
+                                data="data source of the calibration images (train split "
+                                     "only; sources: `tflm-caps train --help`)")],
         description="Convert a Keras CapsNet (.keras) to a .tflite whose capsule layers are "
                     "int8 TFLite CUSTOM ops (TFLMCaps_Squash, TFLMCaps_ClassCaps, "
                     "TFLMCaps_Length) and whose builtins are int8, calibrated on training "
@@ -13,11 +19,7 @@ def add_parser(subparsers):
     parser.add_argument("model", metavar="MODEL.keras", help="trained Keras model")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
                         help="where to write the int8 model")
-    parser.add_argument("--data", default="bundled", metavar="SOURCE",
-                        help="calibration data source (train split only; see tflm_caps.data: "
-                             "bundled, digits, mnist-npz:PATH, idx:DIR, cifar10:PATH, ...; "
-                             "default: bundled)")
-    parser.add_argument("--samples", type=int, default=200, metavar="N",
+    parser.add_argument("--samples", type=options.positive_int, default=200, metavar="N",
                         help="calibration images (stratified from the train split; "
                              "default: 200)")
     parser.add_argument("--fit", choices=("none", "auto", "pad", "resize"), default="none",
@@ -32,52 +34,46 @@ def add_parser(subparsers):
     parser.add_argument("--recompute-predictions", action="store_true",
                         help="ClassCaps recomputes the prediction vectors in every routing "
                              "iteration instead of storing them (less RAM, more MACs)")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+    parser.add_argument("--batch-size", type=options.positive_int, default=1, metavar="B",
                         help="fixed batch dimension of the model (default: 1)")
     parser.add_argument("--float-output", metavar="FLOAT.tflite",
                         help="also write the float model of the same graph")
     parser.add_argument("--no-metadata", action="store_true",
                         help="do not embed TFLite metadata (name, labels, normalization)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the conversion summary as JSON")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args):
-    from tflm_caps.cli import CliError
+def _calibration_data(args, model):
+    """The data source, adapted to the model's input shape when --fit says so."""
+    from tflm_caps import data as caps_data
 
+    dataset = caps_data.load(args.data)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if args.fit != "none":
+        return dataset.fit_to(shape, args.fit)
+    if tuple(dataset.input_shape) != shape:
+        raise CliError(f"data {args.data!r} has images of shape {tuple(dataset.input_shape)}, "
+                       f"the model takes {shape}; pass --fit auto|pad|resize to adapt them")
+    return dataset
+
+
+def run(args):
     if not os.path.exists(args.model):
-        raise FileNotFoundError(f"model file not found: {args.model}")
-    if args.samples < 1:
-        raise CliError(f"--samples must be >= 1, got {args.samples}")
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise CliError(f"model file not found: {args.model}")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise CliError(f"output directory does not exist: {out_dir}")
 
-    from tflm_caps import data as caps_data
-    from tflm_caps.converter import ConversionError, convert_detailed
-    from tflm_caps.converter.api import load_keras_model
+    from tflm_caps.converter import convert_detailed, load_keras_model
 
     model = load_keras_model(args.model)
-    dataset = caps_data.load(args.data)
-    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    if args.fit != "none":
-        dataset = dataset.fit_to(shape, args.fit)
-    elif tuple(dataset.input_shape) != shape:
-        raise CliError(f"data {args.data!r} has images of shape {tuple(dataset.input_shape)}, "
-                       f"the model takes {shape}; pass --fit auto|pad|resize to adapt them")
-    try:
-        result = convert_detailed(
-            model, dataset, num_samples=args.samples,
-            weight_granularity="per-capsule" if args.per_capsule else "per-tensor",
-            io_dtype="float32" if args.float_io else "int8",
-            store_predictions=not args.recompute_predictions, batch_size=args.batch_size,
-            metadata=None if args.no_metadata else "auto", progress=not args.json)
-    except ConversionError as exc:
-        raise CliError(str(exc)) from exc
+    result = convert_detailed(
+        model, _calibration_data(args, model), num_samples=args.samples,
+        weight_granularity="per-capsule" if args.per_capsule else "per-tensor",
+        io_dtype="float32" if args.float_io else "int8",
+        store_predictions=not args.recompute_predictions, batch_size=args.batch_size,
+        metadata=None if args.no_metadata else "auto", progress=options.show_progress(args))
     with open(args.output, "wb") as f:
         f.write(result.model)
     if args.float_output:

@@ -10,6 +10,9 @@ import os
 import sys
 import time
 
+from tflm_caps.commands import options
+from tflm_caps.commands.errors import CliError
+
 MODEL_NAME = "costa2022-mnist"
 # Targets of the main job.
 TARGET_AGREEMENT = 0.995        # top-1 agreement on all bundled images
@@ -21,25 +24,23 @@ CALIBRATION_SAMPLES = 200
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo", help="train, convert, run in TFLM and validate costa2022-mnist end to end",
+        parents=[options.shared(json="the report", seed="the training", progress=True,
+                                report="WORKDIR/report.json")],
         description="Train costa2022-mnist on the bundled MNIST digits (or reuse "
                     "WORKDIR/costa2022-mnist.keras), convert it to a fully int8 .tflite "
                     "with calibration images from the training split, run it in the TFLM "
                     "host interpreter with the tflm-caps operators, validate it against "
                     "Keras on the held-out split and measure the top-1 agreement on all "
-                    "bundled images.  Prints a summary and writes report JSON/Markdown/PNG.")
+                    "bundled images.  Prints a summary (or the JSON report with --json) "
+                    "and writes the report as JSON, Markdown and PNG.")
     parser.add_argument("--workdir", default="tflm-caps-demo", metavar="DIR",
                         help="where models and reports go (default: ./tflm-caps-demo)")
-    parser.add_argument("--json", metavar="REPORT.json",
-                        help="report path (default: WORKDIR/report.json; .md and .png next "
-                             "to it); '-' prints the JSON to stdout")
     parser.add_argument("--retrain", action="store_true",
                         help="train even if WORKDIR holds a trained model")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--per-capsule", action="store_true",
                         help="one ClassCaps weight scale per output capsule")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a target is missed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
 
@@ -64,100 +65,98 @@ def _targets(report):
     ]
 
 
-def run_demo(workdir, json_path=None, retrain=False, seed=0, per_capsule=False, progress=True):
-    """The demo as a function; returns (report dict, files written)."""
+def _trained_model(ds, keras_path, retrain, seed, progress):
+    """(inference model, training summary or None): WORKDIR's model unless
+    there is none or --retrain, else costa2022-mnist trained and saved there."""
+    from tflm_caps.converter import load_keras_model
+
+    if os.path.isfile(keras_path) and not retrain:
+        _log(f"reusing trained model {keras_path}")
+        model = load_keras_model(keras_path)
+        if tuple(model.inputs[0].shape[1:]) != tuple(ds.input_shape):
+            raise CliError(f"{keras_path} takes inputs of shape "
+                           f"{tuple(model.inputs[0].shape[1:])}, not the bundled "
+                           f"{tuple(ds.input_shape)}: delete it or pass --retrain")
+        return model, None
+    from tflm_caps import train
+    _log(f"training {MODEL_NAME} (seed {seed})")
+    _, result = train.train(MODEL_NAME, ds, seed=seed, progress=progress)
+    result.inference_model.save(keras_path)
+    training = result.as_dict()
+    training.pop("history", None)
+    return result.inference_model, training
+
+
+def _all_images_agreement(report, tflite, model, ds, progress):
+    """Top-1 agreement of int8 TFLM and float Keras on every bundled image:
+    the held-out split from the validation report, the training split run here."""
     import numpy as np
 
+    from tflm_caps.runtime import TFLMRunner
+
+    int8_train = np.argmax(TFLMRunner(tflite).predict(ds.x_train, progress=progress), axis=-1)
+    float_train = np.argmax(model.predict(ds.x_train, batch_size=256, verbose=0), axis=-1)
+    float_test, int8_test, _ = report["_lengths"]
+    same = int(np.sum(int8_train == float_train)) + \
+        int(np.sum(np.argmax(int8_test, -1) == np.argmax(float_test, -1)))
+    total = len(ds.x_train) + len(float_test)
+    return {"all_images": int(total), "all_images_agreement": same / total,
+            "all_images_disagreements": int(total - same)}
+
+
+def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False,
+             progress=True):
+    """The demo as a function; returns (report dict, files written)."""
     from tflm_caps import data as caps_data
     from tflm_caps.converter import convert_detailed
-    from tflm_caps.runtime import TFLMRunner
-    from tflm_caps.validation import load_keras, validate, write_report
+    from tflm_caps.validation import validate, write_report
 
     t0 = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
-    keras_path = os.path.join(workdir, f"{MODEL_NAME}.keras")
-    int8_path = os.path.join(workdir, f"{MODEL_NAME}.tflite")
-    float_path = os.path.join(workdir, f"{MODEL_NAME}_float.tflite")
-    json_path = json_path or os.path.join(workdir, "report.json")
+    files = {"keras": os.path.join(workdir, f"{MODEL_NAME}.keras"),
+             "int8_tflite": os.path.join(workdir, f"{MODEL_NAME}.tflite"),
+             "float_tflite": os.path.join(workdir, f"{MODEL_NAME}_float.tflite")}
 
     ds = caps_data.load("bundled")
     _log(f"data: {ds}")
-    training = None
-    if os.path.isfile(keras_path) and not retrain:
-        _log(f"reusing trained model {keras_path}")
-        model = load_keras(keras_path)
-        if tuple(model.inputs[0].shape[1:]) != tuple(ds.input_shape):
-            raise ValueError(f"{keras_path} takes inputs of shape "
-                             f"{tuple(model.inputs[0].shape[1:])}, not the bundled "
-                             f"{tuple(ds.input_shape)}: delete it or pass --retrain")
-    else:
-        from tflm_caps import train
-        _log(f"training {MODEL_NAME} (seed {seed})")
-        _, result = train.train(MODEL_NAME, ds, seed=seed, progress=progress)
-        model = result.inference_model
-        model.save(keras_path)
-        training = result.as_dict()
-        training.pop("history", None)
+    model, training = _trained_model(ds, files["keras"], retrain, seed, progress)
 
     _log("converting to int8 (calibration on the training split)")
     conv = convert_detailed(model, ds.calibration_subset(CALIBRATION_SAMPLES, seed=seed),
                             num_samples=CALIBRATION_SAMPLES,
                             weight_granularity="per-capsule" if per_capsule else "per-tensor",
                             metadata="auto", progress=progress)
-    with open(int8_path, "wb") as f:
-        f.write(conv.model)
-    with open(float_path, "wb") as f:
-        f.write(conv.float_model)
+    for key, content in (("int8_tflite", conv.model), ("float_tflite", conv.float_model)):
+        with open(files[key], "wb") as f:
+            f.write(content)
 
     _log("validating on the held-out split (Keras float vs TFLM int8)")
-    report = validate(model, int8_path, ds, float_tflite=conv.float_model, progress=progress)
+    report = validate(model, files["int8_tflite"], ds, float_tflite=conv.float_model,
+                      progress=progress)
     report["model"] = MODEL_NAME
-
     _log("top-1 agreement on all bundled images (the training split; held-out done)")
-    runner = TFLMRunner(conv.model)
-    int8_train = np.argmax(runner.predict(ds.x_train, progress=progress), axis=-1)
-    float_train = np.argmax(model.predict(ds.x_train, batch_size=256, verbose=0), axis=-1)
-    float_test, int8_test, _ = report["_lengths"]
-    same = int(np.sum(int8_train == float_train)) + \
-        int(np.sum(np.argmax(int8_test, -1) == np.argmax(float_test, -1)))
-    total = len(ds.x_train) + len(float_test)
-    report["all_images"] = int(total)
-    report["all_images_agreement"] = same / total
-    report["all_images_disagreements"] = int(total - same)
+    report.update(_all_images_agreement(report, conv.model, model, ds, progress))
     report["training"] = training
     report["conversion"] = {"calibration_samples": conv.summary.calibration_samples,
                             "weight_granularity": conv.summary.weight_granularity,
                             "seconds": round(conv.summary.conversion_seconds, 2)}
-    report["files"] = {"keras": keras_path, "int8_tflite": int8_path,
-                       "float_tflite": float_path}
+    report["files"] = files
     report["targets"] = _targets(report)
     report["targets_met"] = all(t["met"] for t in report["targets"])
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    files = None
-    if json_path != "-":
-        files = write_report(report, json_path, title=f"tflm-caps demo: {MODEL_NAME}")
-    return report, files
+    written = write_report(report, report_path or os.path.join(workdir, "report.json"),
+                           title=f"tflm-caps demo: {MODEL_NAME}")
+    return report, written
 
 
 def run(args):
-    from tflm_caps.cli import CliError
-
     os.makedirs(args.workdir, exist_ok=True)  # the demo's own output folder
-    if args.json not in (None, "-"):
-        out_dir = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(out_dir):
-            raise CliError(f"output directory does not exist: {out_dir}")
-    from tflm_caps.converter import ConversionError
-    from tflm_caps.runtime import TFLMError
+    options.check_report_path(args.report)
     from tflm_caps.validation import markdown, to_json
 
-    try:
-        report, files = run_demo(args.workdir, args.json, retrain=args.retrain, seed=args.seed,
-                                 per_capsule=args.per_capsule,
-                                 progress=not args.no_progress and args.json != "-")
-    except (TFLMError, ConversionError) as exc:
-        raise CliError(str(exc)) from exc
-    if args.json == "-":
+    report, files = run_demo(args.workdir, args.report, retrain=args.retrain, seed=args.seed,
+                             per_capsule=args.per_capsule, progress=options.show_progress(args))
+    if args.json:
         print(json.dumps(to_json(report), indent=2))
     else:
         print(markdown(report, f"tflm-caps demo: {MODEL_NAME}"))

@@ -1,10 +1,14 @@
 """``tflm-caps export``: .tflite -> C array, header with arena size, main.cc."""
 import json
 
+from tflm_caps.commands import options
+from tflm_caps.commands.errors import CliError
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "export", help="write a .tflite as firmware sources (C array, header, main.cc)",
+        parents=[options.shared(json="the arena size, model summary and files written")],
         description="Write MODEL.tflite as an aligned C array, a header with the tensor arena "
                     "size (measured with the host TFLM interpreter plus a margin) and the "
                     "model's I/O quantization, and a minimal TFLM main.cc that registers the "
@@ -14,22 +18,14 @@ def add_parser(subparsers):
     p.add_argument("--name", help="C identifier prefix (default: the model file's stem)")
     p.add_argument("--strip-metadata", action="store_true",
                    help="drop tflite-support metadata (saves flash; TFLM ignores it)")
-    p.add_argument("--arena-size", type=int,
+    p.add_argument("--arena-size", type=options.positive_int,
                    help="use this arena size in bytes instead of measuring it (no margin added)")
     p.add_argument("--no-overwrite", action="store_true", help="fail if output files exist")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.set_defaults(func=run)
     return p
 
 
-def run(args):
-    from tflm_caps.export import export_model
-
-    result = export_model(args.model, args.out, name=args.name, strip=args.strip_metadata,
-                          arena_size=args.arena_size, overwrite=not args.no_overwrite)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-        return 0
+def _print_summary(result):
     s = result.summary
     print(f"model     {result.model_bytes} bytes"
           + (f" -> {result.stripped_bytes} bytes without metadata"
@@ -43,4 +39,21 @@ def run(args):
         print(f"arena     {result.arena_size} bytes (given)")
     for role, path in result.files.items():
         print(f"{role:<9} {path}")
+
+
+def run(args):
+    from tflm_caps.export import export_model
+
+    try:
+        result = export_model(args.model, args.out, name=args.name, strip=args.strip_metadata,
+                              arena_size=args.arena_size, overwrite=not args.no_overwrite)
+    except ValueError as exc:
+        # export_model does no numeric work: each ValueError it raises is a
+        # check of the file it was given (not a flatbuffer, foreign custom
+        # operators, no input/output, files in the way).
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_summary(result)
     return 0

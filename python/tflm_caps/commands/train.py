@@ -4,7 +4,8 @@ import json
 import os
 import sys
 
-from tflm_caps.cli import CliError
+from tflm_caps.commands import options
+from tflm_caps.commands.errors import CliError
 
 HELP = "train a zoo CapsNet on bundled or user data and save it as .keras"
 
@@ -38,19 +39,23 @@ def add_parser(subparsers):
     from tflm_caps import models
     p = subparsers.add_parser(
         "train", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=_epilog(),
+        parents=[options.shared(json="{model, epochs, train_accuracy, test_accuracy, "
+                                     "seconds, params, out, ...}",
+                                data="data source, listed below",
+                                seed="the weights and the batch order", progress=True)],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=models.names(), metavar="NAME",
                    help=f"zoo model: {', '.join(models.names())}")
     p.add_argument("--out", required=True, metavar="PATH.keras",
                    help="where to save the trained model (must end in .keras)")
-    p.add_argument("--data", default="bundled", metavar="SOURCE",
-                   help="data source (default: bundled; see below)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: per model)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: per model)")
-    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default: per model)")
-    p.add_argument("--lr-decay", type=float,
+    p.add_argument("--epochs", type=options.positive_int,
+                   help="training epochs (default: per model)")
+    p.add_argument("--batch-size", type=options.positive_int,
+                   help="batch size (default: per model)")
+    p.add_argument("--learning-rate", type=options.positive_float,
+                   help="Adam learning rate (default: per model)")
+    p.add_argument("--lr-decay", type=options.positive_float,
                    help="learning-rate factor per epoch, 1 = constant (default: per model)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--decoder", action=argparse.BooleanOptionalAction, default=None,
                    help="train with the reconstruction decoder (default: per model, off)")
     p.add_argument("--save", choices=("inference", "training"), default="inference",
@@ -59,13 +64,9 @@ def add_parser(subparsers):
     p.add_argument("--fit", choices=("auto", "pad", "resize"),
                    help="build the model at its zoo input shape and pad/resize the data to "
                         "it (default: build the model for the data's image shape)")
-    p.add_argument("--train-eval-samples", type=int, metavar="N",
+    p.add_argument("--train-eval-samples", type=options.non_negative_int, metavar="N",
                    help="measure the final train accuracy on N stratified training images "
                         "(default: all; 0 skips it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true",
-                   help="print {model, epochs, train_accuracy, test_accuracy, seconds, "
-                        "params, out, ...} as JSON on stdout")
     p.set_defaults(func=run)
     return p
 
@@ -79,6 +80,18 @@ def _check_out(path):
     os.makedirs(parent, exist_ok=True)
 
 
+def _check_input_shape(args, dataset):
+    """The model is built for the data's images (or its zoo shape with --fit):
+    refuse images too small for its architecture before TensorFlow starts."""
+    from tflm_caps import models
+
+    shape = models.ZOO[args.model]["input_shape"] if args.fit else dataset.input_shape
+    try:
+        models.feature_shapes(args.model, input_shape=tuple(shape))
+    except ValueError as exc:  # shape arithmetic only: the message says which layer
+        raise CliError(f"{exc} (data {args.data!r})") from exc
+
+
 def execute(args):
     """Train and save as ``args`` say; returns (trained model, TrainResult, report)."""
     from tflm_caps import data, train
@@ -87,10 +100,11 @@ def execute(args):
     dataset = data.load(args.data)
     if args.save == "training" and args.decoder is False:
         raise CliError("--save training keeps the decoder: use it with --decoder")
+    _check_input_shape(args, dataset)
     model, result = train.train(
         args.model, dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         decoder=args.decoder, learning_rate=args.learning_rate, lr_decay=args.lr_decay,
-        fit=args.fit, progress=not args.no_progress, verbose=True,
+        fit=args.fit, progress=options.show_progress(args), verbose=True,
         train_eval_samples=args.train_eval_samples)
     saved = model if args.save == "training" else result.inference_model
     saved.save(args.out)

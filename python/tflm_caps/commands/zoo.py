@@ -1,47 +1,25 @@
 """``tflm-caps zoo``: list the model zoo with parameter counts."""
 import json
 
+from tflm_caps.commands import options
+from tflm_caps.commands.errors import CliError
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "zoo", help="list the CapsNet model zoo",
+        parents=[options.shared(json="a list of {name, params, published_params, "
+                                     "input_shape, num_classes, ...}", progress=True)],
         description="List the zoo's models: input shape, classes, inference parameter "
                     "count (built with Keras, without the reconstruction decoder) and the "
                     "count published by the paper.")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of {name, params, published_params, "
-                             "input_shape, num_classes, ...}")
     parser.add_argument("--model", action="append", metavar="NAME",
                         help="only this model (repeatable); default: all")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args):
-    from tflm_caps import models
-
-    selected = args.model or models.names()
-    unknown = [n for n in selected if n not in models.ZOO]
-    if unknown:
-        # ValueError (not CliError) is reported cleanly also under `python -m tflm_caps.cli`.
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; available: "
-                       f"{', '.join(models.names())}")
-    from tqdm import tqdm
-
-    import keras
-
-    rows = []
-    for name in tqdm(selected, desc="building models", unit="model", disable=None,
-                     leave=False):
-        model = models.build(name)
-        row = models.describe(name)
-        row["params"] = models.count_inference_params(model)
-        rows.append(row)
-        del model
-        keras.backend.clear_session()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
+def _print_table(rows):
     header = f"{'name':<22} {'input':<10} {'classes':>7} {'params':>11} {'published':>11}"
     print(header)
     print("-" * len(header))
@@ -50,4 +28,31 @@ def run(args):
         published = "-" if row["published_params"] is None else f"{row['published_params']:,}"
         print(f"{row['name']:<22} {shape:<10} {row['num_classes']:>7} "
               f"{row['params']:>11,} {published:>11}")
+
+
+def run(args):
+    from tflm_caps import models
+
+    selected = args.model or models.names()
+    unknown = [n for n in selected if n not in models.ZOO]
+    if unknown:
+        raise CliError(f"unknown model(s) {', '.join(unknown)}; available: "
+                       f"{', '.join(models.names())}")
+    from tqdm import tqdm
+
+    import keras
+
+    rows = []
+    for name in tqdm(selected, desc="building models", unit="model", leave=False,
+                     disable=None if options.show_progress(args) else True):
+        model = models.build(name)
+        row = models.describe(name)
+        row["params"] = models.count_inference_params(model)
+        rows.append(row)
+        del model
+        keras.backend.clear_session()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
     return 0
