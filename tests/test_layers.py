@@ -6,7 +6,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from tflm_caps import layers  # noqa: E402
-from tflm_caps.layers import ops  # noqa: E402
+from tflm_caps.layers import capsule_math  # noqa: E402
 
 RNG = np.random.default_rng(1234)
 
@@ -81,7 +81,7 @@ def random_capsules(shape, scale=1.0):
 def test_squash_matches_exact_formula_over_magnitudes():
     # Norms from 1e-4 to 1e4: both the flat region and saturation.
     s = random_capsules((64, 12, 8)) * np.logspace(-4, 4, 64, dtype=np.float32)[:, None, None]
-    got = ops.squash(s).numpy()
+    got = capsule_math.squash(s).numpy()
     want = np_squash(s)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-12)
     # Lengths stay in [0, 1) up to float32 rounding near saturation.
@@ -99,8 +99,8 @@ def test_squash_layer_other_axis():
 def test_squash_and_length_zero_vector_exact_zero_and_zero_gradient():
     s = tf.Variable(np.zeros((2, 3, 4), np.float32))
     with tf.GradientTape(persistent=True) as tape:
-        v = ops.squash(s)
-        n = ops.length(s)
+        v = capsule_math.squash(s)
+        n = capsule_math.length(s)
         loss_v = tf.reduce_sum(v * 3.0)
         loss_n = tf.reduce_sum(n)
     assert np.array_equal(v.numpy(), np.zeros((2, 3, 4)))
@@ -113,7 +113,7 @@ def test_squash_and_length_zero_vector_exact_zero_and_zero_gradient():
 
 def test_squash_gradient_matches_finite_differences():
     s = tf.constant(random_capsules((1, 1, 5)).astype(np.float64))
-    theta, numeric = tf.test.compute_gradient(lambda x: ops.squash(x), [s])
+    theta, numeric = tf.test.compute_gradient(lambda x: capsule_math.squash(x), [s])
     np.testing.assert_allclose(theta[0], numeric[0], rtol=1e-5, atol=1e-7)
 
 
@@ -128,14 +128,14 @@ def test_length_matches_numpy_norm():
 def test_predictions_match_per_pair_matrix_products():
     u = random_capsules((3, 6, 4))
     W = random_capsules((6, 5, 3, 4))
-    np.testing.assert_allclose(ops.predictions(u, W).numpy(), np_predictions(u, W),
+    np.testing.assert_allclose(capsule_math.predictions(u, W).numpy(), np_predictions(u, W),
                                rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("routings", [1, 2, 3])
 def test_dynamic_routing_matches_numpy_loop(routings):
     u_hat = random_capsules((4, 20, 5, 6), 0.2)
-    v, trace = ops.dynamic_routing(u_hat, routings, return_intermediates=True)
+    v, trace = capsule_math.dynamic_routing(u_hat, routings, return_intermediates=True)
     want, want_trace = np_routing(u_hat, routings)
     np.testing.assert_allclose(v.numpy(), want, rtol=1e-5, atol=1e-6)
     assert len(trace["c"]) == routings
@@ -152,7 +152,7 @@ def test_routing_changes_couplings_toward_agreement():
     # Input capsules 0-9 agree on output capsule 0; routing must raise c_i0 for them.
     u_hat = random_capsules((1, 20, 3, 4), 0.05)
     u_hat[0, :10, 0] = np.array([0.5, 0.5, 0.0, 0.0], np.float32)
-    _, trace = ops.dynamic_routing(u_hat, 3, return_intermediates=True)
+    _, trace = capsule_math.dynamic_routing(u_hat, 3, return_intermediates=True)
     c0, c2 = trace["c"][0].numpy()[0], trace["c"][2].numpy()[0]
     np.testing.assert_allclose(c0, 1.0 / 3.0, atol=1e-7)
     assert np.all(c2[:10, 0] > 0.5)
@@ -178,7 +178,7 @@ def test_class_caps_rejects_bad_routings(bad):
 @pytest.mark.parametrize("bad", [0, -2])
 def test_dynamic_routing_rejects_bad_routings(bad):
     with pytest.raises(ValueError, match="routings must be >= 1"):
-        ops.dynamic_routing(np.zeros((1, 2, 2, 2), np.float32), bad)
+        capsule_math.dynamic_routing(np.zeros((1, 2, 2, 2), np.float32), bad)
 
 
 def test_class_caps_rejects_bad_input_shape():
@@ -186,8 +186,11 @@ def test_class_caps_rejects_bad_input_shape():
         layers.ClassCaps(10, 16, name="cc").build((None, 1152))
     layer = layers.ClassCaps(10, 16, name="cc2")
     layer(np.zeros((1, 6, 4), np.float32))
-    with pytest.raises(ValueError, match=r"ClassCaps 'cc2': built for .*\[batch, 6, 4\]"):
+    # Keras' InputSpec check, set by build like Dense does.
+    with pytest.raises(ValueError, match=r"'cc2' is incompatible.*axis 2 .* value 4"):
         layer(np.zeros((1, 6, 8), np.float32))
+    with pytest.raises(ValueError, match=r"'cc2' is incompatible.*expected ndim=3"):
+        layer(np.zeros((6, 4), np.float32))
 
 
 def test_class_caps_stop_gradient_same_forward_different_backward():
@@ -199,7 +202,7 @@ def test_class_caps_stop_gradient_same_forward_different_backward():
         layer.build(u.shape)
         with tf.GradientTape() as tape:
             v = layer(u)
-            loss = tf.reduce_sum(ops.length(v) * tf.constant([1.0, -1.0, 2.0, 0.5]))
+            loss = tf.reduce_sum(capsule_math.length(v) * tf.constant([1.0, -1.0, 2.0, 0.5]))
         outs.append(v.numpy())
         grads.append(tape.gradient(loss, layer.W).numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
@@ -212,7 +215,7 @@ def test_class_caps_zero_input_no_nan():
     u = tf.Variable(np.zeros((2, 8, 4), np.float32))
     with tf.GradientTape() as tape:
         v = layer(u)
-        loss = tf.reduce_sum(ops.length(v))
+        loss = tf.reduce_sum(capsule_math.length(v))
     g_u, g_w = tape.gradient(loss, [u, layer.W])
     assert np.array_equal(v.numpy(), np.zeros((2, 3, 4)))
     assert np.all(np.isfinite(g_u.numpy())) and np.all(np.isfinite(g_w.numpy()))
@@ -286,22 +289,44 @@ def test_margin_loss_matches_numpy_onehot_and_int():
     labels = RNG.integers(0, 10, 16)
     onehot = np.eye(10, dtype=np.float32)[labels]
     want = np_margin_loss(onehot, lengths)
-    np.testing.assert_allclose(ops.margin_loss(onehot, lengths).numpy(), want, rtol=1e-5)
     loss = layers.MarginLoss()
     for y in (onehot, labels, labels.reshape(-1, 1)):
+        np.testing.assert_allclose(layers.margin_loss(y, lengths).numpy(), want, rtol=1e-5)
         np.testing.assert_allclose(float(loss(y, lengths)), want.mean(), rtol=1e-5)
-    custom = layers.margin_loss(m_plus=0.8, m_minus=0.2, lambda_=0.25)
-    np.testing.assert_allclose(float(custom(onehot, lengths)),
-                               np_margin_loss(onehot, lengths, 0.8, 0.2, 0.25).mean(), rtol=1e-5)
+    custom = layers.MarginLoss(m_plus=0.8, m_minus=0.2, lambda_=0.25)
+    want_custom = np_margin_loss(onehot, lengths, 0.8, 0.2, 0.25)
+    np.testing.assert_allclose(float(custom(onehot, lengths)), want_custom.mean(), rtol=1e-5)
+    np.testing.assert_allclose(layers.margin_loss(onehot, lengths, 0.8, 0.2, 0.25).numpy(),
+                               want_custom, rtol=1e-5)
     restored = layers.MarginLoss.from_config(custom.get_config())
     assert (restored.m_plus, restored.m_minus, restored.lambda_) == (0.8, 0.2, 0.25)
 
 
 def test_sum_squared_error():
     a, b = RNG.random((5, 4, 4, 1)), RNG.random((5, 4, 4, 1))
-    want = ((a - b) ** 2).reshape(5, -1).sum(axis=1).mean()
-    np.testing.assert_allclose(float(layers.SumSquaredError()(a, b.astype(np.float32))), want,
+    per_sample = ((a - b) ** 2).reshape(5, -1).sum(axis=1)
+    b = b.astype(np.float32)
+    np.testing.assert_allclose(layers.sum_squared_error(a, b).numpy(), per_sample, rtol=1e-5)
+    np.testing.assert_allclose(float(layers.SumSquaredError()(a, b)), per_sample.mean(),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss, margins", [
+    (layers.margin_loss, (0.9, 0.1, 0.5)),
+    (layers.MarginLoss(m_plus=0.8, m_minus=0.2, lambda_=0.25), (0.8, 0.2, 0.25))])
+def test_compiled_margin_loss_survives_keras_save_load(tmp_path, loss, margins):
+    model = keras.Sequential([keras.Input((4, 3)), layers.Length()])
+    model.compile(loss=loss)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # the loss is found by registration
+    caps = RNG.random((6, 4, 3)).astype(np.float32)
+    onehot = np.eye(4, dtype=np.float32)[RNG.integers(0, 4, 6)]
+    lengths = np.linalg.norm(caps, axis=-1)
+    want = np_margin_loss(onehot, lengths, *margins).mean()
+    np.testing.assert_allclose(loaded.evaluate(caps, onehot, verbose=0), want, rtol=1e-5)
+    for fn in (layers.margin_loss, layers.sum_squared_error):
+        assert keras.saving.get_registered_name(fn) == f"tflm_caps>{fn.__name__}"
 
 
 # ---------------------------------------------------------------- models: batch, save/load
@@ -368,3 +393,47 @@ def test_no_lambda_layers_in_models():
     for decoder in (False, True):
         kinds = {type(l).__name__ for l in _small_capsnet(decoder).layers}
         assert "Lambda" not in kinds
+
+
+# ---------------------------------------------------------------- Keras conventions
+
+LAYER_CLASSES = ("Squash", "PrimaryCaps", "ClassCaps", "Length", "Mask", "Decoder")
+
+
+@pytest.mark.parametrize("module", ["capsules", "losses"])
+def test_docstring_examples_run(module):
+    """Every example in the layer and loss docstrings runs and prints what it shows."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"tflm_caps.layers.{module}")
+    keras.utils.set_random_seed(0)
+    result = doctest.testmod(mod, globs={}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    documented = [name for name, obj in vars(mod).items()
+                  if getattr(obj, "__module__", None) == mod.__name__ and not name.startswith("_")
+                  and callable(obj)]
+    assert all(">>> " in getattr(mod, name).__doc__ for name in documented), documented
+    assert result.attempted >= 3 * len(documented)
+
+
+@pytest.mark.parametrize("name", LAYER_CLASSES)
+def test_layer_docstrings_follow_keras(name):
+    doc = getattr(layers, name).__doc__
+    for section in ("Args:", "Input shape:", "Output shape:", "Example:"):
+        assert f"\n    {section}\n" in doc, (name, section)
+
+
+def test_input_specs():
+    pc = layers.PrimaryCaps(2, 4, 3, name="p")
+    assert pc.input_spec.ndim == 4
+    pc(np.zeros((1, 7, 7, 3), np.float32))
+    assert pc.input_spec.axes == {-1: 3}
+    with pytest.raises(ValueError, match="'p' is incompatible.*axis -1 .* value 3"):
+        pc(np.zeros((1, 7, 7, 2), np.float32))
+    with pytest.raises(ValueError, match="'len' is incompatible.*min_ndim=2"):
+        layers.Length(name="len")(np.zeros((4,), np.float32))
+    dec = layers.Decoder((4, 4, 1), hidden_units=(8,), name="dec")
+    dec(np.zeros((2, 6), np.float32))
+    with pytest.raises(ValueError, match="'dec' is incompatible.*axis -1 .* value 6"):
+        dec(np.zeros((2, 5), np.float32))

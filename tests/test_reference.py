@@ -183,19 +183,19 @@ def test_float_routing_against_loops():
 
 def test_float_reference_matches_keras_layer_math():
     tf = pytest.importorskip("tensorflow")
-    from tflm_caps.layers import ops
+    from tflm_caps.layers import capsule_math as cm
 
     rng = np.random.default_rng(6)
     u = rng.normal(size=(2, 9, 4)).astype(np.float32)
     W = (rng.normal(size=(9, 5, 6, 4)) * 0.3).astype(np.float32)
-    u_hat = ops.predictions(tf.constant(u), tf.constant(W))
-    v, trace = ops.dynamic_routing(u_hat, routings=3, return_intermediates=True)
+    u_hat = cm.predictions(tf.constant(u), tf.constant(W))
+    v, trace = cm.dynamic_routing(u_hat, routings=3, return_intermediates=True)
     v_ref, inter = float_ref.class_caps_float(u, W, 3)
     np.testing.assert_allclose(v.numpy(), v_ref, rtol=1e-4, atol=1e-6)
     # the layer's trace holds the logits *used* by each iteration: b[r+1] == ours b[r]
     for k in range(2):
         np.testing.assert_allclose(trace["b"][k + 1].numpy(), inter["b"][k], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ops.length(v).numpy(), float_ref.length(v_ref), rtol=1e-4)
+    np.testing.assert_allclose(cm.length(v).numpy(), float_ref.length(v_ref), rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------

@@ -5,12 +5,12 @@ Each function carries an ``experimental_implements`` NameAttrList with
 every call by one TFLite CUSTOM op whose name is the NameAttrList name and
 whose inputs are the function arguments (a constant argument, such as the
 routing weights, becomes a constant input).  The bodies use the same float
-math as the Keras layers (``tflm_caps.layers.ops``): they define what the
+math as the Keras layers (``tflm_caps.layers.capsule_math``): they define what the
 float ``.tflite`` means and let the export be checked against Keras.
 """
 import tensorflow as tf
 
-from tflm_caps.layers import ops
+from tflm_caps.layers import capsule_math
 
 SQUASH = "TFLMCaps_Squash"
 CLASS_CAPS = "TFLMCaps_ClassCaps"
@@ -29,19 +29,19 @@ def implements(name, **int_attrs):
 def squash_fn():
     # Only tensors are arguments: each argument becomes an op input.
     def body(x):
-        return ops.squash(x)
+        return capsule_math.squash(x)
     return tf.function(body, autograph=False, experimental_implements=implements(SQUASH))
 
 
 def length_fn():
     def body(v):
-        return ops.length(v)
+        return capsule_math.length(v)
     return tf.function(body, autograph=False, experimental_implements=implements(LENGTH))
 
 
 def class_caps_fn(num_routing, store_predictions=True):
     """u [B, N_in, D_in], W [N_in, N_out, D_out, D_in] -> v [B, N_out, D_out]."""
     def body(u, w):
-        return ops.dynamic_routing(ops.predictions(u, w), num_routing)
+        return capsule_math.dynamic_routing(capsule_math.predictions(u, w), num_routing)
     return tf.function(body, autograph=False, experimental_implements=implements(
         CLASS_CAPS, num_routing=num_routing, store_predictions=int(bool(store_predictions))))

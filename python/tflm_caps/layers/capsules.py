@@ -10,9 +10,10 @@ import numbers
 import keras
 import tensorflow as tf
 
-from tflm_caps.layers import ops
+from tflm_caps.layers import capsule_math
 
 _register = keras.saving.register_keras_serializable(package="tflm_caps")
+InputSpec = keras.layers.InputSpec
 
 
 def _positive_int(value, layer, arg):
@@ -32,14 +33,37 @@ def _pair(value, layer, arg):
 
 @_register
 class Squash(keras.layers.Layer):
-    """squash(s) = |s|^2/(1+|s|^2) * s/|s| along ``axis`` (zero maps to zero)."""
+    """Squash nonlinearity of capsule vectors: `|s|^2 / (1 + |s|^2) * s / |s|`.
+
+    Shrinks each vector along `axis` to a length in [0, 1) without changing
+    its direction; a zero vector maps to an exact zero (value and gradient).
+
+    Args:
+        axis: Integer, the axis holding the capsule dimension. Defaults to `-1`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        Arbitrary, e.g. `(batch_size, num_capsules, capsule_dim)`.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import Squash
+    >>> s = np.array([[[3.0, 4.0], [0.0, 0.0]]], "float32")
+    >>> print(np.round(Squash()(s).numpy(), 4))
+    [[[0.5769 0.7692]
+      [0.     0.    ]]]
+    """
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = int(axis)
 
     def call(self, inputs):
-        return ops.squash(inputs, axis=self.axis)
+        return capsule_math.squash(inputs, axis=self.axis)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -50,13 +74,40 @@ class Squash(keras.layers.Layer):
 
 @_register
 class PrimaryCaps(keras.layers.Layer):
-    """Conv2D -> reshape to capsules -> squash.
+    """Primary capsules: Conv2D, reshape to capsules, squash.
 
-    The convolution has ``num_capsules * capsule_dim`` filters.  Its NHWC
-    output ``[B, H', W', num_capsules*capsule_dim]`` is reshaped row-major to
-    ``[B, H'*W'*num_capsules, capsule_dim]``: capsule ``(y*W' + x)*num_capsules
-    + k`` holds conv channels ``[k*capsule_dim, (k+1)*capsule_dim)`` at grid
-    position (y, x).  A builtin CONV_2D + RESHAPE reproduces this exactly.
+    The convolution (attribute `conv`) has `num_capsules * capsule_dim`
+    filters.  Its NHWC output `(batch, H', W', num_capsules * capsule_dim)`
+    is reshaped row-major: capsule `(y * W' + x) * num_capsules + k` holds
+    conv channels `[k * capsule_dim, (k + 1) * capsule_dim)` at grid
+    position `(y, x)`.  A builtin CONV_2D + RESHAPE reproduces this exactly.
+
+    Args:
+        num_capsules: Integer, capsules per grid position (capsule types).
+        capsule_dim: Integer, dimension of each capsule.
+        kernel_size: Integer or pair, the convolution window.
+        strides: Integer or pair, the convolution strides. Defaults to `1`.
+        padding: `"valid"` or `"same"`. Defaults to `"valid"`.
+        activation: Activation applied to the convolution before the
+            squash. Defaults to `None`.
+        kernel_initializer: Initializer of the convolution kernel.
+            Defaults to `"glorot_uniform"`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        4D tensor `(batch_size, height, width, channels)`.
+
+    Output shape:
+        3D tensor `(batch_size, H' * W' * num_capsules, capsule_dim)` where
+        `(H', W') = grid_shape(input_shape)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import PrimaryCaps
+    >>> x = np.random.rand(2, 20, 20, 16).astype("float32")
+    >>> print(PrimaryCaps(8, 4, kernel_size=9, strides=2)(x).shape)
+    (2, 288, 4)
     """
 
     def __init__(self, num_capsules, capsule_dim, kernel_size, strides=1,
@@ -78,6 +129,7 @@ class PrimaryCaps(keras.layers.Layer):
             self.num_capsules * self.capsule_dim, self.kernel_size, strides=self.strides,
             padding=self.padding, activation=self.activation,
             kernel_initializer=self.kernel_initializer, name="conv")
+        self.input_spec = InputSpec(ndim=4)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -89,6 +141,7 @@ class PrimaryCaps(keras.layers.Layer):
                              f"small for kernel {self.kernel_size} stride {self.strides} "
                              f"with '{self.padding}' padding")
         self.conv.build(tuple(input_shape))
+        self.input_spec = InputSpec(ndim=4, axes={-1: input_shape[-1]})
         self.built = True
 
     def grid_shape(self, input_shape):
@@ -109,7 +162,7 @@ class PrimaryCaps(keras.layers.Layer):
         if h is None or w is None:
             raise ValueError(f"PrimaryCaps '{self.name}': spatial input size must be known")
         x = tf.reshape(x, [-1, h * w * self.num_capsules, self.capsule_dim])
-        return ops.squash(x)
+        return capsule_math.squash(x)
 
     def compute_output_shape(self, input_shape):
         h, w = self.grid_shape(input_shape)
@@ -130,13 +183,26 @@ class PrimaryCaps(keras.layers.Layer):
 
 @_register
 class CapsuleInitializer(keras.initializers.Initializer):
-    """Normal init for W ``[N_in, N_out, D_out, D_in]`` sized for routing.
+    """Normal initializer of the `ClassCaps` weight, sized for routing.
 
-    Initially every coupling is 1/N_out, so s_j = (1/N_out) sum_i W_ij u_i.
-    With W entries of standard deviation ``gain * N_out / sqrt(N_in * D_in
-    * D_out)`` and unit-length inputs, |s_j| starts near ``gain``: the squash
-    is then neither saturated nor in its flat region near 0, where its
-    derivative (about 2|s|) would starve the margin loss of gradient.
+    Initially every coupling is `1 / N_out`, so `s_j = (1 / N_out) sum_i
+    W_ij u_i`.  With weights of standard deviation `gain * N_out /
+    sqrt(N_in * D_in * D_out)` and unit-length inputs, `|s_j|` starts near
+    `gain`: the squash is then neither saturated nor in its flat region near
+    0, where its derivative (about `2 |s|`) would starve the margin loss of
+    gradient.
+
+    Args:
+        gain: Float, the initial length of the output capsules' input
+            `s_j`. Defaults to `0.5`.
+        seed: Integer or `None`, the random seed.
+
+    Example:
+
+    >>> from tflm_caps.layers import CapsuleInitializer
+    >>> W = CapsuleInitializer(seed=1)((1152, 10, 16, 8))
+    >>> print(W.shape)
+    (1152, 10, 16, 8)
     """
 
     def __init__(self, gain=0.5, seed=None):
@@ -159,10 +225,37 @@ class CapsuleInitializer(keras.initializers.Initializer):
 class ClassCaps(keras.layers.Layer):
     """Class capsules with dynamic routing-by-agreement (Sabour et al. 2017).
 
-    Input u ``[B, N_in, D_in]``; weight ``W`` ``[N_in, N_out, D_out, D_in]``
-    (no bias); output v ``[B, N_out, D_out]``.  See ``ops.dynamic_routing``.
-    ``stop_gradient_routing`` (default True) treats the coupling
-    coefficients as constants in back-propagation.
+    Each input capsule `u_i` predicts every output capsule through its own
+    matrix, `u_hat_ij = W_ij @ u_i`, with the weight `W` of shape
+    `(N_in, num_capsules, capsule_dim, D_in)` (no bias); `routings`
+    iterations of `capsule_math.dynamic_routing` combine the predictions.
+    Calling the layer with `return_intermediates=True` also returns the
+    routing trace (logits, couplings, `s` and `v` of every iteration).
+
+    Args:
+        num_capsules: Integer, number of output capsules `N_out`.
+        capsule_dim: Integer, dimension `D_out` of each output capsule.
+        routings: Integer >= 1, routing iterations. Defaults to `3`.
+        kernel_initializer: Initializer of `W`. Defaults to
+            `CapsuleInitializer()`.
+        stop_gradient_routing: Boolean; when `True` (the default) the
+            coupling coefficients act as constants in back-propagation.
+            Forward values are the same either way.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        3D tensor `(batch_size, N_in, D_in)` with known `N_in` and `D_in`.
+
+    Output shape:
+        3D tensor `(batch_size, num_capsules, capsule_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import ClassCaps
+    >>> u = np.random.rand(2, 1152, 8).astype("float32")
+    >>> print(ClassCaps(10, 16, routings=3)(u).shape)
+    (2, 10, 16)
     """
 
     def __init__(self, num_capsules, capsule_dim, routings=3, kernel_initializer=None,
@@ -178,6 +271,7 @@ class ClassCaps(keras.layers.Layer):
         self.stop_gradient_routing = bool(stop_gradient_routing)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer if kernel_initializer is not None else CapsuleInitializer())
+        self.input_spec = InputSpec(ndim=3)
 
     def build(self, input_shape):
         if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
@@ -191,16 +285,13 @@ class ClassCaps(keras.layers.Layer):
             shape=(self.input_num_capsules, self.num_capsules, self.capsule_dim,
                    self.input_capsule_dim),
             initializer=self.kernel_initializer, trainable=True)
+        self.input_spec = InputSpec(
+            ndim=3, axes={1: self.input_num_capsules, 2: self.input_capsule_dim})
         self.built = True
 
     def call(self, inputs, return_intermediates=False):
-        got = tuple(inputs.shape[1:])
-        if len(got) != 2 or got != (self.input_num_capsules, self.input_capsule_dim):
-            raise ValueError(f"ClassCaps '{self.name}': built for input capsules "
-                             f"[batch, {self.input_num_capsules}, {self.input_capsule_dim}], "
-                             f"got shape {tuple(inputs.shape)}")
-        u_hat = ops.predictions(inputs, tf.cast(self.W, inputs.dtype))
-        return ops.dynamic_routing(u_hat, self.routings,
+        u_hat = capsule_math.predictions(inputs, tf.cast(self.W, inputs.dtype))
+        return capsule_math.dynamic_routing(u_hat, self.routings,
                                    return_intermediates=return_intermediates,
                                    stop_gradient=self.stop_gradient_routing)
 
@@ -220,10 +311,35 @@ class ClassCaps(keras.layers.Layer):
 
 @_register
 class Length(keras.layers.Layer):
-    """Capsule lengths: ``[B, N, D]`` -> ``[B, N]`` (exactly 0 for zero capsules)."""
+    """Capsule lengths (Euclidean norms along the last axis).
+
+    The length of a zero capsule is exactly 0, with a zero gradient.
+
+    Args:
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        Tensor `(batch_size, ..., capsule_dim)`, typically
+        `(batch_size, num_capsules, capsule_dim)`.
+
+    Output shape:
+        The input shape without its last axis, e.g. `(batch_size, num_capsules)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import Length
+    >>> v = np.array([[[3.0, 4.0], [0.0, 0.0]]], "float32")
+    >>> print(Length()(v).numpy())
+    [[5. 0.]]
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.input_spec = InputSpec(min_ndim=2)
 
     def call(self, inputs):
-        return ops.length(inputs)
+        return capsule_math.length(inputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1])
@@ -231,11 +347,32 @@ class Length(keras.layers.Layer):
 
 @_register
 class Mask(keras.layers.Layer):
-    """Keep one capsule per sample and flatten: ``[B, N, D]`` -> ``[B, N*D]``.
+    """Keep one capsule per sample, zero the others and flatten.
 
-    Called as ``Mask()([capsules, labels])`` it keeps the labelled capsule
-    (labels one-hot ``[B, N]`` or class ids ``[B]``/``[B, 1]``); called as
-    ``Mask()(capsules)`` (or with labels None) it keeps the longest capsule.
+    Called as `Mask()([capsules, labels])` it keeps the labelled capsule;
+    called as `Mask()(capsules)` (or with labels `None`) it keeps the
+    longest one.  The decoder of Sabour et al. reads its output.
+
+    Args:
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        `capsules`: 3D tensor `(batch_size, num_capsules, capsule_dim)`;
+        `labels` (optional): one-hot `(batch_size, num_capsules)` or class
+        ids `(batch_size,)` / `(batch_size, 1)`.
+
+    Output shape:
+        2D tensor `(batch_size, num_capsules * capsule_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import Mask
+    >>> caps = np.array([[[1.0, 1.0], [3.0, 4.0]]], "float32")
+    >>> print(Mask()(caps).numpy())
+    [[0. 0. 3. 4.]]
+    >>> print(Mask()([caps, np.array([0])]).numpy())
+    [[1. 1. 0. 0.]]
     """
 
     def call(self, inputs):
@@ -249,7 +386,7 @@ class Mask(keras.layers.Layer):
                                  f"[capsules, labels], got {len(inputs)} inputs")
         else:
             capsules, labels = inputs, None
-        return ops.one_hot_mask(capsules, labels)
+        return capsule_math.one_hot_mask(capsules, labels)
 
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
@@ -261,10 +398,30 @@ class Mask(keras.layers.Layer):
 
 @_register
 class Decoder(keras.layers.Layer):
-    """Reconstruction decoder: Dense 512 relu, Dense 1024 relu, Dense sigmoid.
+    """Reconstruction decoder: Dense relu layers, then Dense sigmoid pixels.
 
-    Maps the masked capsules ``[B, N*D]`` to an image of ``target_shape``
-    (e.g. ``(28, 28, 1)``) with pixel values in (0, 1).
+    Maps the masked capsules to an image of `target_shape` with pixel
+    values in (0, 1) (Sabour et al.: Dense 512, Dense 1024, Dense pixels).
+
+    Args:
+        target_shape: Tuple of integers, the image shape, e.g. `(28, 28, 1)`.
+        hidden_units: Tuple of integers, units of the relu layers.
+            Defaults to `(512, 1024)`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        2D tensor `(batch_size, features)`, e.g. the output of `Mask`.
+
+    Output shape:
+        `(batch_size, *target_shape)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tflm_caps.layers import Decoder
+    >>> x = np.random.rand(2, 160).astype("float32")
+    >>> print(Decoder((28, 28, 1))(x).shape)
+    (2, 28, 28, 1)
     """
 
     def __init__(self, target_shape, hidden_units=(512, 1024), **kwargs):
@@ -276,9 +433,11 @@ class Decoder(keras.layers.Layer):
                        for k, u in enumerate(self.hidden_units)]
         self.output_dense = keras.layers.Dense(math.prod(self.target_shape),
                                                activation="sigmoid", name="pixels")
+        self.input_spec = InputSpec(ndim=2)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
+        self.input_spec = InputSpec(ndim=2, axes={-1: shape[-1]})
         for layer in self.hidden:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)

@@ -1,6 +1,6 @@
 """Float (float64 numpy) reference of the capsule ops.
 
-Same equations as tflm_caps.layers.ops (Sabour et al. 2017), without
+Same equations as tflm_caps.layers.capsule_math (Sabour et al. 2017), without
 TensorFlow, with leading batch axes allowed.  class_caps_float returns the
 intermediates whose quantization the integer kernels need.
 """

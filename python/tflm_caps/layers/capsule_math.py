@@ -1,8 +1,9 @@
 """Capsule math as small pure TensorFlow functions.
 
-The Keras layers in this package are thin wrappers around these functions,
-so the converter (which wraps them in fusable composite functions) and the
-tests use exactly the same equations as training.
+The Keras layers and losses in this package are thin wrappers around these
+functions, so the converter (which wraps them in fusable composite
+functions) and the tests use exactly the same equations as training.  (The
+module is not called ``ops`` so that it does not read as ``keras.ops``.)
 
 Shapes: capsule tensors are ``[batch, capsules, dim]``; routing tensors use
 ``i`` for input capsules, ``j`` for output capsules.
@@ -139,30 +140,3 @@ def is_integer_labels(labels, num_classes):
         return True
     last = labels.shape[-1] if rank else None
     return bool(rank == 2 and last == 1 and num_classes not in (None, 1))
-
-
-def margin_loss(y_true, lengths, m_plus=0.9, m_minus=0.1, lambda_=0.5):
-    """Per-sample margin loss (Sabour et al. 2017), shape ``[B]``.
-
-    L = sum_k T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2.
-    y_true: one-hot ``[B, N]`` or class ids ``[B]`` / ``[B, 1]``.
-    """
-    lengths = tf.convert_to_tensor(lengths)
-    y_true = tf.convert_to_tensor(y_true)
-    num = lengths.shape[-1]
-    if is_integer_labels(y_true, num):
-        y_true = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), depth=num,
-                            dtype=lengths.dtype)
-    else:
-        y_true = tf.cast(y_true, lengths.dtype)
-    present = y_true * tf.square(tf.nn.relu(m_plus - lengths))
-    absent = lambda_ * (1.0 - y_true) * tf.square(tf.nn.relu(lengths - m_minus))
-    return tf.reduce_sum(present + absent, axis=-1)
-
-
-def sum_squared_error(y_true, y_pred):
-    """Per-sample sum of squared differences over all non-batch axes, ``[B]``."""
-    y_pred = tf.convert_to_tensor(y_pred)
-    y_true = tf.cast(tf.convert_to_tensor(y_true), y_pred.dtype)
-    diff = tf.reshape(y_true - y_pred, [tf.shape(y_pred)[0], -1])
-    return tf.reduce_sum(tf.square(diff), axis=-1)
