@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 mkdir -p out
-tflm-caps demo --workdir out --json out/report.json "$@"
+tflm-caps demo --workdir out --report out/report.json "$@"
