@@ -5,8 +5,8 @@ Each function carries an ``experimental_implements`` NameAttrList with
 every call by one TFLite CUSTOM op whose name is the NameAttrList name and
 whose inputs are the function arguments (a constant argument, such as the
 routing weights, becomes a constant input).  The bodies use the same float
-math as the Keras layers (``tflm_caps.layers.capsule_math``): they define what the
-float ``.tflite`` means and let the export be checked against Keras.
+math as the Keras layers (``tflm_caps.layers.capsule_math``): they define
+what the float ``.tflite`` means and let the export be checked against Keras.
 """
 import tensorflow as tf
 
