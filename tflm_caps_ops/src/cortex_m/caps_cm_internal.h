@@ -8,7 +8,8 @@
 #include <stdint.h>
 
 #include "caps_cm_dsp.h"
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "../common/caps_nn_backend_math.h"
+#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_functions.h"
 
 /* Requantization of an accumulator that is already doubled (acc2 = 2 acc),
@@ -72,11 +73,5 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
 /* All predictions [n_in, n_out*dim_out] of a layer (stored mode). */
 void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
                            int8_t *u_hat, int32_t n_in);
-
-/* Aligns p up to a multiple of `align` (a power of two). */
-CAPS_CM_INLINE void *caps_cm_align(void *p, uintptr_t align)
-{
-    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
-}
 
 #endif /* TFLM_CAPS_CM_INTERNAL_H */

@@ -8,7 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "../common/caps_nn_backend_math.h"
+#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_backend_riscv.h"
 #include "tflm_caps/caps_nn_functions.h"
 
@@ -95,10 +96,5 @@ void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const in
 /* All predictions [n_in, n_out*dim_out], input capsules split over the cores. */
 void caps_rv_predict_all(const caps_rv_pred *pc, const int8_t *input, const int8_t *weights,
                          int8_t *u_hat);
-
-CAPS_RV_INLINE void *caps_rv_align(void *p, uintptr_t align)
-{
-    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
-}
 
 #endif /* TFLM_CAPS_RV_INTERNAL_H */
