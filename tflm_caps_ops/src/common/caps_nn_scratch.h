@@ -4,7 +4,8 @@
  * The one place that decides where each buffer of caps_predictions_s8,
  * caps_dynamic_routing_s8 and caps_class_caps_s8 lives in ctx->buf:
  * caps_*_get_buffer_size (caps_nn_checks.c) report its sizes and every
- * backend carves its pointers from it, so the two cannot disagree.
+ * backend takes its pointers from caps_nn_routing_carve, so the two cannot
+ * disagree.
  *
  * ctx->buf may have any alignment: the buffer sizes include 8 bytes to
  * align its start, and every offset below is from that 8-aligned start

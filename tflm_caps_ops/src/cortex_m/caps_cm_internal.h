@@ -33,6 +33,29 @@ CAPS_CM_INLINE int32_t caps_cm_requant(int32_t x, const caps_bm_requant *q)
     return (t + ((x >> 31) & q->fix)) >> q->rshift;
 }
 
+/* sum (x - zp)^2 of one capsule: SXTAB16 folds the zero point in, SMLAD
+ * squares and adds two lanes. */
+CAPS_CM_INLINE uint32_t caps_cm_squared_norm(const int8_t *x, int32_t dim, int32_t zp)
+{
+    int32_t sq = 0;
+    int32_t k = 0;
+#if CAPS_CM_DSP
+    const uint32_t nzp = (uint32_t)(uint16_t)(int16_t)(-zp) * 0x00010001u;
+    for (; k + 4 <= dim; k += 4) {
+        const uint32_t w = caps_cm_read_s8x4(x + k);
+        const uint32_t a = caps_cm_sxtab16(nzp, w);
+        const uint32_t b = caps_cm_sxtab16_ror8(nzp, w);
+        sq = caps_cm_smlad(a, a, sq);
+        sq = caps_cm_smlad(b, b, sq);
+    }
+#endif
+    for (; k < dim; ++k) {
+        const int32_t y = x[k] - zp;
+        sq += y * y;
+    }
+    return (uint32_t)sq;
+}
+
 /* Output capsules whose requantization is cached in caps_cm_pred. */
 #define CAPS_CM_PRED_CACHED 32
 

@@ -11,12 +11,6 @@
 
 #include "caps_cm_internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define CAPS_CM_UNROLL _Pragma("GCC unroll 16")
-#else
-#define CAPS_CM_UNROLL
-#endif
-
 /* ---------------------------------------------------------------------
  * Sums (caps_cm_routing_sums.c).
  * ------------------------------------------------------------------- */
@@ -44,7 +38,7 @@ typedef struct {
     caps_bm_requant carry;
     caps_nn_requant agree_raw;
     caps_nn_requant carry_raw;
-    const int32_t *carry_tab; /* CAPS_CM_UPDATE_CARRY: requantize(b, carry) at [b], b in [-128, 127] */
+    const int32_t *carry_tab; /* kind CARRY: requantize(b, carry) at [b], b in [-128, 127] */
     int32_t has_carry; /* update u >= 1 */
     int32_t kind;      /* CAPS_CM_UPDATE_* */
 } caps_cm_update;
@@ -69,7 +63,7 @@ void caps_cm_routing_agree_block(const caps_cm_agreement *ag, const caps_nn_rout
                                  int32_t n, int32_t n_out, int32_t dim);
 
 /* Phase B: the Q15 couplings of the block's logits b [n][n_out] into
- * sc->cbuf. */
+ * sc->cbuf (rows: the block's predictions, for a coupling of exactly 2^15). */
 void caps_cm_routing_softmax_block(const caps_nn_routing_buffers *sc, const int8_t *rows,
                                    size_t md, const int8_t *b, int32_t n, int32_t n_out,
                                    int32_t dim);

@@ -13,7 +13,6 @@
  * agreement costs one load and two SXTB16 per 4 dims of u_hat only: per
  * output capsule, per 4 dims the halfword pairs (v0, v2) and (v1, v3),
  * then (v4, v5)-style pairs for the tail and a last single value. */
-
 CAPS_CM_INLINE int32_t vprep_words(int32_t dim)
 {
     return 2 * (dim / 4) + (dim % 4) / 2 + (dim % 2);
@@ -30,7 +29,8 @@ static void prepare_v(const int8_t *v, int32_t n_out, int32_t dim, uint32_t *out
             *out++ = caps_cm_sxtb16_ror8(w);
         }
         if (dim - d >= 2) {
-            *out++ = ((uint32_t)(uint16_t)(int16_t)x[d]) | ((uint32_t)(uint16_t)(int16_t)x[d + 1] << 16);
+            *out++ = ((uint32_t)(uint16_t)(int16_t)x[d]) |
+                     ((uint32_t)(uint16_t)(int16_t)x[d + 1] << 16);
             d += 2;
         }
         if (d < dim) {
@@ -83,6 +83,7 @@ CAPS_CM_INLINE int32_t agree_dot_plain(const int8_t *u, const int8_t *v, int32_t
     return acc;
 }
 
+/* The constants of logit update u and the fastest kind that is exact. */
 static caps_cm_update update_init(const caps_routing_params *params, int32_t u, int32_t dim)
 {
     caps_cm_update up;
@@ -169,8 +170,8 @@ CAPS_CM_INLINE void phase_a_dim(const caps_cm_update *up, const int32_t kind, co
 
 /* One block of phases A and B, dispatched on constant dims and update kind. */
 CAPS_CM_INLINE void phase_ab_block_dim(const caps_cm_update *up, const int32_t kind,
-                                       const caps_nn_routing_buffers *sc, const int8_t *rows, size_t md,
-                                       const uint32_t *vp, const int8_t *v, int32_t i0,
+                                       const caps_nn_routing_buffers *sc, const int8_t *rows,
+                                       size_t md, const uint32_t *vp, const int8_t *v, int32_t i0,
                                        int32_t n, int32_t n_out, const int32_t dim)
 {
     int8_t *b = sc->logits + (size_t)i0 * n_out;
@@ -183,8 +184,8 @@ CAPS_CM_INLINE void phase_ab_block_dim(const caps_cm_update *up, const int32_t k
 }
 
 CAPS_CM_INLINE void phase_ab_block_kind(const caps_cm_update *up, const int32_t kind,
-                                        const caps_nn_routing_buffers *sc, const int8_t *rows, size_t md,
-                                        const uint32_t *vp, const int8_t *v, int32_t i0,
+                                        const caps_nn_routing_buffers *sc, const int8_t *rows,
+                                        size_t md, const uint32_t *vp, const int8_t *v, int32_t i0,
                                         int32_t n, int32_t n_out, int32_t dim)
 {
     /* shapes of the published CapsNets get unrolled agreement loops with

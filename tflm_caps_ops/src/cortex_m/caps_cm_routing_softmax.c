@@ -9,6 +9,11 @@
 #include "caps_cm_routing.h"
 
 #define CM_EBUF 32 /* couplings of up to this many output capsules kept on the stack */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CM_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CM_UNROLL
+#endif
 
 /* Per-byte signed maximum of two words of four int8. */
 CAPS_CM_INLINE uint32_t caps_cm_max_s8x4(uint32_t a, uint32_t b)
@@ -67,8 +72,8 @@ CAPS_CM_INLINE int32_t max_logit(const int8_t *b, int32_t n)
 /* Phase B for one input capsule: the Q15 couplings of its logits b[0..n_out)
  * into column `col` of the block buffer. */
 CAPS_CM_INLINE void phase_b_capsule(const caps_nn_routing_buffers *sc, const int8_t *restrict row,
-                            const int8_t *restrict b, const int32_t n_out, const int32_t dim,
-                            int32_t col)
+                                    const int8_t *restrict b, const int32_t n_out,
+                                    const int32_t dim, int32_t col)
 {
     uint32_t ebuf[CM_EBUF];
     const int32_t mx = max_logit(b, n_out);
@@ -78,7 +83,7 @@ CAPS_CM_INLINE void phase_b_capsule(const caps_nn_routing_buffers *sc, const int
     int32_t j = 0;
     if (keep) {
         /* pairs of exponentials (each <= 2^30) add without carry in 32 bits */
-        CAPS_CM_UNROLL
+        CM_UNROLL
         for (; j + 2 <= n_out; j += 2) {
             const uint32_t e0 = table[mx - b[j]];
             const uint32_t e1 = table[mx - b[j + 1]];
@@ -99,7 +104,7 @@ CAPS_CM_INLINE void phase_b_capsule(const caps_nn_routing_buffers *sc, const int
     int16_t *restrict c = sc->cbuf + col;
     const int32_t block = sc->block;
     if (keep) {
-        CAPS_CM_UNROLL
+        CM_UNROLL
         for (j = 0; j < n_out; ++j) {
             c[(size_t)j * block] = (int16_t)caps_cm_coupling_q15(ebuf[j], recip);
         }
@@ -125,8 +130,9 @@ CAPS_CM_INLINE void phase_b_capsule(const caps_nn_routing_buffers *sc, const int
     }
 }
 
-CAPS_CM_INLINE void phase_b_block_n(const caps_nn_routing_buffers *sc, const int8_t *rows, size_t md,
-                                    const int8_t *b, int32_t n, const int32_t n_out, int32_t dim)
+CAPS_CM_INLINE void phase_b_block_n(const caps_nn_routing_buffers *sc, const int8_t *rows,
+                                    size_t md, const int8_t *b, int32_t n, const int32_t n_out,
+                                    int32_t dim)
 {
     for (int32_t k = 0; k < n; ++k) {
         phase_b_capsule(sc, rows, b, n_out, dim, k);

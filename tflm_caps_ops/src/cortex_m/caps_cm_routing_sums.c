@@ -178,8 +178,8 @@ CAPS_CM_INLINE void phase_c_pair2(const int8_t *rows, size_t md, const int16_t *
     acc[1] += p1;
 }
 
-CAPS_CM_INLINE void phase_c_dims(const caps_nn_routing_buffers *sc, const int8_t *rows, const size_t md,
-                                 int32_t n, const int32_t n_out, const int32_t dim)
+CAPS_CM_INLINE void phase_c_dims(const caps_nn_routing_buffers *sc, const int8_t *rows,
+                                 const size_t md, int32_t n, const int32_t n_out, const int32_t dim)
 {
     for (int32_t j = 0; j < n_out; ++j) {
         const int16_t *c = sc->cbuf + (size_t)j * sc->block;

@@ -2,7 +2,6 @@
  * dim_in matrix-vector product per input capsule over contiguous W[i]. */
 #include <stddef.h>
 
-#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
 
@@ -20,7 +19,7 @@ caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_
     const size_t rows = (size_t)n_out * (size_t)d_out;
     const int32_t zp = params->input_zp;
     /* u_i - zp, in [-255, 255]; the buffer size has room to align */
-    int16_t *u_off = (int16_t *)(void *)caps_nn_scratch_start(ctx->buf);
+    int16_t *u_off = (int16_t *)(void *)(((uintptr_t)ctx->buf + 7u) & ~(uintptr_t)7u);
 
     for (int32_t i = 0; i < dims->n_in; ++i) {
         const int8_t *u = input + (size_t)i * k_in;
