@@ -28,11 +28,7 @@
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_types.h"
 
-#if defined(__GNUC__)
-#define CAPS_BM_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_BM_INLINE static inline
-#endif
+#define CAPS_BM_INLINE CAPS_NN_INLINE
 
 /* Leading zeros of a non-zero 32-bit value. */
 CAPS_BM_INLINE int32_t caps_bm_clz32(uint32_t x)

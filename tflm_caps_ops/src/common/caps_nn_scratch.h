@@ -32,6 +32,9 @@
  *
  * Valid for dims that pass caps_class_caps_dims_check: every offset is
  * then below 2^32 (n_in n_out dim_out < 2^30, md <= 2^24).
+ *
+ * caps_nn_routing_output, the end of every backend's routing iteration,
+ * goes from acc through s to v.
  */
 #ifndef TFLM_CAPS_CAPS_NN_SCRATCH_H
 #define TFLM_CAPS_CAPS_NN_SCRATCH_H
@@ -39,7 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tflm_caps/caps_nn_types.h"
+#include "tflm_caps/caps_nn_fixedpoint.h"
+#include "tflm_caps/caps_nn_functions.h"
 
 /* Capsules per routing block of the optimized backends: their int32
  * partial sums of c_ij u_hat (|c u| < 2^22) cannot overflow. */
@@ -150,6 +154,20 @@ static inline void caps_nn_routing_carve(void *buf, const caps_class_caps_dims *
     out->block = at.block;
     out->uhat = (int8_t *)(p + at.uhat);
     out->pred = p + at.pred;
+}
+
+/* End of routing iteration r: the sums in sc->acc (pre-shifted by p =
+ * caps_nn_routing_acc_shift(n_in) for r >= 1) requantized into sc->s and
+ * squashed into v = output.  Cannot fail for params that passed
+ * caps_routing_params_check. */
+static inline void caps_nn_routing_output(const caps_nn_routing_buffers *sc,
+                                          const caps_routing_params *params, int32_t r, int32_t p,
+                                          int8_t *output)
+{
+    const caps_caps_dims sdims = {params->n_out, params->dim_out};
+    caps_nn_routing_sums_s8(sc->acc, params->n_out * params->dim_out, r, p,
+                            params->s[r].multiplier, params->s[r].shift, sc->s);
+    (void)caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
 }
 
 #endif /* TFLM_CAPS_CAPS_NN_SCRATCH_H */

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tflm_caps/caps_nn_fixedpoint.h" /* CAPS_NN_INLINE */
+
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define CAPS_CM_DSP 1
@@ -20,11 +22,7 @@
 #define CAPS_CM_DSP 0
 #endif
 
-#if defined(__GNUC__)
-#define CAPS_CM_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_CM_INLINE static inline
-#endif
+#define CAPS_CM_INLINE CAPS_NN_INLINE
 
 /* Four int8 from any address (unaligned LDR on v7-M/v8-M mainline). */
 CAPS_CM_INLINE uint32_t caps_cm_read_s8x4(const int8_t *p)

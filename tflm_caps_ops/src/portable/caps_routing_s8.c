@@ -92,7 +92,6 @@ static void routing_core(const caps_class_caps_dims *dims,
     const int32_t dim = dims->dim_out;
     const size_t md = (size_t)n_out * (size_t)dim;
     const int32_t p = caps_nn_routing_acc_shift(n_in);
-    const caps_caps_dims sdims = {n_out, dim};
 
     for (int32_t r = 0; r < params->routings; ++r) {
         if (r > 0) {
@@ -115,10 +114,7 @@ static void routing_core(const caps_class_caps_dims *dims,
                 accumulate_coupled(sc, b, row, n_out, dim);
             }
         }
-        caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
-                                params->s[r].shift, sc->s);
-        /* cannot fail: the entry check covered these params and dims */
-        (void)caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
+        caps_nn_routing_output(sc, params, r, p, output);
     }
 }
 

@@ -201,13 +201,24 @@ static void phase_c(void *args, int32_t core, int32_t cores)
     }
 }
 
+/* A job over scratch sc; the caller sets where the predictions come from. */
+static void job_init(rv_job *job, const caps_class_caps_dims *dims,
+                     const caps_routing_params *params, const caps_nn_routing_buffers *sc)
+{
+    memset(job, 0, sizeof(*job));
+    job->sc = sc;
+    job->params = params;
+    job->n_in = dims->n_in;
+    job->n_out = dims->n_out;
+    job->dim = dims->dim_out;
+    job->md = (size_t)dims->n_out * (size_t)dims->dim_out;
+}
+
 static void routing_core(rv_job *job, int8_t *output)
 {
     const caps_routing_params *params = job->params;
     const caps_nn_routing_buffers *sc = job->sc;
-    const size_t md = job->md;
     const int32_t p = caps_nn_routing_acc_shift(job->n_in);
-    const caps_caps_dims sdims = {job->n_out, job->dim};
     job->v = output;
 
     for (int32_t r = 0; r < params->routings; ++r) {
@@ -241,10 +252,7 @@ static void routing_core(rv_job *job, int8_t *output)
                 caps_nn_parallel(phase_c, job);
             }
         }
-        caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
-                                params->s[r].shift, sc->s);
-        /* cannot fail: the entry check covered these params and dims */
-        (void)caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
+        caps_nn_routing_output(sc, params, r, p, output);
     }
 }
 
@@ -259,14 +267,8 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     caps_nn_routing_buffers sc;
     caps_nn_routing_carve(ctx->buf, dims, 1, &sc);
     rv_job job;
-    memset(&job, 0, sizeof(job));
-    job.sc = &sc;
-    job.params = params;
+    job_init(&job, dims, params, &sc);
     job.stored = u_hat;
-    job.n_in = dims->n_in;
-    job.n_out = dims->n_out;
-    job.dim = dims->dim_out;
-    job.md = (size_t)dims->n_out * (size_t)dims->dim_out;
     routing_core(&job, output);
     return CAPS_NN_SUCCESS;
 }
@@ -285,16 +287,10 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     caps_rv_pred pc;
     caps_rv_pred_init(&pc, dims, &params->pred);
     rv_job job;
-    memset(&job, 0, sizeof(job));
-    job.sc = &sc;
-    job.params = &params->routing;
+    job_init(&job, dims, &params->routing, &sc);
     job.pc = &pc;
     job.input = input;
     job.weights = weights;
-    job.n_in = dims->n_in;
-    job.n_out = dims->n_out;
-    job.dim = dims->dim_out;
-    job.md = (size_t)dims->n_out * (size_t)dims->dim_out;
     if (store_predictions) {
         caps_rv_predict_all(&pc, input, weights, sc.uhat);
         job.stored = sc.uhat;

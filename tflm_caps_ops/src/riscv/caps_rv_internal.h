@@ -13,11 +13,7 @@
 #include "tflm_caps/caps_nn_backend_riscv.h"
 #include "tflm_caps/caps_nn_functions.h"
 
-#if defined(__GNUC__)
-#define CAPS_RV_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_RV_INLINE static inline
-#endif
+#define CAPS_RV_INLINE CAPS_NN_INLINE
 
 /* Four int8 from any address. */
 CAPS_RV_INLINE uint32_t caps_rv_read_s8x4(const int8_t *p)
