@@ -38,8 +38,10 @@ def _rel(paths):
 
 
 def native_sources():
-    """Sources of the host library: portable kernels + host TFLM glue."""
-    srcs = glob.glob(os.path.join(HERE, OPS, "src", "common", "*.c"))
+    """Sources of the host library: portable kernels + host TFLM glue (the
+    optimized backends' caps_nn_backend_math.c is not part of it)."""
+    srcs = [p for p in glob.glob(os.path.join(HERE, OPS, "src", "common", "*.c"))
+            if os.path.basename(p) != "caps_nn_backend_math.c"]
     srcs += glob.glob(os.path.join(HERE, OPS, "src", "portable", "*.c"))
     srcs += glob.glob(os.path.join(HERE, OPS, "tflm", "*.cc"))
     srcs += glob.glob(os.path.join(HERE, OPS, "host", "*.cc"))
@@ -89,6 +91,7 @@ native = Extension(
     include_dirs=[os.path.join(OPS, "include"), OPS],
     # Headers hold static inline arithmetic: editing one must rebuild.
     depends=_rel(glob.glob(os.path.join(HERE, OPS, "include", "tflm_caps", "*.h"))
+                 + glob.glob(os.path.join(HERE, OPS, "src", "common", "*.h"))
                  + glob.glob(os.path.join(HERE, OPS, "tflm", "*.h"))
                  + glob.glob(os.path.join(HERE, OPS, "host", "*.h"))),
     define_macros=[("TFLM_CAPS_HOST_ABI", "1")],

@@ -6,8 +6,9 @@ flags, memory map, QEMU board and the board clock (SysTick ticks are turned
 into instruction counts with it).  The kernel library is assembled the way
 TFLM's OPTIMIZED_KERNEL_DIR works: ``src/common`` + the backend directory +
 every portable source the backend does not replace by a file of the same
-name.  ``Makefile_internal.inc`` and ``CMakeLists.txt`` in ``tflm_caps_ops``
-follow the same rule.
+name (``src/common/caps_nn_backend_math.c`` only with an optimized
+backend).  ``Makefile_internal.inc`` and ``CMakeLists.txt`` in
+``tflm_caps_ops`` follow the same rule.
 
 Used by the emulated tests, the instruction-count benchmark and directly:
 
@@ -134,13 +135,15 @@ def kernel_sources(backend):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     src = OPS_DIR / "src"
-    sources = sorted((src / "common").glob("*.c"))
+    # the optimized backends' fast exact primitives, built only with one of them
+    backend_math = src / "common" / "caps_nn_backend_math.c"
+    sources = [p for p in sorted((src / "common").glob("*.c")) if p != backend_math]
     portable = sorted((src / "portable").glob("*.c"))
     if backend == "portable":
         return sources + portable
     optimized = sorted((src / backend).glob("*.c"))
     replaced = {p.name for p in optimized}
-    return sources + optimized + [p for p in portable if p.name not in replaced]
+    return sources + [backend_math] + optimized + [p for p in portable if p.name not in replaced]
 
 
 def harness_sources(target):

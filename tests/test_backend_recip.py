@@ -17,12 +17,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 INCLUDE = REPO / "tflm_caps_ops" / "include"
+COMMON = REPO / "tflm_caps_ops" / "src" / "common"
 
 PROGRAM = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "caps_nn_backend_math.h"
 
 /* recip IN OUT: uint64 sums from IN, uint32 reciprocals to OUT */
 static int recip_file(const char *in, const char *out)
@@ -116,7 +117,7 @@ def recip_bin(tmp_path_factory):
     src.write_text(PROGRAM)
     exe = d / "recip"
     subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", str(INCLUDE),
-                    str(src), "-o", str(exe)], check=True)
+                    "-I", str(COMMON), str(src), "-o", str(exe)], check=True)
     return exe
 
 

@@ -1,5 +1,5 @@
 """The exact fast primitives shared by the optimized backends
-(caps_nn_backend_math.h) equal the primitives of caps_nn_fixedpoint.h:
+(src/common/caps_nn_backend_math.h and .c) equal the primitives of caps_nn_fixedpoint.h:
 exhaustively where the domain is small, on millions of random and edge
 values elsewhere.  Compiled for the host (the same C the MCUs run)."""
 import shutil
@@ -10,10 +10,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 INCLUDE = REPO / "tflm_caps_ops" / "include"
+COMMON = REPO / "tflm_caps_ops" / "src" / "common"
 
 PROGRAM = r"""
 #include <stdio.h>
-#include "tflm_caps/caps_nn_backend_math_impl.h"
+#include "caps_nn_backend_math.h"
 
 static uint64_t s = 88172645463325252ull;
 static uint64_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; }
@@ -51,13 +52,23 @@ int main(void)
               (unsigned long long)sum, e);
         if (R < ((uint64_t)1 << 32)) CHECK(r == R, "recip %llu\n", (unsigned long long)sum);
     }
-    /* 64-bit division */
-    for (int k = 0; k < 3000000; ++k) {
-        uint64_t d = rnd() >> (1 + rnd() % 63);
-        if (!d) d = 1;
-        const uint64_t n = rnd() >> 1;
-        CHECK(caps_bm_udiv64(n, d) == n / d, "udiv %llu %llu\n", (unsigned long long)n,
-              (unsigned long long)d);
+    /* exp2 of the routing softmax: every exponent up to the zero result
+     * and beyond, exhaustively, and random ones */
+    for (int32_t w = -70000; w < (32 << 16); ++w)
+        CHECK(caps_bm_exp2_neg_q30(w) == caps_nn_exp2_neg_q30(w), "exp2 %d\n", (int)w);
+    for (int k = 0; k < 1000000; ++k) {
+        const int32_t w = (int32_t)(uint32_t)rnd();
+        CHECK(caps_bm_exp2_neg_q30(w) == caps_nn_exp2_neg_q30(w), "exp2 %d\n", (int)w);
+    }
+    /* the exp table over the whole range of exponent scales */
+    for (int k = 0; k < 20000; ++k) {
+        const caps_nn_requant beta = {(rnd() % 50 == 0) ? 0 : (int32_t)((1u << 30) + (rnd() >> 34)),
+                                      (int32_t)(rnd() % 62) - 31};
+        uint32_t table[256];
+        caps_bm_exp_table(&beta, 0, 256, table);
+        for (int32_t e = 0; e < 256; ++e)
+            CHECK(table[e] == caps_nn_exp_neg_q30(e, beta.multiplier, beta.shift),
+                  "exp table %d %d %d\n", (int)beta.multiplier, (int)beta.shift, (int)e);
     }
     /* squash gain over the whole range of exponents */
     for (int k = 0; k < 1000000; ++k) {
@@ -94,7 +105,8 @@ def test_fast_primitives_equal_reference(tmp_path):
     src.write_text(PROGRAM)
     exe = tmp_path / "math_check"
     proc = subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}",
-                           str(src), "-o", str(exe)], capture_output=True, text=True)
+                           f"-I{COMMON}", str(src), str(COMMON / "caps_nn_backend_math.c"),
+                           "-o", str(exe)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout

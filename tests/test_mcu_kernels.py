@@ -291,6 +291,7 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
         require(target)
         t = mcu_build.get_target(target)
         own = sorted((mcu_build.OPS_DIR / "src" / backend).glob("*.c"))
+        own.append(mcu_build.OPS_DIR / "src" / "common" / "caps_nn_backend_math.c")
         for src in own:
             cmd = [mcu_build.tools(t)[0], *t.cflags, *flags,
                    f"-I{mcu_build.OPS_DIR / 'include'}", str(src), "-o",

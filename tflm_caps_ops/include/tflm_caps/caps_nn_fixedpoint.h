@@ -188,6 +188,26 @@ CAPS_NN_INLINE void caps_nn_routing_sums_s8(const int64_t *acc, int32_t n, int32
     }
 }
 
+/* 2^30 + t: the denominator of the squash factor f below, with t = L^2 in
+ * Q30 (sq * sq_multiplier * 2^(sq_exponent - 1) rounded half up, capped
+ * at 2^62); sq_multiplier >= 0. */
+CAPS_NN_INLINE uint64_t caps_nn_squash_den_q30(uint32_t sq, int32_t sq_multiplier,
+                                               int32_t sq_exponent)
+{
+    const uint64_t cap = (uint64_t)1 << 62;
+    const uint64_t prod = (uint64_t)sq * (uint64_t)(uint32_t)sq_multiplier; /* < 2^61 */
+    const int32_t left = sq_exponent - 1; /* Q30: 2^(e-31) * 2^30 */
+    uint64_t t;
+    if (left >= 0) {
+        t = (left >= 62 || prod > (cap >> left)) ? cap : (prod << left);
+    } else if (-left >= 63) {
+        t = 0;
+    } else {
+        t = (prod + ((uint64_t)1 << (-left - 1))) >> -left;
+    }
+    return ((uint64_t)1 << 30) + t;
+}
+
 /* Squash gain G in Q24 for a capsule with squared offset norm sq
  * (sq = sum (x - zp)^2 < 2^30):  G = 128 * f / |y|,  f = L^2 / (1 + L^2),
  * L^2 = sq * scale^2 = sq * sq_multiplier * 2^(sq_exponent - 31).
@@ -202,18 +222,7 @@ CAPS_NN_INLINE uint32_t caps_nn_squash_gain(uint32_t sq, int32_t sq_multiplier,
     if (sq == 0 || sq_multiplier <= 0) {
         return 0;
     }
-    const uint64_t cap = (uint64_t)1 << 62;
-    const uint64_t prod = (uint64_t)sq * (uint64_t)(uint32_t)sq_multiplier; /* < 2^61 */
-    const int32_t left = sq_exponent - 1; /* Q30: 2^(e-31) * 2^30 */
-    uint64_t t;
-    if (left >= 0) {
-        t = (left >= 62 || prod > (cap >> left)) ? cap : (prod << left);
-    } else if (-left >= 63) {
-        t = 0;
-    } else {
-        t = (prod + ((uint64_t)1 << (-left - 1))) >> -left;
-    }
-    const uint64_t den = ((uint64_t)1 << 30) + t;
+    const uint64_t den = caps_nn_squash_den_q30(sq, sq_multiplier, sq_exponent);
     const uint64_t f = ((uint64_t)1 << 30) - ((((uint64_t)1 << 60) + (den >> 1)) / den);
     const uint64_t r = caps_nn_norm_q16(sq);
     return (uint32_t)((f * ((uint64_t)1 << 17) + (r >> 1)) / r);

@@ -84,6 +84,12 @@ caps_nn_status caps_squash_s8_args_check(const caps_nn_context *ctx, const caps_
                                          const caps_squash_params *params, const int8_t *input,
                                          const int8_t *output, const int32_t **table);
 
+/* Entry check of caps_length_s8 (input and output may be NULL when
+ * dims->n_caps is 0). */
+caps_nn_status caps_length_s8_args_check(const caps_caps_dims *dims,
+                                        const caps_length_params *params, const int8_t *input,
+                                        const int8_t *output);
+
 /* Entry checks of the three class-capsule kernels (params, pointers and
  * scratch size), one per kernel so every backend refuses the same calls. */
 caps_nn_status caps_predictions_s8_args_check(const caps_nn_context *ctx,

@@ -20,7 +20,8 @@ extern "C" {
 typedef enum {
     CAPS_NN_SUCCESS = 0,        /* no error */
     CAPS_NN_ARG_ERROR = -1,     /* bad dims, params, pointers or buffer size */
-    CAPS_NN_NO_IMPL_ERROR = -2  /* combination not implemented by this backend */
+    CAPS_NN_NO_IMPL_ERROR = -2  /* reserved (CMSIS-NN's NO_IMPL): no backend returns it,
+                                   each implements every valid call */
 } caps_nn_status;
 
 /* Largest number of routing iterations the parameter structs hold. */

@@ -5,9 +5,8 @@
  */
 #include <stddef.h>
 
+#include "caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_functions.h"
-
-#define A8(x) (((x) + 7) & ~(int64_t)7)
 
 /* Largest scratch size we report (leaves room for the caller's rounding). */
 #define CAPS_NN_MAX_BUFFER ((int64_t)INT32_MAX - 65536)
@@ -98,33 +97,19 @@ caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
     return CAPS_NN_SUCCESS;
 }
 
-static int64_t predictions_bytes(const caps_class_caps_dims *dims)
-{
-    return A8((int64_t)2 * dims->dim_in) + 8; /* + aligning the caller's pointer */
-}
-
-static int64_t routing_bytes(const caps_class_caps_dims *dims)
-{
-    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
-    const int64_t block = dims->n_in < 256 ? dims->n_in : 256;
-    /* The last term is the coupling block of the optimized backends (Q15
-     * couplings of up to 256 input capsules): with it they process routing
-     * in large blocks; the portable kernel leaves it unused. */
-    return A8((int64_t)dims->n_in * dims->n_out) + 8 * md + A8(md) + 1024 +
-           A8((int64_t)4 * dims->n_out) + 8 + A8((int64_t)2 * dims->n_out * block);
-}
-
 static int32_t checked(int64_t bytes)
 {
     return bytes > CAPS_NN_MAX_BUFFER ? -1 : (int32_t)bytes;
 }
 
+/* The buffer sizes: 8 bytes to align ctx->buf, then the layout of
+ * caps_nn_scratch.h. */
 int32_t caps_predictions_s8_get_buffer_size(const caps_class_caps_dims *dims)
 {
     if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    return checked(predictions_bytes(dims));
+    return checked((int64_t)caps_nn_predictions_scratch_bytes(dims));
 }
 
 int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims)
@@ -132,7 +117,9 @@ int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims
     if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    return checked(routing_bytes(dims));
+    caps_nn_routing_scratch layout;
+    caps_nn_routing_scratch_layout(dims, 1, &layout);
+    return checked(8 + (int64_t)layout.routing_end);
 }
 
 int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
@@ -141,14 +128,26 @@ int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
     if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
-    const int64_t uhat = store_predictions ? A8((int64_t)dims->n_in * md) : A8(md);
-    return checked(routing_bytes(dims) + uhat + predictions_bytes(dims));
+    caps_nn_routing_scratch layout;
+    caps_nn_routing_scratch_layout(dims, store_predictions != 0, &layout);
+    return checked(8 + (int64_t)layout.end);
 }
 
 static int context_ok(const caps_nn_context *ctx, int32_t need)
 {
     return ctx != NULL && ctx->buf != NULL && ctx->size >= need;
+}
+
+caps_nn_status caps_length_s8_args_check(const caps_caps_dims *dims,
+                                        const caps_length_params *params, const int8_t *input,
+                                        const int8_t *output)
+{
+    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
+        caps_length_params_check(params) != CAPS_NN_SUCCESS ||
+        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return CAPS_NN_SUCCESS;
 }
 
 caps_nn_status caps_predictions_s8_args_check(const caps_nn_context *ctx,

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tflm_caps/caps_nn_fixedpoint.h" /* CAPS_NN_INLINE */
+
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define CAPS_CM_DSP 1
@@ -20,11 +22,7 @@
 #define CAPS_CM_DSP 0
 #endif
 
-#if defined(__GNUC__)
-#define CAPS_CM_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_CM_INLINE static inline
-#endif
+#define CAPS_CM_INLINE CAPS_NN_INLINE
 
 /* Four int8 from any address (unaligned LDR on v7-M/v8-M mainline). */
 CAPS_CM_INLINE uint32_t caps_cm_read_s8x4(const int8_t *p)
@@ -73,12 +71,6 @@ CAPS_CM_INLINE int32_t caps_cm_smlad(uint32_t x, uint32_t y, int32_t acc)
 /* x.lo*y.lo + x.hi*y.hi. */
 CAPS_CM_INLINE int32_t caps_cm_smuad(uint32_t x, uint32_t y) { return (int32_t)__smuad(x, y); }
 
-/* 64-bit acc + x.lo*y.lo + x.hi*y.hi. */
-CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
-{
-    return (int64_t)__smlald(x, y, (uint64_t)acc);
-}
-
 /* Halfword pack: (lo of a, lo of b) and (hi of a, hi of b). */
 CAPS_CM_INLINE uint32_t caps_cm_pkhbt16(uint32_t a, uint32_t b)
 {
@@ -117,9 +109,6 @@ CAPS_CM_INLINE int32_t caps_cm_smlawt(int32_t a, uint32_t x, int32_t acc)
 
 /* Saturate to int8. */
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return __ssat(x, 8); }
-
-/* Saturate a non-negative value to [0, 32767]. */
-CAPS_CM_INLINE uint32_t caps_cm_usat15(uint32_t x) { return __usat((int32_t)x, 15); }
 
 #else /* exact C equivalents */
 
@@ -160,12 +149,6 @@ CAPS_CM_INLINE int32_t caps_cm_smlad(uint32_t x, uint32_t y, int32_t acc)
     return (int32_t)s;
 }
 
-CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
-{
-    return acc + (int64_t)caps_cm_lo16(x) * caps_cm_lo16(y) +
-           (int64_t)caps_cm_hi16(x) * caps_cm_hi16(y);
-}
-
 CAPS_CM_INLINE int32_t caps_cm_smuad(uint32_t x, uint32_t y) { return caps_cm_smlad(x, y, 0); }
 
 CAPS_CM_INLINE uint32_t caps_cm_pkhbt16(uint32_t a, uint32_t b)
@@ -200,8 +183,6 @@ CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b)
 }
 
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return x > 127 ? 127 : (x < -128 ? -128 : x); }
-
-CAPS_CM_INLINE uint32_t caps_cm_usat15(uint32_t x) { return x > 32767u ? 32767u : x; }
 
 #endif /* CAPS_CM_DSP */
 

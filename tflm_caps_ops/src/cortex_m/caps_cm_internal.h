@@ -8,7 +8,8 @@
 #include <stdint.h>
 
 #include "caps_cm_dsp.h"
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "../common/caps_nn_backend_math.h"
+#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_functions.h"
 
 /* Requantization of an accumulator that is already doubled (acc2 = 2 acc),
@@ -30,6 +31,29 @@ CAPS_CM_INLINE int32_t caps_cm_requant(int32_t x, const caps_bm_requant *q)
 {
     const int32_t t = caps_cm_smmlar((int32_t)((uint32_t)x << q->lshift), q->multiplier, q->half);
     return (t + ((x >> 31) & q->fix)) >> q->rshift;
+}
+
+/* sum (x - zp)^2 of one capsule: SXTAB16 folds the zero point in, SMLAD
+ * squares and adds two lanes. */
+CAPS_CM_INLINE uint32_t caps_cm_squared_norm(const int8_t *x, int32_t dim, int32_t zp)
+{
+    int32_t sq = 0;
+    int32_t k = 0;
+#if CAPS_CM_DSP
+    const uint32_t nzp = (uint32_t)(uint16_t)(int16_t)(-zp) * 0x00010001u;
+    for (; k + 4 <= dim; k += 4) {
+        const uint32_t w = caps_cm_read_s8x4(x + k);
+        const uint32_t a = caps_cm_sxtab16(nzp, w);
+        const uint32_t b = caps_cm_sxtab16_ror8(nzp, w);
+        sq = caps_cm_smlad(a, a, sq);
+        sq = caps_cm_smlad(b, b, sq);
+    }
+#endif
+    for (; k < dim; ++k) {
+        const int32_t y = x[k] - zp;
+        sq += y * y;
+    }
+    return (uint32_t)sq;
 }
 
 /* Output capsules whose requantization is cached in caps_cm_pred. */
@@ -72,11 +96,5 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
 /* All predictions [n_in, n_out*dim_out] of a layer (stored mode). */
 void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
                            int8_t *u_hat, int32_t n_in);
-
-/* Aligns p up to a multiple of `align` (a power of two). */
-CAPS_CM_INLINE void *caps_cm_align(void *p, uintptr_t align)
-{
-    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
-}
 
 #endif /* TFLM_CAPS_CM_INTERNAL_H */

@@ -60,7 +60,7 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
     pc->in_regs = 0;
 #endif
     /* the scratch has 8 bytes of slack for this */
-    pc->u2 = (uint32_t *)caps_cm_align(scratch, 4);
+    pc->u2 = (uint32_t *)(void *)caps_nn_scratch_align(scratch, 4);
 }
 
 /* 2 (u - zp) of four inputs as halfword pairs in SXTB16 lane order:

@@ -11,28 +11,6 @@
  */
 #include "caps_cm_internal.h"
 
-/* sum (x - zp)^2 of one capsule. */
-CAPS_CM_INLINE uint32_t squared_norm(const int8_t *x, int32_t dim, int32_t zp)
-{
-    int32_t sq = 0;
-    int32_t k = 0;
-#if CAPS_CM_DSP
-    const uint32_t nzp = (uint32_t)(uint16_t)(int16_t)(-zp) * 0x00010001u;
-    for (; k + 4 <= dim; k += 4) {
-        const uint32_t w = caps_cm_read_s8x4(x + k);
-        const uint32_t a = caps_cm_sxtab16(nzp, w);
-        const uint32_t b = caps_cm_sxtab16_ror8(nzp, w);
-        sq = caps_cm_smlad(a, a, sq);
-        sq = caps_cm_smlad(b, b, sq);
-    }
-#endif
-    for (; k < dim; ++k) {
-        const int32_t y = x[k] - zp;
-        sq += y * y;
-    }
-    return (uint32_t)sq;
-}
-
 /* Table index of sq: shift = max(0, 24 - clz(sq)) (USAT clamps the
  * negative counts of small sq, including clz(0) = 32). */
 CAPS_CM_INLINE uint32_t table_index(uint32_t sq)
@@ -70,7 +48,7 @@ static void squash_d4(const int32_t *table, int32_t n_caps, int32_t zp, const in
     }
 #else
     for (int32_t n = 0; n < n_caps; ++n, x += 4, v += 4) {
-        const int32_t g = table[table_index(squared_norm(x, 4, zp))];
+        const int32_t g = table[table_index(caps_cm_squared_norm(x, 4, zp))];
         for (int32_t k = 0; k < 4; ++k) {
             v[k] = apply((uint32_t)(x[k] - zp), g);
         }
@@ -97,7 +75,7 @@ caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *
     for (int32_t n = 0; n < dims->n_caps; ++n) {
         const int8_t *x = input + (size_t)n * (size_t)dim;
         int8_t *v = output + (size_t)n * (size_t)dim;
-        const uint32_t sq = squared_norm(x, dim, zp);
+        const uint32_t sq = caps_cm_squared_norm(x, dim, zp);
         int32_t g;
         if (table != NULL) {
             g = table[table_index(sq)];

@@ -10,10 +10,9 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
-
-#define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
 
 /* Where the predictions of input capsule i come from. */
 typedef struct {
@@ -24,41 +23,6 @@ typedef struct {
     const int8_t *weights;                 /* recompute: W */
     int8_t *row;                           /* recompute: [n_out*dim_out] */
 } uhat_source;
-
-/* Scratch of the routing core, carved from an 8-aligned pointer. */
-typedef struct {
-    int64_t *acc;     /* [n_out*dim_out] */
-    uint32_t *table;  /* [256] exp(-k*S_b) Q30 */
-    uint32_t *expv;   /* [n_out] */
-    int8_t *logits;   /* [n_in*n_out] */
-    int8_t *s;        /* [n_out*dim_out] */
-    uint8_t *end;
-} routing_scratch;
-
-static uint8_t *align8(void *p)
-{
-    const uintptr_t a = ((uintptr_t)p + 7u) & ~(uintptr_t)7u;
-    return (uint8_t *)a;
-}
-
-static routing_scratch carve(void *buf, const caps_class_caps_dims *dims)
-{
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    routing_scratch sc;
-    uint8_t *p = align8(buf);
-    sc.acc = (int64_t *)(void *)p;
-    p += 8 * md;
-    sc.table = (uint32_t *)(void *)p;
-    p += 1024;
-    sc.expv = (uint32_t *)(void *)p;
-    p += A8(4 * (size_t)dims->n_out);
-    sc.logits = (int8_t *)p;
-    p += A8((size_t)dims->n_in * (size_t)dims->n_out);
-    sc.s = (int8_t *)p;
-    p += A8(md);
-    sc.end = p;
-    return sc;
-}
 
 static const int8_t *uhat_row(const uhat_source *src, const caps_class_caps_dims *dims, int32_t i)
 {
@@ -95,8 +59,8 @@ static void update_logits(const caps_routing_params *params, int32_t u, const in
 }
 
 /* Q15 couplings of input capsule i into acc (r >= 1). */
-static void accumulate_coupled(const routing_scratch *sc, const int8_t *b, const int8_t *row,
-                               int32_t n_out, int32_t dim)
+static void accumulate_coupled(const caps_nn_routing_buffers *sc, const int8_t *b,
+                               const int8_t *row, int32_t n_out, int32_t dim)
 {
     int32_t mx = b[0];
     for (int32_t j = 1; j < n_out; ++j) {
@@ -119,16 +83,15 @@ static void accumulate_coupled(const routing_scratch *sc, const int8_t *b, const
     }
 }
 
-static caps_nn_status routing_core(const caps_class_caps_dims *dims,
+static void routing_core(const caps_class_caps_dims *dims,
                                    const caps_routing_params *params, const uhat_source *src,
-                                   const routing_scratch *sc, int8_t *output)
+                                   const caps_nn_routing_buffers *sc, int8_t *output)
 {
     const int32_t n_in = dims->n_in;
     const int32_t n_out = dims->n_out;
     const int32_t dim = dims->dim_out;
     const size_t md = (size_t)n_out * (size_t)dim;
     const int32_t p = caps_nn_routing_acc_shift(n_in);
-    const caps_caps_dims sdims = {n_out, dim};
 
     for (int32_t r = 0; r < params->routings; ++r) {
         if (r > 0) {
@@ -151,14 +114,8 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
                 accumulate_coupled(sc, b, row, n_out, dim);
             }
         }
-        caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
-                                params->s[r].shift, sc->s);
-        const caps_nn_status st = caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
-        if (st != CAPS_NN_SUCCESS) {
-            return st;
-        }
+        caps_nn_routing_output(sc, params, r, p, output);
     }
-    return CAPS_NN_SUCCESS;
 }
 
 caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
@@ -169,9 +126,11 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     if (caps_dynamic_routing_s8_args_check(ctx, dims, params, u_hat, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const routing_scratch sc = carve(ctx->buf, dims);
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, 1, &sc);
     const uhat_source src = {u_hat, NULL, NULL, NULL, NULL, NULL};
-    return routing_core(dims, params, &src, &sc, output);
+    routing_core(dims, params, &src, &sc, output);
+    return CAPS_NN_SUCCESS;
 }
 
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
@@ -183,22 +142,18 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                       output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    const routing_scratch sc = carve(ctx->buf, dims);
-    int8_t *uhat = (int8_t *)sc.end;
-    const size_t uhat_bytes = store_predictions ? A8((size_t)dims->n_in * md) : A8(md);
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
     caps_nn_context pred_ctx;
-    pred_ctx.buf = sc.end + uhat_bytes;
+    pred_ctx.buf = sc.pred;
     pred_ctx.size = caps_predictions_s8_get_buffer_size(dims);
 
-    uhat_source src = {NULL, &pred_ctx, &params->pred, input, weights, uhat};
+    uhat_source src = {NULL, &pred_ctx, &params->pred, input, weights, sc.uhat};
     if (store_predictions) {
-        const caps_nn_status st =
-            caps_predictions_s8(&pred_ctx, dims, &params->pred, input, weights, uhat);
-        if (st != CAPS_NN_SUCCESS) {
-            return st;
-        }
-        src.stored = uhat;
+        /* cannot fail: the entry check covered these params and dims */
+        (void)caps_predictions_s8(&pred_ctx, dims, &params->pred, input, weights, sc.uhat);
+        src.stored = sc.uhat;
     }
-    return routing_core(dims, &params->routing, &src, &sc, output);
+    routing_core(dims, &params->routing, &src, &sc, output);
+    return CAPS_NN_SUCCESS;
 }

@@ -38,9 +38,7 @@ static void length_phase(void *args, int32_t core, int32_t cores)
 caps_nn_status caps_length_s8(const caps_caps_dims *dims, const caps_length_params *params,
                               const int8_t *input, int8_t *output)
 {
-    if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
-        caps_length_params_check(params) != CAPS_NN_SUCCESS ||
-        (dims->n_caps > 0 && (input == NULL || output == NULL))) {
+    if (caps_length_s8_args_check(dims, params, input, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
     length_job job = {dims, params, input, output};

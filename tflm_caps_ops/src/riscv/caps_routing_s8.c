@@ -21,49 +21,9 @@
  */
 #include "caps_rv_internal.h"
 
-#define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
-#define RV_MAX_BLOCK 255
-
-typedef struct {
-    int64_t *acc;     /* [md] */
-    uint32_t *table;  /* [256] */
-    int8_t *logits;   /* [n_in * n_out] */
-    int8_t *s;        /* [md] */
-    uint16_t *cbuf;   /* [n_out][block] */
-    int8_t *rowbuf;   /* recompute mode: the block's predictions [block][md] */
-    int32_t block;
-} rv_scratch;
-
-/* Same layout rule as the Cortex-M backend (see there); when predictions
- * are recomputed the block buffer also holds the block's prediction rows,
- * so that the cores predict a block of capsules at once. */
-static void carve(void *buf, const caps_class_caps_dims *dims, int32_t recompute, rv_scratch *sc)
-{
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    uint8_t *p = (uint8_t *)caps_rv_align(buf, 8);
-    sc->acc = (int64_t *)(void *)p;
-    p += 8 * md;
-    sc->table = (uint32_t *)(void *)p;
-    p += 1024;
-    sc->logits = (int8_t *)p;
-    p += A8((size_t)dims->n_in * (size_t)dims->n_out);
-    sc->s = (int8_t *)p;
-    /* s, the A8(4 N_out) words and the coupling block of routing_bytes
-     * (src/common/caps_nn_checks.c) are free during iterations >= 1 */
-    const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
-    const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
-    sc->cbuf = (uint16_t *)(void *)p;
-    /* >= 1: cap >= md + 2 n_out */
-    size_t block = cap / (2u * (size_t)dims->n_out + (recompute ? md : 0u));
-    block = block > RV_MAX_BLOCK ? RV_MAX_BLOCK : block;
-    block = block > (size_t)dims->n_in ? (size_t)dims->n_in : block;
-    sc->block = (int32_t)block;
-    sc->rowbuf = recompute ? (int8_t *)p + 2u * (size_t)dims->n_out * block : NULL;
-}
-
 /* Everything a phase needs. */
 typedef struct {
-    const rv_scratch *sc;
+    const caps_nn_routing_buffers *sc;
     const caps_routing_params *params;
     const caps_rv_pred *pc;      /* recompute mode */
     const int8_t *input;         /* recompute mode */
@@ -127,13 +87,9 @@ static void block_rows(rv_job *job, int32_t i0, int32_t block)
 static void phase_table(void *args, int32_t core, int32_t cores)
 {
     const rv_job *job = (const rv_job *)args;
-    const caps_nn_requant beta = job->params->exp_beta[job->update];
     int32_t start, stop;
     caps_nn_core_range(256, core, cores, &start, &stop);
-    for (int32_t k = start; k < stop; ++k) {
-        job->sc->table[k] =
-            caps_nn_exp2_neg_q30(caps_nn_requantize(k, beta.multiplier, beta.shift));
-    }
+    caps_bm_exp_table(&job->params->exp_beta[job->update], start, stop, job->sc->table);
 }
 
 static void phase_zero(void *args, int32_t core, int32_t cores)
@@ -162,7 +118,7 @@ CAPS_RV_INLINE int32_t update_logit(const rv_job *job, int32_t a, int32_t b_old)
 static void phase_ab(void *args, int32_t core, int32_t cores)
 {
     const rv_job *job = (const rv_job *)args;
-    const rv_scratch *sc = job->sc;
+    const caps_nn_routing_buffers *sc = job->sc;
     const int32_t n_out = job->n_out, dim = job->dim;
     int32_t start, stop;
     caps_nn_core_range(job->n, core, cores, &start, &stop);
@@ -182,7 +138,7 @@ static void phase_ab(void *args, int32_t core, int32_t cores)
             sum += sc->table[mx - b[j]];
         }
         const uint32_t recip = caps_bm_softmax_recip(sum);
-        uint16_t *c = sc->cbuf + k;
+        uint16_t *c = (uint16_t *)sc->cbuf + k; /* 2^15 fits */
         for (int32_t j = 0; j < n_out; ++j) {
             *c = (uint16_t)caps_bm_softmax_q15(sc->table[mx - b[j]], recip);
             c += sc->block;
@@ -194,7 +150,7 @@ static void phase_ab(void *args, int32_t core, int32_t cores)
 static void phase_c(void *args, int32_t core, int32_t cores)
 {
     const rv_job *job = (const rv_job *)args;
-    const rv_scratch *sc = job->sc;
+    const caps_nn_routing_buffers *sc = job->sc;
     const int32_t dim = job->dim, n = job->n;
     const size_t md = job->md;
     int32_t start, stop;
@@ -205,7 +161,7 @@ static void phase_c(void *args, int32_t core, int32_t cores)
         int32_t group = (j + 1) * dim - e; /* columns left in this j */
         group = group > stop - e ? stop - e : group;
         group = group > 4 ? 4 : group;
-        const uint16_t *c = sc->cbuf + (size_t)j * sc->block;
+        const uint16_t *c = (const uint16_t *)sc->cbuf + (size_t)j * sc->block;
         const int8_t *u = job->rows + e;
         int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
         if (group == 4) {
@@ -245,13 +201,24 @@ static void phase_c(void *args, int32_t core, int32_t cores)
     }
 }
 
-static caps_nn_status routing_core(rv_job *job, int8_t *output)
+/* A job over scratch sc; the caller sets where the predictions come from. */
+static void job_init(rv_job *job, const caps_class_caps_dims *dims,
+                     const caps_routing_params *params, const caps_nn_routing_buffers *sc)
+{
+    memset(job, 0, sizeof(*job));
+    job->sc = sc;
+    job->params = params;
+    job->n_in = dims->n_in;
+    job->n_out = dims->n_out;
+    job->dim = dims->dim_out;
+    job->md = (size_t)dims->n_out * (size_t)dims->dim_out;
+}
+
+static void routing_core(rv_job *job, int8_t *output)
 {
     const caps_routing_params *params = job->params;
-    const rv_scratch *sc = job->sc;
-    const size_t md = job->md;
+    const caps_nn_routing_buffers *sc = job->sc;
     const int32_t p = caps_nn_routing_acc_shift(job->n_in);
-    const caps_caps_dims sdims = {job->n_out, job->dim};
     job->v = output;
 
     for (int32_t r = 0; r < params->routings; ++r) {
@@ -285,14 +252,8 @@ static caps_nn_status routing_core(rv_job *job, int8_t *output)
                 caps_nn_parallel(phase_c, job);
             }
         }
-        caps_nn_routing_sums_s8(sc->acc, (int32_t)md, r, p, params->s[r].multiplier,
-                                params->s[r].shift, sc->s);
-        const caps_nn_status st = caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
-        if (st != CAPS_NN_SUCCESS) {
-            return st;
-        }
+        caps_nn_routing_output(sc, params, r, p, output);
     }
-    return CAPS_NN_SUCCESS;
 }
 
 caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
@@ -303,18 +264,13 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     if (caps_dynamic_routing_s8_args_check(ctx, dims, params, u_hat, output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    rv_scratch sc;
-    carve(ctx->buf, dims, 0, &sc);
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, 1, &sc);
     rv_job job;
-    memset(&job, 0, sizeof(job));
-    job.sc = &sc;
-    job.params = params;
+    job_init(&job, dims, params, &sc);
     job.stored = u_hat;
-    job.n_in = dims->n_in;
-    job.n_out = dims->n_out;
-    job.dim = dims->dim_out;
-    job.md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    return routing_core(&job, output);
+    routing_core(&job, output);
+    return CAPS_NN_SUCCESS;
 }
 
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
@@ -326,28 +282,19 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                       output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
-    uint8_t *base = (uint8_t *)ctx->buf;
-    int8_t *uhat = (int8_t *)base + routing_bytes;
-    rv_scratch sc;
-    carve(base, dims, !store_predictions, &sc);
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
     caps_rv_pred pc;
     caps_rv_pred_init(&pc, dims, &params->pred);
     rv_job job;
-    memset(&job, 0, sizeof(job));
-    job.sc = &sc;
-    job.params = &params->routing;
+    job_init(&job, dims, &params->routing, &sc);
     job.pc = &pc;
     job.input = input;
     job.weights = weights;
-    job.n_in = dims->n_in;
-    job.n_out = dims->n_out;
-    job.dim = dims->dim_out;
-    job.md = md;
     if (store_predictions) {
-        caps_rv_predict_all(&pc, input, weights, uhat);
-        job.stored = uhat;
+        caps_rv_predict_all(&pc, input, weights, sc.uhat);
+        job.stored = sc.uhat;
     }
-    return routing_core(&job, output);
+    routing_core(&job, output);
+    return CAPS_NN_SUCCESS;
 }

@@ -8,15 +8,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "../common/caps_nn_backend_math.h"
+#include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_backend_riscv.h"
 #include "tflm_caps/caps_nn_functions.h"
 
-#if defined(__GNUC__)
-#define CAPS_RV_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_RV_INLINE static inline
-#endif
+#define CAPS_RV_INLINE CAPS_NN_INLINE
 
 /* Four int8 from any address. */
 CAPS_RV_INLINE uint32_t caps_rv_read_s8x4(const int8_t *p)
@@ -95,10 +92,5 @@ void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const in
 /* All predictions [n_in, n_out*dim_out], input capsules split over the cores. */
 void caps_rv_predict_all(const caps_rv_pred *pc, const int8_t *input, const int8_t *weights,
                          int8_t *u_hat);
-
-CAPS_RV_INLINE void *caps_rv_align(void *p, uintptr_t align)
-{
-    return (void *)(((uintptr_t)p + align - 1u) & ~(align - 1u));
-}
 
 #endif /* TFLM_CAPS_RV_INTERNAL_H */

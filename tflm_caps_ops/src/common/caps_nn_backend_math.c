@@ -1,18 +1,14 @@
 /*
- * Definitions of the exact fast primitives declared in
- * caps_nn_backend_math.h.  Included by exactly one source file of each
- * optimized backend (caps_cm_math.c, caps_rv_math.c), so the tables exist
- * once per image.
+ * The exact fast primitives of caps_nn_backend_math.h that are too large
+ * to inline.  Compiled only into builds with an optimized backend (the
+ * portable kernels use caps_nn_fixedpoint.h alone).
  */
-#ifndef TFLM_CAPS_CAPS_NN_BACKEND_MATH_IMPL_H
-#define TFLM_CAPS_CAPS_NN_BACKEND_MATH_IMPL_H
-
-#include "tflm_caps/caps_nn_backend_math.h"
+#include "caps_nn_backend_math.h"
 
 /* floor((hi * 2^32 + lo) / d) for d != 0 and hi < d (quotient fits 32
  * bits): Knuth's algorithm D with two 16-bit quotient digits, each from
  * one 32-bit hardware division and at most two corrections. */
-static inline uint32_t caps_bm_divlu_inline(uint32_t hi, uint32_t lo, uint32_t d)
+static inline uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d)
 {
     const int32_t s = caps_bm_clz32(d);
     d <<= s;
@@ -43,39 +39,6 @@ static inline uint32_t caps_bm_divlu_inline(uint32_t hi, uint32_t lo, uint32_t d
         }
     }
     return (q1 << 16) | q0;
-}
-
-uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d)
-{
-    return caps_bm_divlu_inline(hi, lo, d);
-}
-
-/* floor(n / d) for d != 0, n < 2^63 and d < 2^63 (all uses here). */
-uint64_t caps_bm_udiv64(uint64_t n, uint64_t d)
-{
-    const uint32_t dh = (uint32_t)(d >> 32);
-    const uint32_t dl = (uint32_t)d;
-    const uint32_t nh = (uint32_t)(n >> 32);
-    const uint32_t nl = (uint32_t)n;
-    if (dh == 0) {
-        if (nh < dl) {
-            return caps_bm_divlu(nh, nl, dl);
-        }
-        const uint32_t qh = nh / dl;
-        return ((uint64_t)qh << 32) | caps_bm_divlu(nh - qh * dl, nl, dl);
-    }
-    /* d >= 2^32: the quotient fits 32 bits.  Divide by the normalized top
-     * word, then the estimate is the quotient or one too large. */
-    const int32_t s = caps_bm_clz32(dh);
-    const uint64_t dn = d << s;
-    const uint32_t top = (uint32_t)(dn >> 32);
-    /* n >> (32 - s), as a 64-bit value whose high word is < top */
-    const uint64_t nn = s == 0 ? (uint64_t)nh : (n >> (32 - s));
-    uint32_t q = caps_bm_divlu((uint32_t)(nn >> 32), (uint32_t)nn, top);
-    if (q != 0 && (uint64_t)q * d > n) {
-        --q;
-    }
-    return q;
 }
 
 /* round(sqrt(k) * 16) for k = 0..255 (estimate table of caps_bm_isqrt32). */
@@ -168,7 +131,7 @@ uint32_t caps_bm_norm_q16(uint32_t sq)
     /* underestimate of sqrt(sq) 2^16, off by at most 2^16 / (2a + 1) */
     const uint32_t x0 = (a << 16) + (rem << 16) / (2u * a + 1u);
     /* one Newton step (from below it lands at or above the root) */
-    uint32_t x = (uint32_t)(((uint64_t)x0 + caps_bm_divlu_inline(sq, 0, x0)) >> 1);
+    uint32_t x = (uint32_t)(((uint64_t)x0 + caps_bm_divlu(sq, 0, x0)) >> 1);
     const uint64_t n = (uint64_t)sq << 32;
     while ((uint64_t)x * x > n) {
         --x;
@@ -180,37 +143,25 @@ uint32_t caps_bm_norm_q16(uint32_t sq)
 }
 
 /* caps_nn_squash_gain with the fast division and norm. */
-uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier,
-                                            int32_t sq_exponent)
+uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent)
 {
     if (sq == 0 || sq_multiplier <= 0) {
         return 0;
     }
-    const uint64_t cap = (uint64_t)1 << 62;
-    const uint64_t prod = (uint64_t)sq * (uint64_t)(uint32_t)sq_multiplier;
-    const int32_t left = sq_exponent - 1;
-    uint64_t t;
-    if (left >= 0) {
-        t = (left >= 62 || prod > (cap >> left)) ? cap : (prod << left);
-    } else if (-left >= 63) {
-        t = 0;
-    } else {
-        t = (prod + ((uint64_t)1 << (-left - 1))) >> -left;
-    }
-    const uint64_t den = ((uint64_t)1 << 30) + t;
-    /* round(2^60 / den), den in [2^30, 2^62 + 2^30]: one normalized
-     * 64/32 division; for den >= 2^32 the estimate is the quotient or one
-     * too large (as in caps_bm_udiv64) */
+    const uint64_t den = caps_nn_squash_den_q30(sq, sq_multiplier, sq_exponent);
+    /* round(2^60 / den), den in [2^30, 2^62 + 2^30]: one 64/32 division;
+     * for den >= 2^32 divide by its normalized top word (n shifted alike):
+     * the estimate is the quotient or one too large */
     const uint64_t n = ((uint64_t)1 << 60) + (den >> 1);
     uint32_t q;
     const uint32_t dh = (uint32_t)(den >> 32);
     if (dh == 0) {
-        q = caps_bm_divlu_inline((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)den);
+        q = caps_bm_divlu((uint32_t)(n >> 32), (uint32_t)n, (uint32_t)den);
     } else {
         const int32_t s = caps_bm_clz32(dh);
         const uint32_t top = (uint32_t)((den << s) >> 32);
         const uint64_t nn = n >> (32 - s);
-        q = caps_bm_divlu_inline((uint32_t)(nn >> 32), (uint32_t)nn, top);
+        q = caps_bm_divlu((uint32_t)(nn >> 32), (uint32_t)nn, top);
         if (q != 0 && (uint64_t)q * den > n) {
             --q;
         }
@@ -218,7 +169,19 @@ uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier,
     const uint64_t f = ((uint64_t)1 << 30) - q;
     const uint32_t r = caps_bm_norm_q16(sq);
     const uint64_t num = f * ((uint64_t)1 << 17) + (r >> 1); /* < 2^48: high word < r */
-    return caps_bm_divlu_inline((uint32_t)(num >> 32), (uint32_t)num, r);
+    return caps_bm_divlu((uint32_t)(num >> 32), (uint32_t)num, r);
 }
 
-#endif /* TFLM_CAPS_CAPS_NN_BACKEND_MATH_IMPL_H */
+
+/* The exponent of entry k is requantize(k, beta) for k in [0, 255]: one
+ * rounding multiply-high where the split of caps_bm_requant is exact. */
+void caps_bm_exp_table(const caps_nn_requant *beta, int32_t start, int32_t stop,
+                       uint32_t *table)
+{
+    const caps_bm_requant q = caps_bm_requant_init(beta->multiplier, beta->shift, 255);
+    for (int32_t k = start; k < stop; ++k) {
+        const int32_t w = q.fast ? caps_bm_requantize(k, &q)
+                                 : caps_nn_requantize(k, beta->multiplier, beta->shift);
+        table[k] = caps_bm_exp2_neg_q30(w);
+    }
+}

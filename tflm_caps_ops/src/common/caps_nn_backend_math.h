@@ -1,6 +1,7 @@
 /*
  * Fast exact replacements for the expensive primitives of
- * caps_nn_fixedpoint.h, shared by the optimized backends (Cortex-M, RISC-V).
+ * caps_nn_fixedpoint.h, shared by the optimized backends (Cortex-M,
+ * RISC-V); private to the kernels.
  *
  * Every function returns exactly what its counterpart in
  * caps_nn_fixedpoint.h returns (the portable kernels and the numpy
@@ -12,11 +13,12 @@
  *  - the Q16 capsule norm uses a table estimate, one 32-bit Newton step and
  *    one 64/32 Newton step with an exact final correction instead of a
  *    62-step digit-by-digit square root;
+ *  - the exp2 polynomial of the routing softmax runs on 32-bit terms;
  *  - requantization of values known to be below 2^30 in magnitude uses a
  *    single rounding multiply-high (see caps_bm_requant).
  * C99, integer only, no heap.  The small helpers are static inline here;
- * the rest is defined by caps_nn_backend_math_impl.h, which each optimized
- * backend compiles once.
+ * the rest is in caps_nn_backend_math.c, which the build compiles only
+ * together with an optimized backend.
  */
 #ifndef TFLM_CAPS_CAPS_NN_BACKEND_MATH_H
 #define TFLM_CAPS_CAPS_NN_BACKEND_MATH_H
@@ -24,16 +26,9 @@
 #include <stdint.h>
 
 #include "tflm_caps/caps_nn_fixedpoint.h"
+#include "tflm_caps/caps_nn_types.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-#if defined(__GNUC__)
-#define CAPS_BM_INLINE static inline __attribute__((always_inline))
-#else
-#define CAPS_BM_INLINE static inline
-#endif
+#define CAPS_BM_INLINE CAPS_NN_INLINE
 
 /* Leading zeros of a non-zero 32-bit value. */
 CAPS_BM_INLINE int32_t caps_bm_clz32(uint32_t x)
@@ -50,19 +45,47 @@ CAPS_BM_INLINE int32_t caps_bm_clz32(uint32_t x)
 #endif
 }
 
-/* Exact fast primitives, defined once per backend by
- * caps_nn_backend_math_impl.h (see there for how each works). */
+/* Exact fast primitives defined in caps_nn_backend_math.c (see there for
+ * how each works). */
 
-/* floor((hi * 2^32 + lo) / d) for d != 0 and hi < d. */
-uint32_t caps_bm_divlu(uint32_t hi, uint32_t lo, uint32_t d);
-/* floor(n / d) for d != 0, n < 2^63 and d < 2^63. */
-uint64_t caps_bm_udiv64(uint64_t n, uint64_t d);
 /* floor(sqrt(x)) for x < 2^30. */
 uint32_t caps_bm_isqrt32(uint32_t x);
 /* caps_nn_norm_q16. */
 uint32_t caps_bm_norm_q16(uint32_t sq);
 /* caps_nn_squash_gain. */
 uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+/* Entries [start, stop) of the routing softmax's exp table (0 <= start <=
+ * stop <= 256): table[k] = caps_nn_exp_neg_q30(k, beta->multiplier,
+ * beta->shift) for checked params. */
+void caps_bm_exp_table(const caps_nn_requant *beta, int32_t start, int32_t stop,
+                       uint32_t *table);
+
+/* caps_nn_exp2_neg_q30 with 32-bit Horner terms: every partial sum of the
+ * polynomial stays below 2^31 in magnitude (sum |C_k| < 1.1e9, x < 2^30)
+ * and the result is at most 2^30, so each step is one 32x32->64 multiply
+ * instead of a 64x64 product, with the same integers. */
+CAPS_BM_INLINE uint32_t caps_bm_exp2_neg_q30(int32_t w_q16)
+{
+    if (w_q16 < 0) {
+        w_q16 = 0;
+    }
+    const int32_t n = w_q16 >> 16;
+    if (n > 30) {
+        return 0;
+    }
+    const int32_t x = (w_q16 & 0xFFFF) << 14;
+    const int64_t half = (int64_t)1 << 29;
+    int32_t p = CAPS_NN_EXP2_C5;
+    p = CAPS_NN_EXP2_C4 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C3 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C2 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = CAPS_NN_EXP2_C1 + (int32_t)(((int64_t)p * x + half) >> 30);
+    p = (1 << 30) + (int32_t)(((int64_t)p * x + half) >> 30);
+    if (n > 0) {
+        p = (p + (1 << (n - 1))) >> n;
+    }
+    return (uint32_t)p;
+}
 
 /* 2^64 / dh - 2^32 for dh in [2^31, 2^32), from below by less than 3 / dh
  * in 2^-32 units: 2^64 - 3 dh < dh (2^32 + v) <= 2^64 (checked for every
@@ -175,9 +198,5 @@ CAPS_BM_INLINE int32_t caps_bm_requantize(int32_t x, const caps_bm_requant *q)
     const int32_t y = caps_bm_mulhi_round((int32_t)((uint32_t)x << q->lshift), q->multiplier);
     return (y + q->half + ((x >> 31) & q->fix)) >> q->rshift;
 }
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* TFLM_CAPS_CAPS_NN_BACKEND_MATH_H */
