@@ -89,7 +89,7 @@ def _link_flags(target):
 
 
 def build(target, sources, elf, include_dirs=(), defines=(), opt="-O2", extra_flags=(),
-          with_harness=True, cache_dir=None, jobs=None, program_defines=()):
+          cache_dir=None, program_defines=()):
     """Compile and link `sources` (+ the harness) into `elf`; returns its path.
 
     `defines` apply to every source, `program_defines` only to sources
@@ -107,7 +107,7 @@ def build(target, sources, elf, include_dirs=(), defines=(), opt="-O2", extra_fl
     elf = Path(elf)
     cache = Path(cache_dir) if cache_dir else elf.parent / ".objcache"
     cache.mkdir(parents=True, exist_ok=True)
-    all_sources = [Path(p) for p in sources] + (harness_sources(target) if with_harness else [])
+    all_sources = [Path(p) for p in sources] + harness_sources(target)
     compile_flags = _compile_flags(target, include_dirs, defines, opt, extra_flags)
     ops = str(ops_sources().resolve())
 
@@ -131,8 +131,7 @@ def build(target, sources, elf, include_dirs=(), defines=(), opt="-O2", extra_fl
             os.replace(str(obj) + ".tmp", obj)
         return obj
 
-    workers = jobs or os.cpu_count() or 1
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         objects = list(pool.map(compile_one, all_sources))
     cmd = [cc, *[a for a in compile_flags if not a.startswith(("-I", "-D"))],
            *_link_flags(target), *[str(o) for o in objects], "-o", str(elf)]
