@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 
+import flatbuffers
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
