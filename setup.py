@@ -6,13 +6,18 @@ setup.py is the single build entry point: it installs the Python package
 ``tflm_caps_ops/`` (portable C99 kernels plus the TFLM operator glue built
 against the pinned ``tflite-micro`` wheel's binary interface).  The library
 is loaded with ctypes, so it is a plain shared object built as an extension
-module only to reuse setuptools' compiler plumbing.
+module only to reuse setuptools' compiler plumbing.  The operator sources
+themselves are copied into the package (``tflm_caps/ops_src``,
+``tflm_caps.ops_sources()``) for the bare-metal builds and the firmware
+export of an installed package.
 """
 import glob
 import os
+import shutil
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPS = "tflm_caps_ops"
@@ -57,6 +62,17 @@ def python_packages():
         if "__init__.py" in files:
             found.append(os.path.relpath(dirpath, root).replace(os.sep, "."))
     return sorted(found) + ["tflm_caps.converter_patches"]
+
+
+class BuildPyWithOpsSources(build_py):
+    """Also copy tflm_caps_ops/ into the package as tflm_caps/ops_src/."""
+
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "tflm_caps", "ops_src")
+        shutil.rmtree(dest, ignore_errors=True)  # no stale files from an earlier build
+        shutil.copytree(os.path.join(HERE, OPS), dest,
+                        ignore=shutil.ignore_patterns("*.o", "*.so", "__pycache__"))
 
 
 class BuildNative(build_ext):
@@ -111,11 +127,13 @@ setup(
     packages=python_packages(),
     package_dir={"tflm_caps": "python/tflm_caps",
                  "tflm_caps.converter_patches": "converter_patches"},
-    package_data={"tflm_caps": ["data/*.txt", "py.typed"]},
+    # the bare-metal harness (C sources, linker script) built by tflm_caps.baremetal
+    package_data={"tflm_caps.baremetal": ["harness/*.c", "harness/*/*.c", "harness/*/*.h",
+                                          "harness/*/*.ld"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=7"]},
     ext_modules=[native],
-    cmdclass={"build_ext": BuildNative},
+    cmdclass={"build_py": BuildPyWithOpsSources, "build_ext": BuildNative},
     entry_points={"console_scripts": ["tflm-caps=tflm_caps.cli:main"]},
     zip_safe=False,
 )

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Instruction counts of the portable kernels on the host, under callgrind.
 
-Builds tests/c/kernel_vectors_main.c with the portable kernels (-O2), runs
-one kernel call per configuration under ``valgrind --tool=callgrind
---toggle-collect=<kernel>`` (so only that kernel's inclusive instructions
-are counted) and reports instructions, MACs and instructions per MAC for
-class-capsule layers of published sizes, in both prediction modes.
+A script run from a source checkout with tflm-caps installed: builds the
+checkout's tests/c/kernel_vectors_main.c with the portable kernels of
+tflm_caps_ops/ (-O2), runs one kernel call per configuration under
+``valgrind --tool=callgrind --toggle-collect=<kernel>`` (so only that
+kernel's inclusive instructions are counted) and reports instructions, MACs
+and instructions per MAC for class-capsule layers of published sizes, in
+both prediction modes.  The installed package encodes the calls, computes
+the MACs and reports the scratch sizes.
 
 usage: python3 benchmarks/host_callgrind.py [--json OUT.json] [--quick]
 """
@@ -20,12 +23,12 @@ import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+from tflm_caps import native
+from tflm_caps.baremetal import vectors as V
+from tflm_caps.reference import float_ref
+from tflm_caps.reference import quant as q
 
-from tflm_caps.reference import float_ref  # noqa: E402
-from tflm_caps.reference import quant as q  # noqa: E402
-from tflm_caps.reference import vectors as V  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name: (N_in, D_in, N_out, D_out, routings)
 LAYERS = {
@@ -42,7 +45,8 @@ def build_driver(workdir, cc="gcc", opt="-O2"):
     srcs += sorted(glob.glob(os.path.join(ROOT, "tflm_caps_ops", "src", "portable", "*.c")))
     exe = os.path.join(workdir, "kernel_vectors")
     cmd = [cc, "-std=c99", opt, "-g", "-Wall", "-Wextra", "-I",
-           os.path.join(ROOT, "tflm_caps_ops", "include"),
+           os.path.join(ROOT, "tflm_caps_ops", "include"), "-I",
+           os.path.join(ROOT, "python", "tflm_caps", "baremetal", "harness", "common"),
            os.path.join(ROOT, "tests", "c", "kernel_vectors_main.c"), *srcs, "-o", exe]
     subprocess.run(cmd, check=True)
     return exe
@@ -102,12 +106,8 @@ def measure(exe, name, dims, workdir, progress):
          n_out * dim_out),
     ]
     dims_t = (n_in, dim_in, n_out, dim_out)
-    from tflm_caps import native
-    try:
-        scratch = {"store": native.class_caps_buffer_size(dims_t, True),
-                   "recompute": native.class_caps_buffer_size(dims_t, False)}
-    except (OSError, FileNotFoundError):
-        scratch = {}
+    scratch = {"store": native.class_caps_buffer_size(dims_t, True),
+               "recompute": native.class_caps_buffer_size(dims_t, False)}
     for label, function, cases, macs in runs:
         ir = callgrind_ir(exe, cases, function, workdir)
         rows.append({"layer": name, "kernel": label, "function": function,

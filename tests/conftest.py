@@ -14,6 +14,10 @@ their arrays or weights; copy first (``keras.models.clone_model`` +
   (held-out accuracy checked >= 0.95 in test_train).
 - ``trained_costa_mnist_path``: the ``.keras`` file that command saved.
 - ``*_run`` fixtures: the underlying ``TrainRun`` (model, result, report, path).
+
+Test-only helpers live in ``tests/support`` (imported as ``support``);
+``support.toolchains`` skips a test whose compiler or emulator is missing,
+or fails it when ``TFLM_CAPS_REQUIRE_TOOLCHAINS=1`` (scripts/test.sh).
 """
 import argparse
 import dataclasses
@@ -55,6 +59,13 @@ def run_cli():
         except SystemExit as exc:
             return exc.code
     return run
+
+
+def pytest_report_header(config):
+    from support import toolchains
+    state = "required (missing ones fail)" if toolchains.toolchains_required() else \
+        "optional (missing ones skip)"
+    return f"toolchains and emulators: {state}, {toolchains.REQUIRE_ENV}"
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.toolchains import require_tools
 
 REPO = Path(__file__).resolve().parents[1]
 INCLUDE = REPO / "tflm_caps_ops" / "include"
@@ -109,9 +110,8 @@ def expected(sums):
 
 @pytest.fixture(scope="module")
 def recip_bin(tmp_path_factory):
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no host C compiler")
+    require_tools("gcc")
+    cc = shutil.which("gcc")
     d = tmp_path_factory.mktemp("recip")
     src = d / "recip.c"
     src.write_text(PROGRAM)

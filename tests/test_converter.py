@@ -310,7 +310,7 @@ def test_recompute_predictions_and_batch(trained_tiny, tiny_result):
 def test_tflm_host_runs_converted_model_bit_exact(costa_result, trained_costa_mnist):
     """The int8 model in the TFLM host interpreter with the project's C operators
     gives exactly the outputs of the tf.lite + numpy-reference run."""
-    runtime = pytest.importorskip("tflm_caps.runtime")
+    from tflm_caps import runtime
     from tflm_caps.converter import kernels
 
     _, data = trained_costa_mnist

@@ -6,14 +6,14 @@ import json
 import shutil
 import subprocess
 
+import flatbuffers
 import numpy as np
 import pytest
+from flatbuffers import flexbuffers
+from support.toolchains import require_tools
 
 from tflm_caps import cli
 from tflm_caps import export as ex
-
-flatbuffers = pytest.importorskip("flatbuffers")
-from flatbuffers import flexbuffers  # noqa: E402
 
 
 def _schema():
@@ -145,9 +145,8 @@ def test_main_registers_exactly_the_models_ops(exported):
 
 def test_generated_sources_compile(exported, tmp_path):
     _, out = exported
+    require_tools("g++", "gcc", "arm-none-eabi-g++", "arm-none-eabi-readelf")
     gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no host C++ compiler")
     obj = tmp_path / "data.o"
     proc = subprocess.run([gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-c",
                            str(out / "tiny_caps_model_data.cc"), "-o", str(obj)],
@@ -162,17 +161,15 @@ def test_generated_sources_compile(exported, tmp_path):
                            "-o", str(tmp_path / "use.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     # cross compiler: the array lands 16-byte aligned in flash (.rodata)
-    armgxx = shutil.which("arm-none-eabi-g++")
-    if armgxx:
-        aobj = tmp_path / "data_arm.o"
-        proc = subprocess.run([armgxx, "-mcpu=cortex-m7", "-mthumb", "-std=c++11", "-Os", "-c",
-                               str(out / "tiny_caps_model_data.cc"), "-o", str(aobj)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(aobj)],
-                                  capture_output=True, text=True).stdout
-        line = next(ln for ln in sections.splitlines() if ".rodata" in ln)
-        assert int(line.split()[-1]) >= 16  # section alignment
+    aobj = tmp_path / "data_arm.o"
+    proc = subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m7", "-mthumb", "-std=c++11", "-Os",
+                           "-c", str(out / "tiny_caps_model_data.cc"), "-o", str(aobj)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(aobj)],
+                              capture_output=True, text=True).stdout
+    line = next(ln for ln in sections.splitlines() if ".rodata" in ln)
+    assert int(line.split()[-1]) >= 16  # section alignment
 
 
 # The parts of the TFLM API main.cc uses, declared with the shapes of
@@ -225,9 +222,8 @@ namespace tflm_caps { template <typename R> TfLiteStatus AddCapsOps(R& resolver)
 
 def test_main_uses_the_tflm_api_consistently(exported, tmp_path):
     _, out = exported
+    require_tools("g++")
     gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no host C++ compiler")
     for rel, text in TFLM_STANDIN.items():
         p = tmp_path / "inc" / rel
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,11 @@
 """Capsule layers against independent numpy implementations of the equations."""
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from tflm_caps import layers  # noqa: E402
-from tflm_caps.layers import capsule_math  # noqa: E402
+from tflm_caps import layers
+from tflm_caps.layers import capsule_math
 
 RNG = np.random.default_rng(1234)
 

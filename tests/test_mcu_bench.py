@@ -1,48 +1,80 @@
-"""Smoke test of the instruction-count benchmark (`tflm-caps bench`): it
-runs, checks bit-exactness on the way, and reports the documented fields.
-The numbers themselves are reported, not asserted as timings."""
+"""The instruction-count benchmark (`tflm-caps bench`): it runs from the
+installed package outside the checkout, checks bit-exactness on the way,
+reports the documented fields, and the project's goals on the published
+layer shapes are met."""
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support.toolchains import require_target
 
 from tflm_caps import cli
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "firmware"))
-import mcu_build  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _source_root(monkeypatch):
-    # The benchmark builds from the checkout, wherever the package is installed.
-    monkeypatch.setenv("TFLM_CAPS_SOURCE_ROOT", str(REPO))
+from tflm_caps.baremetal import bench
 
 pytestmark = pytest.mark.emulated
 
+LAYER = "costa2022-mnist"
 
-def test_bench_quick_json(capsys):
-    missing = mcu_build.missing_tools("cortex-m7")
-    if missing:
-        pytest.skip(f"toolchain/emulator not installed ({', '.join(missing)})")
-    rc = cli.main(["bench", "--quick", "--no-progress", "--json", "-",
-                   "--configs", "m7-portable", "m7-cortex_m"])
-    assert rc == 0
-    report = json.loads(capsys.readouterr().out)
-    rows = report["rows"]
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """`tflm-caps bench --quick --json --report PATH` over every configuration."""
+    require_target("cortex-m7")
+    require_target("rv32imac")
+    work = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "tflm_caps", "bench", "--quick", "--no-progress",
+                           "--json", "--report", "bench.json"], cwd=work, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout)  # --json: one JSON document, nothing else
+    assert json.loads((work / "bench.json").read_text()) == printed
+    return printed
+
+
+def test_bench_reports_every_kernel_of_every_config(quick_report):
+    rows = quick_report["rows"]
     for r in rows:
         for key in ("target", "backend", "kernel", "shape", "macs", "instructions"):
             assert key in r
+    assert {r["config"] for r in rows} == set(bench.CONFIG_NAMES)
     by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
-    layer = "costa2022-mnist"
-    port = by[("m7-portable", layer, "class_caps_store")]
-    opt = by[("m7-cortex_m", layer, "class_caps_store")]
+    port = by[("m7-portable", LAYER, "class_caps_store")]
+    opt = by[("m7-cortex_m", LAYER, "class_caps_store")]
     assert port["macs"] == opt["macs"] == 1024 * 10 * 6 * 4 + 1024 * 10 * 6 * 5
     assert 0 < opt["instructions"] < port["instructions"]
-    assert any(c["check"].endswith(">= 2x fewer than portable") for c in report["checks"])
+    one = by[("rv32-riscv-1core", LAYER, "class_caps_store")]
+    eight = by[("rv32-riscv-8core", LAYER, "class_caps_store")]
+    # critical path = serial part + the busiest core of each parallel phase
+    assert len(eight["per_core"]) == 8 and min(eight["per_core"]) > 0
+    assert max(eight["per_core"]) <= eight["busiest_core"] < one["instructions"]
+
+
+def test_bench_goals_are_met(quick_report):
+    checks = {c["check"]: c for c in quick_report["checks"]}
+    expected = [
+        f"m7-cortex_m {LAYER} class_caps_store <= 2 M instructions",
+        f"m7-cortex_m {LAYER} class_caps_store: >= 2x fewer than portable",
+        "m7-cortex_m squash 1024x4 squash <= 0.03 M instructions",
+        "m7-cortex_m squash 1024x4 squash: >= 2x fewer than portable",
+        f"rv32-riscv-8core {LAYER} class_caps_store: busiest core <= 1/6 of 1 core",
+        f"rv32-riscv-8core {LAYER} class_caps_recompute: busiest core <= 1/6 of 1 core",
+        "rv32-riscv-8core squash 1024x4 squash: busiest core <= 1/6 of 1 core",
+    ]
+    assert sorted(checks) == sorted(expected)
+    missed = [c for c in checks.values() if not c["ok"]]
+    assert not missed, missed
+
+
+def test_goal_checks_report_a_miss():
+    rows = [{"config": "m7-portable", "layer": LAYER, "kernel": "class_caps_store",
+             "instructions": 3_000_000},
+            {"config": "m7-cortex_m", "layer": LAYER, "kernel": "class_caps_store",
+             "instructions": 2_500_000}]
+    checks = bench.goal_checks(rows)
+    assert [(c["value"], c["ok"]) for c in checks] == [(2_500_000, False), (1.2, False)]
 
 
 def test_bench_rejects_unknown_config(capsys):
     assert cli.main(["bench", "--configs", "m9-nothing"]) == 2
-    assert "unknown configuration" in capsys.readouterr().err
+    assert "unknown configuration 'm9-nothing'" in capsys.readouterr().err

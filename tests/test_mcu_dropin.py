@@ -9,15 +9,17 @@ compiles the selected kernel sources with TFLM's C warning flags.
 """
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.toolchains import require_target, require_tools
 
-REPO = Path(__file__).resolve().parents[1]
-OPS = REPO / "tflm_caps_ops"
-sys.path.insert(0, str(REPO / "firmware"))
-import mcu_build  # noqa: E402
+from tflm_caps import ops_sources
+from tflm_caps.baremetal.build import kernel_sources
+from tflm_caps.baremetal.targets import get_target
+
+# The operator sources the installed package carries (a copy of tflm_caps_ops).
+OPS = ops_sources()
 
 # What TFLM's Makefile does around Makefile_internal.inc (2026 tree):
 # sources.inc collects $(EXTERNAL_DIR)/**/Makefile_internal.inc, tests.inc
@@ -44,8 +46,7 @@ show:
 
 
 def make_show(tmp_path, **variables):
-    if shutil.which("make") is None:
-        pytest.skip("make not installed")
+    require_tools("make")
     ext = tmp_path / "external"
     ext.mkdir(exist_ok=True)
     link = ext / "tflm_caps_ops"
@@ -72,12 +73,12 @@ def make_show(tmp_path, **variables):
     ({"TARGET": "linux"}, "portable"),
     ({"TARGET": "cortex_m_generic", "CAPS_NN_BACKEND": "portable"}, "portable"),
 ])
-def test_make_fragment_selects_backend_like_mcu_build(tmp_path, variables, backend):
+def test_make_fragment_selects_backend_like_the_baremetal_build(tmp_path, variables, backend):
     rc, out = make_show(tmp_path, **variables)
     assert rc == 0, out
     assert out["BACKEND"] == [backend]
     names = sorted(Path(p).name + "@" + Path(p).parent.name for p in out["KERNELS"])
-    want = sorted(p.name + "@" + p.parent.name for p in mcu_build.kernel_sources(backend))
+    want = sorted(p.name + "@" + p.parent.name for p in kernel_sources(backend))
     assert names == want
     ops = sorted(Path(p).name for p in out["OPS"])
     assert ops == sorted(p.name for p in (OPS / "tflm").glob("*.cc"))
@@ -101,13 +102,11 @@ def test_make_fragment_options_and_errors(tmp_path):
     ("rv32imac", {"TARGET": "riscv32_generic", "CAPS_NN_NUM_CORES": 8}),
 ])
 def test_make_selected_sources_compile_with_tflm_warning_flags(tmp_path, target, variables):
-    missing = mcu_build.missing_tools(target)
-    if missing:
-        pytest.skip(f"{target}: toolchain not installed ({', '.join(missing)})")
+    require_target(target)
     rc, out = make_show(tmp_path, **variables)
     assert rc == 0, out
-    t = mcu_build.get_target(target)
-    cc = mcu_build.tools(t)[0]
+    t = get_target(target)
+    cc = t.tools[0]
     base = [cc, *t.cflags, "-mthumb" if t.arch == "arm" else "--specs=picolibc.specs",
             "-O2", "-c", "-Wsign-compare", "-Wdouble-promotion", "-Wvla",
             "-Wmissing-field-initializers", *out["CCFLAGS"],
@@ -123,13 +122,10 @@ def test_make_selected_sources_compile_with_tflm_warning_flags(tmp_path, target,
     ("rv32imac", "riscv32", "riscv"),
 ])
 def test_cmake_builds_kernel_library_for_target(tmp_path, target, processor, backend):
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake not installed")
-    missing = mcu_build.missing_tools(target)
-    if missing:
-        pytest.skip(f"{target}: toolchain not installed ({', '.join(missing)})")
-    t = mcu_build.get_target(target)
-    cc = shutil.which(mcu_build.tools(t)[0])
+    require_tools("cmake")
+    require_target(target)
+    t = get_target(target)
+    cc = shutil.which(t.tools[0])
     cflags = " ".join([*t.cflags, "-mthumb" if t.arch == "arm" else "--specs=picolibc.specs"])
     build = tmp_path / "build"
     cfg = subprocess.run(
@@ -146,15 +142,14 @@ def test_cmake_builds_kernel_library_for_target(tmp_path, target, processor, bac
     lib = next(build.rglob("libtflm_caps_kernels.a"))
     ar = "arm-none-eabi-ar" if t.arch == "arm" else "riscv64-unknown-elf-ar"
     members = subprocess.run([ar, "t", str(lib)], capture_output=True, text=True).stdout.split()
-    want = {p.name + ".obj" for p in mcu_build.kernel_sources(backend)} | \
-           {p.name + ".o" for p in mcu_build.kernel_sources(backend)}
-    assert len(members) == len(mcu_build.kernel_sources(backend))
+    want = {p.name + ".obj" for p in kernel_sources(backend)} | \
+           {p.name + ".o" for p in kernel_sources(backend)}
+    assert len(members) == len(kernel_sources(backend))
     assert set(members) <= want
 
 
 def test_cmake_rejects_bad_backend(tmp_path):
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake not installed")
+    require_tools("cmake")
     cfg = subprocess.run(["cmake", "-S", str(OPS), "-B", str(tmp_path / "b"),
                           "-DCAPS_NN_BACKEND=avx"], capture_output=True, text=True)
     assert cfg.returncode != 0

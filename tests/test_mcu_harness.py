@@ -1,17 +1,15 @@
 """The bare-metal harness: instruction counters, exit codes, faults and
-timeouts on every emulated target (firmware/mcu_build.py)."""
-import sys
-from pathlib import Path
-
+timeouts on every emulated target (tflm_caps.baremetal)."""
 import pytest
+from support.toolchains import require_target
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "firmware"))
-import mcu_build  # noqa: E402
+from tflm_caps.baremetal import McuError, build, qemu
+from tflm_caps.baremetal.targets import TARGETS as ALL_TARGETS
+from tflm_caps.baremetal.targets import counts_to_instructions, get_target
 
 pytestmark = pytest.mark.emulated
 
-TARGETS = sorted(mcu_build.TARGETS)
+TARGETS = sorted(ALL_TARGETS)
 
 # A counted loop of exactly 2 instructions per iteration, then a fault or an
 # exit code chosen at compile time.
@@ -54,28 +52,21 @@ int main(void)
 """
 
 
-def require(target):
-    missing = mcu_build.missing_tools(target)
-    if missing:
-        pytest.skip(f"{target}: toolchain/emulator not installed ({', '.join(missing)}); "
-                    "scripts/install.sh installs them")
-
-
-def build(tmp_path, target, *defines):
+def build_program(tmp_path, target, *defines):
     src = tmp_path / "prog.c"
     src.write_text(PROGRAM)
     elf = tmp_path / f"{target}.elf"
-    return mcu_build.build(target, [src], elf, defines=["SPIN=500000", "EXIT_CODE=0", *defines])
+    return build.build(target, [src], elf, defines=["SPIN=500000", "EXIT_CODE=0", *defines])
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_counter_counts_instructions(tmp_path, target):
-    require(target)
-    result = mcu_build.run(target, build(tmp_path, target, "EXIT_CODE=7"), timeout=60)
+    require_target(target)
+    result = qemu.run(target, build_program(tmp_path, target, "EXIT_CODE=7"), timeout=60)
     assert result.returncode == 7, result.output  # exit code passes through semihosting
     (row,) = result.records("COUNT")
-    spin = mcu_build.counts_to_instructions(target, row["spin"])
-    resolution = mcu_build.get_target(target).counter_resolution
+    spin = counts_to_instructions(target, row["spin"])
+    resolution = get_target(target).instructions_per_count
     # 2 instructions per iteration, plus the counter read and the call
     assert abs(spin - 2 * 500000) <= resolution + 64, (spin, resolution)
     if target == "rv32imac":
@@ -84,39 +75,39 @@ def test_counter_counts_instructions(tmp_path, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_fault_ends_run_with_error(tmp_path, target):
-    require(target)
-    result = mcu_build.run(target, build(tmp_path, target, "FAULT"), timeout=30)
+    require_target(target)
+    result = qemu.run(target, build_program(tmp_path, target, "FAULT"), timeout=30)
     assert result.returncode != 0
     assert "COUNT" in result.output  # ran up to the fault
     assert ("MCU FAULT" in result.output) or ("fault" in result.output.lower())
 
 
 def test_hang_is_stopped_by_the_timeout(tmp_path):
-    require("cortex-m7")
-    elf = build(tmp_path, "cortex-m7", "HANG")
-    with pytest.raises(mcu_build.McuError, match="did not finish within"):
-        mcu_build.run("cortex-m7", elf, timeout=3)
+    require_target("cortex-m7")
+    elf = build_program(tmp_path, "cortex-m7", "HANG")
+    with pytest.raises(McuError, match="did not finish within"):
+        qemu.run("cortex-m7", elf, timeout=3)
 
 
 def test_build_errors_name_the_file(tmp_path):
-    require("cortex-m4")
+    require_target("cortex-m4")
     bad = tmp_path / "bad.c"
     bad.write_text("int main(void) { return undefined_symbol; }\n")
-    with pytest.raises(mcu_build.McuError, match="bad.c"):
-        mcu_build.build("cortex-m4", [bad], tmp_path / "bad.elf")
+    with pytest.raises(McuError, match="bad.c"):
+        build.build("cortex-m4", [bad], tmp_path / "bad.elf")
 
 
 def test_unknown_target_and_backend_are_rejected():
     with pytest.raises(ValueError, match="unknown MCU target"):
-        mcu_build.get_target("cortex-m99")
+        get_target("cortex-m99")
     with pytest.raises(ValueError, match="unknown backend"):
-        mcu_build.kernel_sources("avx512")
+        build.kernel_sources("avx512")
 
 
 def test_backend_sources_replace_portable_files_by_name():
-    portable = {p.name for p in mcu_build.kernel_sources("portable")}
+    portable = {p.name for p in build.kernel_sources("portable")}
     for backend in ("cortex_m", "riscv"):
-        paths = mcu_build.kernel_sources(backend)
+        paths = build.kernel_sources(backend)
         names = [p.name for p in paths]
         assert len(names) == len(set(names)), names  # no file twice
         own = {p.name for p in paths if p.parent.name == backend}
@@ -128,6 +119,6 @@ def test_backend_sources_replace_portable_files_by_name():
 
 def test_parse_records():
     out = "noise\nCALL index=1 op=squash count=42 first=-1 PASS\nCALL index=2 op=x\n"
-    assert mcu_build.parse_records(out, "CALL") == [
+    assert qemu.parse_records(out, "CALL") == [
         {"index": 1, "op": "squash", "count": 42, "first": -1},
         {"index": 2, "op": "x"}]

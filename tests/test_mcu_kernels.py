@@ -2,44 +2,38 @@
 run bare-metal under QEMU (Cortex-M4/M7/M33/M55 system boards, RV32IMAC
 virt at 1, 2 and 8 emulated cluster cores).
 
-One vector header (tflm_caps.reference.vectors format + the reference's
-outputs) is built per session; every configuration compiles it with the
-kernel library into a semihosting image (firmware/kernel_vectors_main.c)
-that checks every call and exits non-zero on any mismatch.
+One vector header (CAPV format of tflm_caps.baremetal.vectors + the
+reference's outputs) is built per session; every configuration compiles it
+with the kernel library into a semihosting image (the harness's
+kernel_vectors_main.c) that checks every call and exits non-zero on any
+mismatch.
 """
 import math
-import sys
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.kernel_cases import random_class_caps
+from support.toolchains import require_target
 
-REPO = Path(__file__).resolve().parents[1]
-FIRMWARE = REPO / "firmware"
-sys.path.insert(0, str(FIRMWARE))
-import mcu_build  # noqa: E402
-import mcu_vectors  # noqa: E402
-
-from tflm_caps.reference import int8 as ref  # noqa: E402
-from tflm_caps.reference import vectors as vec  # noqa: E402
+from tflm_caps import ops_sources
+from tflm_caps.baremetal import build, cases, qemu
+from tflm_caps.baremetal import vectors as vec
+from tflm_caps.baremetal.targets import get_target
+from tflm_caps.reference import int8 as ref
+from tflm_caps.reference import quant as q
 
 pytestmark = pytest.mark.emulated
 
-MAIN = FIRMWARE / "kernel_vectors_main.c"
-
-
-def require(target):
-    missing = mcu_build.missing_tools(target)
-    if missing:
-        pytest.skip(f"{target}: toolchain/emulator not installed ({', '.join(missing)}); "
-                    "scripts/install.sh installs them")
+TESTS_C = Path(__file__).resolve().parent / "c"
 
 
 def _cases():
     rng = np.random.default_rng(20240611)
-    cc = mcu_vectors.calibrated_class_caps
-    rc = mcu_vectors.random_class_caps
-    cases = []
+    cc = cases.calibrated_class_caps
+    rc = random_class_caps
+    out = []
     # odd capsule counts, dims not multiple of 4, more than one 255-capsule
     # block (300), R = 1..4, per-tensor and per-capsule scales, N_out above
     # the backends' small-array limits (33), N_out = 1 (couplings of 2^15);
@@ -65,25 +59,25 @@ def _cases():
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
-        cases.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS))
-    cases.append(mcu_vectors.squash_case(rng, 33, 5, scale=0.05, zp=3))
-    cases.append(mcu_vectors.squash_case(rng, 16, 4, scale=3e-4, zp=-128))
-    cases.append(mcu_vectors.squash_case(rng, 7, 16, scale=2.0, zp=127))
+        out.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS))
+    out.append(cases.squash_case(rng, 33, 5, scale=0.05, zp=3))
+    out.append(cases.squash_case(rng, 16, 4, scale=3e-4, zp=-128))
+    out.append(cases.squash_case(rng, 7, 16, scale=2.0, zp=127))
     zeros = np.zeros((3, 6), dtype=np.int8)
-    cases.append(("squash", zeros, mcu_vectors.q.squash_params(0.1, 0)))
-    cases.append(mcu_vectors.length_case(rng, 33, 5, scale=0.02, zp=-7))
-    cases.append(mcu_vectors.length_case(rng, 9, 16, scale=1.0 / 128, zp=0))
-    cases.append(("length", zeros, mcu_vectors.q.length_params(0.5, 0)))
-    return cases
+    out.append(("squash", zeros, q.squash_params(0.1, 0)))
+    out.append(cases.length_case(rng, 33, 5, scale=0.02, zp=-7))
+    out.append(cases.length_case(rng, 9, 16, scale=1.0 / 128, zp=0))
+    out.append(("length", zeros, q.length_params(0.5, 0)))
+    return out
 
 
 @pytest.fixture(scope="session")
 def vectors(tmp_path_factory):
     """(include dir, expected call list, cases) shared by every configuration."""
-    cases = _cases()
+    all_cases = _cases()
     d = tmp_path_factory.mktemp("mcu_vectors")
-    calls = mcu_vectors.write_header(d / "caps_vectors.h", cases, scratch_offset=3)
-    return d, calls, cases
+    calls = vec.write_header(d / "caps_vectors.h", all_cases, scratch_offset=3)
+    return d, calls, all_cases
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +94,9 @@ PROGRAM_SETTINGS = ("CAPS_SCRATCH_OFFSET", "CAPS_EXTRA_BLOCK_SCRATCH")
 def test_vectors_exercise_the_hard_paths(vectors):
     """The cases above really hit saturation of the logits, couplings of
     exactly 2^15 and non-uniform routing (else the bit-exact runs prove less)."""
-    _, _, cases = vectors
+    _, _, all_cases = vectors
     full, saturated, uneven = False, False, False
-    for case in cases:
+    for case in all_cases:
         if case[0] != "class_caps":
             continue
         _, u, W, p, _ = case
@@ -118,16 +112,16 @@ def test_vectors_exercise_the_hard_paths(vectors):
 
 def run_vectors(vectors, tmp_path, target, backend, defines=(), opt="-O2", extra_sources=(),
                 include_dirs=(), extra_flags=(), cache=None):
-    require(target)
+    require_target(target)
     inc, calls, _ = vectors
     elf = tmp_path / f"{target}_{backend}.elf"
-    sources = [MAIN, *extra_sources, *mcu_build.kernel_sources(backend)]
+    sources = [build.KERNEL_VECTORS_MAIN, *extra_sources, *build.kernel_sources(backend)]
     program = [d for d in defines if d.startswith(PROGRAM_SETTINGS)]
     kernel = [d for d in defines if not d.startswith(PROGRAM_SETTINGS)]
-    mcu_build.build(target, sources, elf, include_dirs=[inc, *include_dirs], defines=kernel,
+    build.build(target, sources, elf, include_dirs=[inc, *include_dirs], defines=kernel,
                     program_defines=program, opt=opt, extra_flags=list(extra_flags),
                     cache_dir=cache)
-    result = mcu_build.run(target, elf, timeout=120)
+    result = qemu.run(target, elf, timeout=120)
     rows = result.records("CALL")
     failed = [r for r in rows if r.get("status") != 0 or r.get("mismatches") != 0]
     assert not failed, f"{target}/{backend}: mismatching calls: {failed[:5]}\n{result.output[-2000:]}"
@@ -173,13 +167,13 @@ def test_backend_bit_exact(vectors, objcache, tmp_path, target, backend, defines
 
 
 def test_riscv_partition_covers_work_exactly_once(objcache, tmp_path):
-    require("rv32imac")
+    require_target("rv32imac")
     for cores in (1, 2, 3, 8):
         elf = tmp_path / f"partition_{cores}.elf"
-        mcu_build.build("rv32imac", [FIRMWARE / "partition_main.c",
-                                     FIRMWARE.parent / "tflm_caps_ops/src/riscv/caps_rv_parallel.c"],
-                        elf, defines=[f"CAPS_NN_NUM_CORES={cores}"], cache_dir=objcache)
-        result = mcu_build.run("rv32imac", elf, timeout=60)
+        build.build("rv32imac", [TESTS_C / "partition_main.c",
+                                 ops_sources() / "src" / "riscv" / "caps_rv_parallel.c"],
+                    elf, defines=[f"CAPS_NN_NUM_CORES={cores}"], cache_dir=objcache)
+        result = qemu.run("rv32imac", elf, timeout=60)
         assert f"PARTITION PASS cores={cores}" in result.output, result.output
         assert result.returncode == 0
 
@@ -288,21 +282,21 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
              "-Wimplicit-function-declaration", "-std=c11", "-O2", "-c"]
     for target, backend in (("cortex-m7", "cortex_m"), ("cortex-m55", "cortex_m"),
                             ("rv32imac", "riscv")):
-        require(target)
-        t = mcu_build.get_target(target)
-        own = sorted((mcu_build.OPS_DIR / "src" / backend).glob("*.c"))
-        own.append(mcu_build.OPS_DIR / "src" / "common" / "caps_nn_backend_math.c")
+        require_target(target)
+        t = get_target(target)
+        own = sorted((ops_sources() / "src" / backend).glob("*.c"))
+        own.append(ops_sources() / "src" / "common" / "caps_nn_backend_math.c")
         for src in own:
-            cmd = [mcu_build.tools(t)[0], *t.cflags, *flags,
-                   f"-I{mcu_build.OPS_DIR / 'include'}", str(src), "-o",
+            cmd = [t.tools[0], *t.cflags, *flags,
+                   f"-I{ops_sources() / 'include'}", str(src), "-o",
                    str(tmp_path / (src.stem + ".o"))]
             cmd.insert(1, "-mthumb" if t.arch == "arm" else "--specs=picolibc.specs")
-            proc = mcu_build.subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             assert proc.returncode == 0, f"{target} {src.name}:\n{proc.stderr}"
 
 
 def test_shapes_used_by_the_benchmark_are_the_published_ones():
-    assert mcu_vectors.SHAPES["costa2022-mnist"] == (1024, 4, 10, 6)
-    assert mcu_vectors.SHAPES["sabour2017-mnist"] == (1152, 8, 10, 16)
-    n_in, d_in, n_out, d_out = mcu_vectors.SHAPES["costa2022-mnist"]
+    assert cases.SHAPES["costa2022-mnist"] == (1024, 4, 10, 6)
+    assert cases.SHAPES["sabour2017-mnist"] == (1152, 8, 10, 16)
+    n_in, d_in, n_out, d_out = cases.SHAPES["costa2022-mnist"]
     assert n_in == 8 * 8 * 16 and math.prod((n_in, n_out, d_out, d_in)) == 245760

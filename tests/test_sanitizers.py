@@ -6,25 +6,26 @@ every buffer (scratch included) an exact-size heap block, aligned or
 deliberately misaligned; any sanitizer report aborts it.  The outputs must
 also equal the numpy reference.
 """
-import glob
 import os
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from support.toolchains import require_tools
 
+from tflm_caps import ops_sources
+from tflm_caps.baremetal import vectors as V
+from tflm_caps.baremetal.build import HARNESS_DIR
 from tflm_caps.reference import float_ref
 from tflm_caps.reference import quant as q
-from tflm_caps.reference import vectors as V
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INCLUDE = os.path.join(ROOT, "tflm_caps_ops", "include")
-COMMON = sorted(glob.glob(os.path.join(ROOT, "tflm_caps_ops", "src", "common", "*.c")))
-PORTABLE = sorted(glob.glob(os.path.join(ROOT, "tflm_caps_ops", "src", "portable", "*.c")))
+OPS = ops_sources()
+INCLUDE = str(OPS / "include")
+COMMON = sorted(str(p) for p in (OPS / "src" / "common").glob("*.c"))
+PORTABLE = sorted(str(p) for p in (OPS / "src" / "portable").glob("*.c"))
 # the portable library: src/common without the optimized backends' fast math
 PORTABLE_LIB = [p for p in COMMON if os.path.basename(p) != "caps_nn_backend_math.c"] + PORTABLE
-DRIVER = os.path.join(ROOT, "tests", "c", "kernel_vectors_main.c")
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "kernel_vectors_main.c")
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror"]
 
 TARGETS = {
@@ -37,18 +38,13 @@ TARGETS = {
 }
 
 
-def _have(tool):
-    return shutil.which(tool) is not None
-
-
 @pytest.fixture(scope="session")
 def sanitized_driver(tmp_path_factory):
-    if not _have("gcc"):
-        pytest.skip("gcc not installed")
+    require_tools("gcc")
     exe = str(tmp_path_factory.mktemp("asan") / "kernel_vectors")
     cmd = ["gcc", *WARN, "-g", "-O1", "-fno-omit-frame-pointer",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", INCLUDE,
-           DRIVER, *PORTABLE_LIB, "-o", exe]
+           "-I", str(HARNESS_DIR / "common"), DRIVER, *PORTABLE_LIB, "-o", exe]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return exe
@@ -146,8 +142,7 @@ def test_driver_reports_bad_arguments_without_crashing(sanitized_driver, tmp_pat
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_sources_compile_warning_free(target, tmp_path):
     cc = TARGETS[target]
-    if not _have(cc[0]):
-        pytest.skip(f"{cc[0]} not installed")
+    require_tools(cc[0])
     for src in COMMON + PORTABLE:
         obj = str(tmp_path / (os.path.basename(src) + ".o"))
         res = subprocess.run([*cc, *WARN, "-O2", "-I", INCLUDE, "-c", src, "-o", obj],
@@ -159,8 +154,7 @@ def test_portable_kernels_use_no_float_heap_or_libm(tmp_path):
     """On a soft-float core every float/double operation is a library call:
     the kernel objects must reference none, nor malloc/free or libm."""
     cc = TARGETS["cortex-m0"]
-    if not _have(cc[0]) or not _have("arm-none-eabi-nm"):
-        pytest.skip("arm-none-eabi toolchain not installed")
+    require_tools(cc[0], "arm-none-eabi-nm")
     forbidden = ("__aeabi_f", "__aeabi_d", "__aeabi_i2f", "__aeabi_i2d", "__aeabi_l2f",
                  "__aeabi_l2d", "malloc", "calloc", "realloc", "free", "sqrt", "exp", "log",
                  "pow", "frexp", "ldexp")

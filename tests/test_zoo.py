@@ -3,14 +3,12 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from tflm_caps import cli, models  # noqa: E402
-from tflm_caps.layers import ClassCaps, Length, PrimaryCaps  # noqa: E402
+from tflm_caps import cli, models
+from tflm_caps.layers import ClassCaps, Length, PrimaryCaps
 
 EXPECTED_PARAMS = {
     "sabour2017-mnist": 6_804_224,

@@ -1,5 +1,5 @@
 /*
- * Runs the kernel calls of a vector file (format: tflm_caps.reference.vectors)
+ * Runs the kernel calls of a vector file (format: tflm_caps.baremetal.vectors)
  * and writes each call's status and output.  Every input, output and
  * scratch buffer is a separate heap block of exactly the size the API
  * promises, optionally offset by a few bytes from malloc's alignment, so
@@ -11,9 +11,9 @@
 #include <stdlib.h>
 
 #include "tflm_caps/caps_nn_functions.h"
-/* Record parsing shared with the bare-metal driver (relative, so every
- * build of this file finds it without an extra include path). */
-#include "../../firmware/common/caps_vector_records.h"
+/* Record parsing shared with the bare-metal driver (in the installed
+ * package's baremetal/harness/common, on the include path). */
+#include "caps_vector_records.h"
 
 static FILE *g_in;
 static FILE *g_out;

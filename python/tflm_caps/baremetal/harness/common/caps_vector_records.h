@@ -1,6 +1,6 @@
 /*
- * Parsing of CAPV kernel-vector files (format: tflm_caps.reference.vectors),
- * shared by the bare-metal driver (firmware/kernel_vectors_main.c, vectors
+ * Parsing of CAPV kernel-vector files (format: tflm_caps.baremetal.vectors),
+ * shared by the bare-metal driver (harness/kernel_vectors_main.c, vectors
  * embedded in the image) and the host driver (tests/c/kernel_vectors_main.c,
  * vectors read from a file).  The drivers differ in where bytes come from,
  * where buffers live and what happens to outputs, so this header only turns

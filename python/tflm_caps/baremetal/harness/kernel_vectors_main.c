@@ -2,7 +2,7 @@
  * Bare-metal kernel test and benchmark program.
  *
  * Runs every kernel call of an in-memory vector blob (format of
- * tflm_caps.reference.vectors, embedded by firmware/mcu_vectors.py as
+ * tflm_caps.baremetal.vectors, embedded by its write_header() as
  * caps_vectors.h), compares each output with the numpy reference's output
  * embedded next to it, and counts the instructions of each call:
  *

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Per-function (and per-line) instruction profile of a bare-metal image.
 
 QEMU logs every translated block (``-d in_asm``) and every block execution
@@ -8,7 +7,7 @@ folded into functions with the ELF symbol table (``nm``) and optionally
 into source lines (``addr2line``).  Slow (the log is large): for small
 shapes while tuning kernels, not for the benchmark itself.
 
-    python3 firmware/mcu_profile.py --target cortex-m7 image.elf [--lines 20]
+    python -m tflm_caps.baremetal.profile --target cortex-m7 image.elf [--lines 20]
 """
 import argparse
 import bisect
@@ -19,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mcu_build  # noqa: E402
+from tflm_caps.baremetal.qemu import qemu_command
+from tflm_caps.baremetal.targets import TARGETS, get_target
 
 _INSN = re.compile(r"^0x([0-9a-f]+):")
 _TRACE = re.compile(r"^Trace \d+: (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/")
@@ -72,20 +71,21 @@ def fold(counts, syms):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tflm_caps.baremetal.profile",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("elf")
-    p.add_argument("--target", default="cortex-m7", choices=sorted(mcu_build.TARGETS))
+    p.add_argument("--target", default="cortex-m7", choices=sorted(TARGETS))
     p.add_argument("--top", type=int, default=25, help="functions to show")
     p.add_argument("--lines", type=int, default=0, help="also show the N hottest source lines")
     p.add_argument("--annotate", metavar="FUNCTION",
                    help="print FUNCTION's disassembly with per-instruction counts")
     p.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args(argv)
-    target = mcu_build.get_target(args.target)
-    prefix = "arm-none-eabi-" if target.arch == "arm" else "riscv64-unknown-elf-"
+    target = get_target(args.target)
+    prefix = target.tool_prefix
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "qemu.log")
-        cmd = mcu_build.qemu_command(target, args.elf)
+        cmd = qemu_command(target, args.elf)
         cmd[1:1] = ["-d", "in_asm,exec,nochain", "-D", log]
         subprocess.run(cmd, stdin=subprocess.DEVNULL, timeout=args.timeout, check=False)
         counts = instruction_counts(log)

@@ -1,0 +1,45 @@
+"""Kernel cases for the bare-metal runs: the published CapsNet shapes,
+calibrated layers whose routing really routes, random squash and length
+inputs.
+
+A case is a tuple of the CAPV format (``tflm_caps.baremetal.vectors``):
+``("squash"|"length", x, params)`` or ``("class_caps", u, W, params, flags)``.
+"""
+import math
+
+import numpy as np
+
+from tflm_caps.reference import float_ref
+from tflm_caps.reference import quant as q
+
+
+# Published CapsNet class-capsule layers: (n_in, dim_in, n_out, dim_out).
+SHAPES = {
+    "costa2022-mnist": (1024, 4, 10, 6),
+    "sabour2017-mnist": (1152, 8, 10, 16),
+}
+
+
+def calibrated_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
+                          batch=2):
+    """(u int8 [n_in, dim_in], W int8, ClassCapsParams) of a layer whose
+    float predictions agree on one class, quantized with scales calibrated
+    on a small batch: a routing that actually routes."""
+    u = float_ref.squash(rng.normal(size=(batch, n_in, dim_in)))
+    W = rng.normal(size=(n_in, n_out, dim_out, dim_in)) / math.sqrt(dim_in)
+    target = rng.normal(size=dim_out)
+    W[:, 0] += 0.5 * np.einsum("d,k->dk", target, np.ones(dim_in)) / dim_in
+    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule)
+    Wq = q.quantize_weights(W, quant.weight_scales)
+    uq = q.quantize(u[0], 1.0 / 128)
+    return uq, Wq, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
+
+
+def squash_case(rng, n_caps, dim, scale=0.05, zp=3):
+    x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
+    return ("squash", x, q.squash_params(scale, zp))
+
+
+def length_case(rng, n_caps, dim, scale=1.0 / 128, zp=0):
+    x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
+    return ("length", x, q.length_params(scale, zp))
