@@ -11,11 +11,7 @@ float ``.tflite`` means and let the export be checked against Keras.
 import tensorflow as tf
 
 from tflm_caps.layers import ops
-
-SQUASH = "TFLMCaps_Squash"
-CLASS_CAPS = "TFLMCaps_ClassCaps"
-LENGTH = "TFLMCaps_Length"
-CUSTOM_OPS = (SQUASH, CLASS_CAPS, LENGTH)
+from tflm_caps import ops_contract as C
 
 
 def implements(name, **int_attrs):
@@ -30,13 +26,13 @@ def squash_fn():
     # Only tensors are arguments: each argument becomes an op input.
     def body(x):
         return ops.squash(x)
-    return tf.function(body, autograph=False, experimental_implements=implements(SQUASH))
+    return tf.function(body, autograph=False, experimental_implements=implements(C.SQUASH))
 
 
 def length_fn():
     def body(v):
         return ops.length(v)
-    return tf.function(body, autograph=False, experimental_implements=implements(LENGTH))
+    return tf.function(body, autograph=False, experimental_implements=implements(C.LENGTH))
 
 
 def class_caps_fn(num_routing, store_predictions=True):
@@ -44,4 +40,5 @@ def class_caps_fn(num_routing, store_predictions=True):
     def body(u, w):
         return ops.dynamic_routing(ops.predictions(u, w), num_routing)
     return tf.function(body, autograph=False, experimental_implements=implements(
-        CLASS_CAPS, num_routing=num_routing, store_predictions=int(bool(store_predictions))))
+        C.CLASS_CAPS, **{C.OPT_NUM_ROUTING: num_routing,
+                         C.OPT_STORE_PREDICTIONS: int(bool(store_predictions))}))
