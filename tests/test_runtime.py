@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from support.model_builder import (OpSpec, TensorSpec, build_model, class_caps_model,
-                                   squash_model)
+                                   random_class_caps, squash_model)
 from tflm_caps.reference import int8 as ref
 from tflm_caps.reference import quant as q
 from tflm_caps.runtime import (MIN_SAFE_ARENA, ArenaTooSmallError, ModelFormatError, TFLMRunner,
@@ -18,12 +18,7 @@ from tflm_caps.runtime import (MIN_SAFE_ARENA, ArenaTooSmallError, ModelFormatEr
 
 @pytest.fixture(scope="module")
 def caps_model():
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.3, (32, 5, 6, 4))
-    ws = q.weight_scales(w, per_capsule=True)
-    quant = q.calibrate_class_caps(rng.normal(0, 0.4, (8, 32, 4)), w, 3, 1 / 128, 0,
-                                   w_scales=ws)
-    return class_caps_model(1, q.quantize_weights(w, ws), quant)
+    return class_caps_model(1, *random_class_caps(0, 32, 5, 6, 4))
 
 
 def float_io_squash_model():

@@ -113,6 +113,37 @@ def _keras_layer_names(model):
     return {layer.name for layer in model.layers}
 
 
+def _layer_errors(model, info, op, raw, layer_for_op, keras_layers, float_scores):
+    """Report entry of one capsule op: its TFLM output against the Keras layer
+    of the same name (accumulated error) and against the float op on its own
+    int8 inputs (the op's error)."""
+    t_out = info.tensors[op.outputs[0]]
+    t_in = info.tensors[op.inputs[0]]
+    got = _dequant(t_out, raw[op.outputs[0]])
+    deq_in = _dequant(t_in, raw[op.inputs[0]])
+    entry = {"name": layer_for_op.get(op.index, t_out.name), "op": op.op_name,
+             "tensor": t_out.name, "shape": list(t_out.shape)}
+    if op.index in layer_for_op:
+        ref = keras_layers[layer_for_op[op.index]]
+    elif op.outputs[0] in info.outputs:
+        ref = float_scores  # the graph output is the Keras model output
+        history = getattr(model.outputs[0], "_keras_history", None)
+        entry["name"] = getattr(getattr(history, "operation", None), "name", entry["name"])
+    else:
+        ref = None
+    if ref is not None and np.shape(ref) == got.shape:
+        entry["sqnr_db"] = sqnr_db(ref, got)
+        entry["max_abs_error"] = float(np.max(np.abs(np.asarray(ref, np.float64) - got)))
+    else:
+        entry["sqnr_db"] = None
+        entry["max_abs_error"] = None
+        entry["note"] = "no Keras layer of that name: only the op's own error is reported"
+    op_ref = _op_reference(info, op, [deq_in])
+    entry["op_sqnr_db"] = sqnr_db(op_ref, got)
+    entry["op_max_abs_error"] = float(np.max(np.abs(op_ref - got)))
+    return entry
+
+
 def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None,
              arena_bytes="search", progress=False):
     """Compare float Keras with int8 TFLM on the held-out split of ``data``.
@@ -173,33 +204,8 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
             layer_for_op[op.index] = name
     float_scores, keras_layers = _keras_outputs(model, x, list(layer_for_op.values()))
 
-    layers = []
-    for op in caps_ops:
-        t_out = info.tensors[op.outputs[0]]
-        t_in = info.tensors[op.inputs[0]]
-        got = _dequant(t_out, raw[op.outputs[0]])
-        deq_in = _dequant(t_in, raw[op.inputs[0]])
-        entry = {"name": layer_for_op.get(op.index, t_out.name), "op": op.op_name,
-                 "tensor": t_out.name, "shape": list(t_out.shape)}
-        if op.index in layer_for_op:
-            ref = keras_layers[layer_for_op[op.index]]
-        elif op.outputs[0] in info.outputs:
-            ref = float_scores  # the graph output is the Keras model output
-            history = getattr(model.outputs[0], "_keras_history", None)
-            entry["name"] = getattr(getattr(history, "operation", None), "name", entry["name"])
-        else:
-            ref = None
-        if ref is not None and np.shape(ref) == got.shape:
-            entry["sqnr_db"] = sqnr_db(ref, got)
-            entry["max_abs_error"] = float(np.max(np.abs(np.asarray(ref, np.float64) - got)))
-        else:
-            entry["sqnr_db"] = None
-            entry["max_abs_error"] = None
-            entry["note"] = "no Keras layer of that name: only the op's own error is reported"
-        op_ref = _op_reference(info, op, [deq_in])
-        entry["op_sqnr_db"] = sqnr_db(op_ref, got)
-        entry["op_max_abs_error"] = float(np.max(np.abs(op_ref - got)))
-        layers.append(entry)
+    layers = [_layer_errors(model, info, op, raw, layer_for_op, keras_layers, float_scores)
+              for op in caps_ops]
 
     float_pred = np.argmax(float_scores, axis=-1)
     int8_pred = np.argmax(int8_scores, axis=-1)

@@ -201,6 +201,20 @@ def class_caps_options(quant, store_predictions=True):
     return opts
 
 
+def random_class_caps(seed, n_in, n_out, d_out, d_in, routings=3, samples=8):
+    """Random W [N_in, N_out, D_out, D_in] and input capsules, quantized by the
+    reference (per-capsule weight scales, input scale 1/128, zero point 0):
+    returns (int8 W, ClassCapsQuant) for ``class_caps_model``."""
+    from tflm_caps.reference import quant as q
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.3, (n_in, n_out, d_out, d_in))
+    ws = q.weight_scales(w, per_capsule=True)
+    quant = q.calibrate_class_caps(rng.normal(0, 0.4, (samples, n_in, d_in)), w, routings,
+                                   1 / 128, 0, w_scales=ws)
+    return q.quantize_weights(w, ws), quant
+
+
 def class_caps_model(batch, weights_q, quant, store_predictions=True, options=None):
     """TFLMCaps_ClassCaps with int8 weights [N_in, N_out, D_out, D_in] and the
     quantization of a reference ClassCapsQuant (1 or N_out weight scales)."""

@@ -219,6 +219,89 @@ def _verify_int8(model_obj, io_dtype):
             raise ConversionError("internal: a DEQUANTIZE remains inside the graph")
 
 
+def _calibrate(ex, batches, progress):
+    """Step 2: the float graph over the calibration batches, with float kernels
+    recording the ClassCaps inputs.  Returns (model bytes with min/max
+    statistics, the recorder, seconds)."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tflm_caps.converter import kernels
+
+    recorder = calibration.RoutingRecorder()
+    kernel_set = kernels.float_kernels(recorder)
+    converter = _tf_converter(ex.concrete_function)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    bar = tqdm(total=len(batches), desc="calibrating", unit="batch", disable=not progress,
+               leave=False)
+
+    def representative():
+        for batch in batches:
+            yield [batch]
+            bar.update(1)
+
+    converter.representative_dataset = representative
+    converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
+    converter._experimental_calibrate_only = True
+    t0 = time.perf_counter()
+    try:
+        calibrated = _run_tf_converter(converter, "calibration")
+        kernel_set.raise_pending()
+    finally:
+        bar.close()
+    return calibrated, recorder, time.perf_counter() - t0
+
+
+def _quantize_builtins(cal_model, io_dtype):
+    """Step 3: the builtins quantized by TensorFlow (capsule ops left in float)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    io_tf = tf.int8 if io_dtype == "int8" else tf.float32
+    try:
+        return tf_convert.mlir_quantize(tflite.dump(cal_model), input_data_type=io_tf,
+                                        output_data_type=io_tf)
+    except Exception as exc:
+        raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
+
+
+def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, io_dtype):
+    """Step 4: capsule ops, their weights and options int8, dead data dropped.
+
+    Returns (int8 model bytes, per-ClassCaps reports, QUANTIZE/DEQUANTIZE removed).
+    """
+    q_model = tflite.load(quantized)
+    quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
+    try:
+        P.make_custom_ops_int8(q_model, _layer_names(q_model, ex))
+    except P.PatchError as exc:
+        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
+    removed = len(quantized_ops - {id(op) for op in q_model.subgraphs[0].operators})
+    reports, layers = [], []
+    for (_, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
+        scale, zp = P.activation_quant(q_model, op)
+        weights = P.class_caps_weights(q_model, op)
+        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
+                                                 scale, zp, per_capsule)
+        opts = caps_options.encode(C.CLASS_CAPS, {
+            C.OPT_NUM_ROUTING: info.num_routing,
+            C.OPT_STORE_PREDICTIONS: int(bool(store_predictions)),
+            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALES: list(q.s_scales),
+            C.OPT_B_SCALES: list(q.b_scales)})
+        layers.append(P.ClassCapsInt8(w_int8, q.weight_scales, opts, f"{info.layer_name}/W"))
+        reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
+                        "calibration_samples": int(len(u)), **q.to_dict()})
+    P.quantize_class_caps(q_model, layers)
+    for k, name in P.caps_ops(q_model):
+        if name != C.CLASS_CAPS:
+            G.set_custom_options(q_model.subgraphs[0].operators[k],
+                                 caps_options.encode(name, {}))
+    slim.strip_bias_quantization(q_model)
+    tflite.prune(q_model)
+    _verify_int8(q_model, io_dtype)
+    return tflite.dump(q_model), reports, removed
+
+
 def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
                      weight_granularity="per-tensor", io_dtype="int8", store_predictions=True,
                      batch_size=1, metadata="auto", progress=False):
@@ -234,12 +317,6 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     model's fixed batch dimension.  metadata: ``"auto"``, None or a dict
     (keys of ``tflm_caps.metadata.write``).  progress: tqdm bar.
     """
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tf_convert
-    from tqdm import tqdm
-
-    from tflm_caps.converter import kernels
-
     start = time.perf_counter()
     _check_choice("weight_granularity", weight_granularity, WEIGHT_GRANULARITIES)
     _check_choice("io_dtype", io_dtype, IO_DTYPES)
@@ -259,31 +336,7 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     meta = _resolve_metadata(metadata, ex, representative_dataset)
 
     float_bytes = _float_model_bytes(ex)
-
-    # Calibration of the float graph (step 2).
-    recorder = calibration.RoutingRecorder()
-    kernel_set = kernels.float_kernels(recorder)
-    converter = _tf_converter(ex.concrete_function)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    bar = tqdm(total=n_batches, desc="calibrating", unit="batch", disable=not progress,
-               leave=False)
-
-    def representative():
-        for batch in batches:
-            yield [batch]
-            bar.update(1)
-
-    converter.representative_dataset = representative
-    converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
-    converter._experimental_calibrate_only = True
-    t0 = time.perf_counter()
-    try:
-        calibrated = _run_tf_converter(converter, "calibration")
-        kernel_set.raise_pending()
-    finally:
-        bar.close()
-    calibration_seconds = time.perf_counter() - t0
-
+    calibrated, recorder, calibration_seconds = _calibrate(ex, batches, progress)
     cal_model = tflite.load(calibrated)
     _check_activation_ranges(cal_model, used)
     # ClassCaps ops in execution order -> their recorded float inputs.
@@ -293,48 +346,10 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
         raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
                               f"{len(ex.class_caps)} ClassCaps layers in the model")
     P.set_fixed_output_ranges(cal_model)
-
-    # Builtins quantized by TensorFlow (step 3).
-    io_tf = tf.int8 if io_dtype == "int8" else tf.float32
-    try:
-        quantized = tf_convert.mlir_quantize(tflite.dump(cal_model), input_data_type=io_tf,
-                                             output_data_type=io_tf)
-    except Exception as exc:
-        raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
-
-    # Capsule ops int8 (step 4).
-    q_model = tflite.load(quantized)
-    names = _layer_names(q_model, ex)
-    quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
-    try:
-        P.make_custom_ops_int8(q_model, names)
-    except P.PatchError as exc:
-        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
-    removed = len(quantized_ops - {id(op) for op in q_model.subgraphs[0].operators})
-    per_capsule = weight_granularity == "per-capsule"
-    cc_reports, cc_int8 = [], []
-    for (k, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
-        scale, zp = P.activation_quant(q_model, op)
-        weights = P.class_caps_weights(q_model, op)
-        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
-                                                 scale, zp, per_capsule)
-        opts = caps_options.encode(C.CLASS_CAPS, {
-            C.OPT_NUM_ROUTING: info.num_routing,
-            C.OPT_STORE_PREDICTIONS: int(bool(store_predictions)),
-            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALES: list(q.s_scales),
-            C.OPT_B_SCALES: list(q.b_scales)})
-        cc_int8.append(P.ClassCapsInt8(w_int8, q.weight_scales, opts, f"{info.layer_name}/W"))
-        cc_reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
-                           "calibration_samples": int(len(u)), **q.to_dict()})
-    P.quantize_class_caps(q_model, cc_int8)
-    for k, name in P.caps_ops(q_model):
-        if name != C.CLASS_CAPS:
-            G.set_custom_options(q_model.subgraphs[0].operators[k],
-                                 caps_options.encode(name, {}))
-    slim.strip_bias_quantization(q_model)
-    tflite.prune(q_model)
-    _verify_int8(q_model, io_dtype)
-    int8_bytes = tflite.dump(q_model)
+    quantized = _quantize_builtins(cal_model, io_dtype)
+    int8_bytes, cc_reports, removed = _finish_int8(
+        quantized, ex, routing_inputs, weight_granularity == "per-capsule", store_predictions,
+        io_dtype)
 
     if meta is not None:
         int8_bytes = _add_metadata(int8_bytes, meta)
