@@ -43,9 +43,9 @@ _CONVERTED = {}  # zoo name -> (ConversionResult, model bytes before the clean-u
 def convert_zoo(name, bundled_data):
     """Convert zoo model ``name`` once per session (realistic biases, default
     metadata).  Also returns the same conversion as it was before
-    ``converter_patches.slim`` and ``tflite.graph.drop_dead_data`` ran: captured when
-    the converter calls ``slim.strip_bias_quantization`` and pruned of
-    unreachable tensors only."""
+    ``converter_patches.slim`` and ``tflite.graph.drop_dead_data`` ran:
+    captured when the converter calls ``slim.strip_bias_quantization`` and
+    pruned of unreachable tensors only."""
     if name in _CONVERTED:
         return _CONVERTED[name]
     from tflm_caps import models
