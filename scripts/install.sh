@@ -8,6 +8,7 @@ APT_PACKAGES=(
   gcc g++ libc6-dev                 # builds the host kernel library (pip install .)
   libusb-1.0-0                      # linked by tflite-support's native modules
   valgrind                          # host instruction counts (benchmarks)
+  clang libclang-rt-dev             # libFuzzer harnesses with ASan/UBSan (tests/fuzz)
   make cmake                        # firmware drop-in checks (TFLM make fragment, CMake)
   gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib
   qemu-system-arm                   # Cortex-M4/M7/M55 system boards

@@ -83,7 +83,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const TfLiteTe
     CapsReportError("%s: could not allocate temporary tensors", kOp);
     return kTfLiteError;
   }
-  g_report.x_type = x->type;
+  g_report.x_type = CapsTensorType(x);
   g_report.x_rank = x->dims->size;
   for (int i = 0; i < 4; ++i) g_report.x_dims[i] = i < x->dims->size ? x->dims->data[i] : 0;
   g_report.x_bytes = (int32_t)x->bytes;
@@ -149,7 +149,7 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   g_report.eval_dims_match = x != nullptr && out != nullptr &&
                              CapsNumElements(x->dims) == data->elements &&
                              CapsNumElements(out->dims) == data->elements &&
-                             x->type == kTfLiteInt8;
+                             CapsTensorType(x) == kTfLiteInt8;
   int8_t* scratch = static_cast<int8_t*>(CapsGetScratch(context, data->scratch_index));
   g_report.scratch_ok = scratch != nullptr;
   if (!g_report.persistent_ok || !g_report.eval_dims_match || scratch == nullptr) {

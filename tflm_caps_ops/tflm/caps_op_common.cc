@@ -57,8 +57,10 @@ TfLiteStatus CapsCheckInt8Rank(const char* op, const char* what, const TfLiteTen
     CapsReportError("%s: %s is missing (could not allocate its tensor)", op, what);
     return kTfLiteError;
   }
-  if (tensor->type != kTfLiteInt8) {
-    CapsReportError("%s: %s must be int8, got %s", op, what, CapsTypeName(tensor->type));
+  const int type = CapsTensorType(tensor);
+  if (type != kTfLiteInt8) {
+    CapsReportError("%s: %s must be int8, got %s (type code %d)", op, what, CapsTypeName(type),
+                    type);
     return kTfLiteError;
   }
   if (tensor->dims == nullptr || tensor->dims->size != rank) {

@@ -8,6 +8,10 @@
 #ifndef TFLM_CAPS_TFLM_CAPS_OP_COMMON_H
 #define TFLM_CAPS_TFLM_CAPS_OP_COMMON_H
 
+#include <string.h>
+
+#include <type_traits>
+
 #include "tflm/caps_flexbuffer.h"
 #include "tflm/caps_ops.h"
 #include "tflm/caps_tflm_compat.h"
@@ -70,6 +74,18 @@ TfLiteStatus CapsOptionScale(const char* op, const caps_flexbuf_ref* map, const 
 // Vector of exactly `count` positive finite floats (scales).
 TfLiteStatus CapsOptionScales(const char* op, const caps_flexbuf_ref* map, const char* key,
                               int32_t count, float* out);
+
+// The type code of a TfLiteTensor or TfLiteEvalTensor, copied out as the
+// enum's underlying integer: TFLM stores codes (uint16, bfloat16, float8,
+// ...) that the host header's enum does not list, and loading such a value
+// as the enum is undefined.
+template <typename Tensor>
+int CapsTensorType(const Tensor* tensor) {
+  typename std::underlying_type<decltype(tensor->type)>::type code;
+  static_assert(sizeof(code) == sizeof(tensor->type), "enum and its underlying type");
+  memcpy(&code, &tensor->type, sizeof(code));
+  return static_cast<int>(code);
+}
 
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);

@@ -193,6 +193,10 @@ class ClassCapsDims(NamedTuple):
         if self.n_in * self.n_out * self.dim_out > _MAX_BUFFER // 2:
             raise ValueError(f"class-capsule predictions n_in*n_out*dim_out = "
                              f"{self.n_in * self.n_out * self.dim_out} exceed the 2^30 limit")
+        weights = self.n_in * self.n_out * self.dim_out * self.dim_in
+        if weights > (1 << 31) - 1:
+            raise ValueError(f"class-capsule weights n_in*n_out*dim_out*dim_in = {weights} "
+                             f"exceed the int32 limit")
         return self
 
     @classmethod

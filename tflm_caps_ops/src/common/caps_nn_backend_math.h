@@ -175,14 +175,18 @@ CAPS_BM_INLINE caps_bm_requant caps_bm_requant_init(int32_t multiplier, int32_t 
                                                     int64_t max_abs)
 {
     caps_bm_requant q;
+    const int32_t in_range = shift >= -31 && shift <= 30;
+    const int32_t s = in_range ? shift : 0; /* fields of an out-of-range shift: unused */
     q.multiplier = multiplier;
-    q.lshift = 1 + (shift > 0 ? shift : 0);
-    q.rshift = shift < 0 ? -shift : 0;
+    q.lshift = 1 + (s > 0 ? s : 0);
+    q.rshift = s < 0 ? -s : 0;
     q.half = q.rshift > 0 ? (int32_t)(1u << (q.rshift - 1)) : 0;
     q.fix = q.rshift > 0 ? -1 : 0;
-    /* |x << (lshift - 1)| < 2^30, multiplier >= 0, shifts in range */
-    q.fast = multiplier >= 0 && shift >= -31 && shift <= 30 && max_abs >= 0 &&
-             (max_abs << (q.lshift - 1)) < ((int64_t)1 << 30);
+    /* |x << (lshift - 1)| < 2^30, multiplier >= 0, shift in range; max_abs
+     * may be far above 2^33 (a carry with shift 30), so the bound is
+     * shifted, not max_abs */
+    q.fast = multiplier >= 0 && in_range && max_abs >= 0 &&
+             max_abs < (((int64_t)1 << 30) >> (q.lshift - 1));
     return q;
 }
 

@@ -11,6 +11,13 @@
 /* Largest scratch size we report (leaves room for the caller's rounding). */
 #define CAPS_NN_MAX_BUFFER ((int64_t)INT32_MAX - 65536)
 
+/* Squared-scale exponents caps_frexp_q31 can return (normal doubles);
+ * beyond them caps_nn_squash_gain's shift arithmetic would overflow. */
+#define SQ_EXPONENT_MIN (-1021)
+#define SQ_EXPONENT_MAX 1025
+
+static int64_t class_caps_bytes(const caps_class_caps_dims *dims, int32_t store_predictions);
+
 static int shift_ok(const caps_nn_requant *q)
 {
     return q->shift >= -31 && q->shift <= 30 && q->multiplier >= 0;
@@ -31,7 +38,14 @@ caps_nn_status caps_class_caps_dims_check(const caps_class_caps_dims *dims)
         dims->dim_out < 1 || dims->dim_out > CAPS_NN_MAX_CAPS_DIM) {
         return CAPS_NN_ARG_ERROR;
     }
-    if ((int64_t)dims->n_in * dims->n_out * dims->dim_out > CAPS_NN_MAX_BUFFER / 2) {
+    /* every size of the layer fits int32: the weights (indexed with int32
+     * strides by callers) and the largest scratch, the one with stored
+     * predictions (the others are smaller) */
+    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
+    if ((int64_t)dims->n_in * md * dims->dim_in > INT32_MAX ||
+        (int64_t)dims->n_in * dims->n_out > CAPS_NN_MAX_BUFFER / 4 ||
+        (int64_t)dims->n_in * md > CAPS_NN_MAX_BUFFER / 2 ||
+        class_caps_bytes(dims, 1) > CAPS_NN_MAX_BUFFER) {
         return CAPS_NN_ARG_ERROR;
     }
     return CAPS_NN_SUCCESS;
@@ -40,7 +54,8 @@ caps_nn_status caps_class_caps_dims_check(const caps_class_caps_dims *dims)
 caps_nn_status caps_squash_params_check(const caps_squash_params *params)
 {
     if (params == NULL || params->input_zp < -128 || params->input_zp > 127 ||
-        params->sq_multiplier < 0) {
+        params->sq_multiplier < 0 || params->sq_exponent < SQ_EXPONENT_MIN ||
+        params->sq_exponent > SQ_EXPONENT_MAX) {
         return CAPS_NN_ARG_ERROR;
     }
     return CAPS_NN_SUCCESS;
@@ -97,6 +112,18 @@ caps_nn_status caps_routing_params_check(const caps_class_caps_dims *dims,
     return CAPS_NN_SUCCESS;
 }
 
+/* Scratch of caps_class_caps_s8, from the one layout (caps_nn_scratch.h).
+ * Only called once the terms are known to be small enough for size_t on a
+ * 32-bit target (caps_class_caps_dims_check). */
+static int64_t class_caps_bytes(const caps_class_caps_dims *dims, int32_t store_predictions)
+{
+    caps_nn_routing_scratch layout;
+    caps_nn_routing_scratch_layout(dims, store_predictions != 0, &layout);
+    return 8 + (int64_t)layout.end;
+}
+
+/* Sizes of valid dims fit (caps_class_caps_dims_check); the bound stays
+ * as a second line of defence. */
 static int32_t checked(int64_t bytes)
 {
     return bytes > CAPS_NN_MAX_BUFFER ? -1 : (int32_t)bytes;
@@ -128,14 +155,13 @@ int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
     if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    caps_nn_routing_scratch layout;
-    caps_nn_routing_scratch_layout(dims, store_predictions != 0, &layout);
-    return checked(8 + (int64_t)layout.end);
+    return checked(class_caps_bytes(dims, store_predictions));
 }
 
+/* need < 0 is a size that does not exist: never enough. */
 static int context_ok(const caps_nn_context *ctx, int32_t need)
 {
-    return ctx != NULL && ctx->buf != NULL && ctx->size >= need;
+    return need >= 0 && ctx != NULL && ctx->buf != NULL && ctx->size >= need;
 }
 
 caps_nn_status caps_length_s8_args_check(const caps_caps_dims *dims,
