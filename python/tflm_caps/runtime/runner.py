@@ -10,6 +10,7 @@ failures surface as TFLMError carrying the operators' own messages (the
 wheel itself only says "TFLM failed to allocate tensors").
 """
 import os
+import struct
 import tempfile
 from contextlib import contextmanager
 
@@ -24,6 +25,9 @@ from tflm_caps.tflite.reader import ModelFormatError, check_model
 MIN_SAFE_ARENA = 1024
 # Headroom of the automatic arena size over the graph's activations.
 _AUTO_ARENA_OVERHEAD = 64 * 1024
+# What the wheel's Python flatbuffer parser raises on bytes it cannot decode.
+_WHEEL_PARSE_ERRORS = (struct.error, IndexError, KeyError, ValueError, TypeError,
+                       OverflowError, UnicodeDecodeError)
 
 
 class TFLMError(RuntimeError):
@@ -203,6 +207,11 @@ class TFLMRunner:
                     arena_size=int(arena_size), intrepreter_config=config)
         except RuntimeError as exc:
             raise TFLMError(self._explain(f"cannot load {self.name} into TFLM", exc)) from None
+        except _WHEEL_PARSE_ERRORS as exc:
+            # The wheel unpacks the whole flatbuffer in Python before TFLM
+            # sees it; parts the pre-check does not read can still break it.
+            raise ModelFormatError(f"{self.name}: malformed .tflite: the TFLM wheel cannot "
+                                   f"parse it ({type(exc).__name__}: {exc})") from None
         except MemoryError as exc:
             raise TFLMError(f"cannot load {self.name} into TFLM: the host could not allocate a "
                             f"{int(arena_size)}-byte arena ({exc})") from None
