@@ -262,6 +262,12 @@ class TFLMRunner:
         if np.issubdtype(x.dtype, np.floating):
             if np.issubdtype(dtype, np.floating):
                 return x.astype(dtype)
+            bad = int(np.count_nonzero(np.isnan(x)))
+            if bad:
+                # Quantizing would turn NaN into the zero point: silent garbage.
+                raise ValueError(f"input {k} ({tensor.name!r}): {bad} NaN value(s) (first at "
+                                 f"index {np.argwhere(np.isnan(x))[0].tolist()}); the model "
+                                 "quantizes its input and NaN has no int8 value")
             q = tensor.quantization
             if q is None or not np.issubdtype(dtype, np.integer):
                 raise ValueError(f"input {k} ({tensor.name!r}) is {tensor.type_name} without "
@@ -308,8 +314,8 @@ class TFLMRunner:
         outs = [[] for _ in self.info.outputs]
         steps = range(n_batches)
         if progress:
-            from tqdm import tqdm
-            steps = tqdm(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
+            from tflm_caps.console import progress as progress_bar
+            steps = progress_bar(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
         for b in steps:
             chunk = [a[b * t.shape[0]:(b + 1) * t.shape[0]] for a, t in zip(arrays, tensors)]
             for k, y in enumerate(self.invoke(*chunk)):
@@ -343,8 +349,8 @@ class TFLMRunner:
         got = {int(i): [] for i in tensor_indices}
         steps = range(n_batches)
         if progress:
-            from tqdm import tqdm
-            steps = tqdm(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
+            from tflm_caps.console import progress as progress_bar
+            steps = progress_bar(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
         for b in steps:
             self.invoke(*[a[b * t.shape[0]:(b + 1) * t.shape[0]] for a, t in zip(arrays, tensors)])
             for i in got:
