@@ -9,7 +9,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "zoo", help="list the CapsNet model zoo",
         parents=[options.shared(json="a list of {name, params, published_params, "
-                                     "input_shape, num_classes, ...}", progress=True)],
+                                     "input_shape, num_classes, ...}")],
         description="List the zoo's models: input shape, classes, inference parameter "
                     "count (computed from the layer shapes, without the reconstruction "
                     "decoder) and the count published by the paper.")
