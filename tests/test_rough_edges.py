@@ -155,6 +155,8 @@ def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys):
                 "is a directory")
     _user_error(["bench", "--report", tmp_path / "no" / "r.json"], capsys, "--report")
     _user_error(["demo", "--workdir", afile], capsys, "--workdir", "is a file")
+    _user_error(["train", "--model", "tiny", "--out", afile / "sub" / "m.keras"], capsys,
+                "--out", "is a file, expected a directory")
     assert time.perf_counter() - t0 < 20  # no model was loaded, nothing converted
 
 

@@ -278,6 +278,7 @@ def _calibrate(ex, batches, progress):
         for batch in batches:
             yield [batch]
             bars[-1].update(1)
+        bars[-1].close()  # while its stream is open
 
     converter.representative_dataset = representative
     converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
