@@ -44,9 +44,16 @@ def test_unsupported_layer_is_named(images):
 
 
 def test_routings_beyond_the_kernels_are_refused(images):
+    # The layer refuses them when built; the converter still checks a layer
+    # whose attribute was changed afterwards.
+    with pytest.raises(ValueError, match=r"ClassCaps 'class_caps': routings must be an integer "
+                                         r"from 1 to 8"):
+        _caps_model(routings=9)
+    model = _caps_model(routings=2)
+    model.get_layer("class_caps").routings = 9
     with pytest.raises(ConversionError, match=r"'class_caps' \(ClassCaps\): routings=9, the int8 "
                                               r"kernels run 1 to 8"):
-        convert(_caps_model(routings=9), images)
+        convert(model, images)
 
 
 def test_model_without_length_output(images):

@@ -191,18 +191,18 @@ def test_strip_metadata_keeps_a_runnable_model(tmp_path):
     assert find_min_arena_size(stripped) > 0  # loads and runs in TFLM
     p = tmp_path / "meta.tflite"
     p.write_bytes(data)
-    r = ex.export_model(p, tmp_path / "o", strip=True, arena_size=4000)
+    r = ex.export_model(p, tmp_path / "o", strip=True, arena_size=8000)
     assert r.stripped_bytes == len(stripped) and r.model_bytes == len(data)
     assert parse_c_array((tmp_path / "o" / "meta_model_data.cc").read_text()) == stripped
-    assert r.arena_size == 4000 and r.arena_source == "user"
+    assert r.arena_size == 8000 and r.arena_source == "user"
 
 
 def test_cli_json_and_errors(model_path, tmp_path, capsys):
     rc = cli.main(["export", str(model_path), "--out", str(tmp_path / "c"), "--arena-size",
-                   "5000", "--name", "net", "--json"])
+                   "20001", "--name", "net", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["arena_size"] == 5008 and report["name"] == "net"
+    assert report["arena_size"] == 20016 and report["name"] == "net"
     assert (tmp_path / "c" / "net_model_data.h").exists()
     not_model = tmp_path / "x.tflite"
     not_model.write_bytes(b"hello world, not a flatbuffer")
@@ -210,7 +210,8 @@ def test_cli_json_and_errors(model_path, tmp_path, capsys):
     assert "not a .tflite model" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path / "missing.tflite"), "--out", str(tmp_path)]) == 2
     assert cli.main(["export", str(model_path), "--out", str(tmp_path / "c"),
-                     "--arena-size", "5000", "--name", "net", "--no-overwrite"]) == 2
+                     "--arena-size", "20001", "--name", "net", "--no-overwrite"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
 
 
 def test_foreign_custom_ops_are_refused(tmp_path):

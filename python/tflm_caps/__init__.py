@@ -4,8 +4,13 @@ Sub-modules are imported lazily so that ``import tflm_caps`` (and the CLI's
 ``--help``) does not pay for importing TensorFlow.
 """
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# Quiet by default (docs/architecture.md): TensorFlow's C++ INFO and WARNING
+# lines, unless the user set the level or TensorFlow was imported first.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # public name -> (module, attribute)
 _LAZY = {

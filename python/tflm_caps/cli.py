@@ -56,6 +56,8 @@ def main(argv=None):
         return 2
     verbose = getattr(args, "verbose", False)
     _set_log_level(verbose)
+    from tflm_caps import console
+    console.set_verbose(verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ import tarfile
 
 import numpy as np
 
-__all__ = ["DataError", "Dataset", "load", "sources", "parse_spec", "read_idx", "fit_images",
+__all__ = ["DataError", "Dataset", "load", "fit_for_model", "sources", "parse_spec", "read_idx", "fit_images",
            "stratified_split", "BUNDLED_SPLIT_SEED", "DIGIT_NAMES", "FASHION_NAMES"]
 
 # The bundled split is part of the project's reported numbers: never change
@@ -173,6 +173,21 @@ class Dataset:
         return {"name": self.name, "train": int(len(self.x_train)),
                 "test": int(len(self.x_test)), "input_shape": list(self.input_shape),
                 "num_classes": self.num_classes, "class_names": list(self.class_names)}
+
+
+def fit_for_model(dataset, input_shape, fit="none", source=None):
+    """``dataset`` for a model taking ``input_shape``: as is when the shapes
+    match, adapted with ``fit`` (auto, pad, resize), and a DataError naming
+    both shapes when they differ and ``fit`` is "none" (the rule of
+    ``tflm-caps convert`` and ``validate``: no silent resizing)."""
+    shape = tuple(int(d) for d in input_shape)
+    if fit != "none":
+        return dataset.fit_to(shape, fit)
+    if tuple(dataset.input_shape) != shape:
+        raise DataError(f"data {source or dataset.name!r} has images of shape "
+                        f"{tuple(dataset.input_shape)}, the model takes {shape}; pass --fit "
+                        "auto|pad|resize (fit= in Python) to adapt them")
+    return dataset
 
 
 def _positive_int(value, what):

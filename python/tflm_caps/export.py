@@ -74,7 +74,7 @@ class ExportResult:
     files: dict            # role -> path
     model_bytes: int
     stripped_bytes: int
-    arena_measured: int    # 0 when given by the user
+    arena_measured: int    # host-measured minimum (also when the size is given)
     arena_margin: int
     arena_size: int
     arena_source: str      # "measured" or "user"
@@ -104,10 +104,16 @@ def round_up(n, align=ARENA_ALIGN):
     return (int(n) + align - 1) // align * align
 
 
-def measure_arena(data):
-    """Smallest arena the host TFLM interpreter accepts for this model."""
-    from tflm_caps.runtime import find_min_arena_size
-    return int(find_min_arena_size(bytes(data)))
+def measure_arena(data, what=None):
+    """Smallest arena the host TFLM interpreter accepts for this model; a
+    failure names the model as ``what`` (e.g. its path)."""
+    from tflm_caps.runtime import ModelFormatError, TFLMError, find_min_arena_size
+    try:
+        return int(find_min_arena_size(bytes(data)))
+    except (ModelFormatError, TFLMError) as exc:
+        if what is None:
+            raise
+        raise type(exc)(f"{what}: {exc}") from None
 
 
 def c_identifier(name):
@@ -263,11 +269,13 @@ int main() {{
 """
 
 
-def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwrite=True):
+def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwrite=True,
+                 allow_small_arena=False):
     """Export `model` (path or bytes) into `out_dir`; returns ExportResult.
 
-    arena_size: use this many bytes instead of measuring with the host
-    interpreter (no margin is added to a given size)."""
+    arena_size: use this many bytes instead of the measured size plus margin
+    (no margin is added to a given size).  A size below the host-measured
+    minimum is refused (ArenaTooSmallError) unless allow_small_arena."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
@@ -288,12 +296,21 @@ def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwr
         data = tflite.strip_metadata(data)
         summary = tflite.summarize(data, what)
 
+    if arena_size is not None and int(arena_size) <= 0:
+        raise ValueError(f"arena size must be positive, got {arena_size}")
+    measured = measure_arena(data, what)
     if arena_size is not None:
-        if int(arena_size) <= 0:
-            raise ValueError(f"arena size must be positive, got {arena_size}")
-        measured, margin, arena, source = 0, 0, round_up(arena_size), "user"
+        margin, arena, source = 0, round_up(arena_size), "user"
+        if arena < measured and not allow_small_arena:
+            from tflm_caps.runtime import ArenaTooSmallError
+            raise ArenaTooSmallError(
+                f"{what}: arena size {arena} bytes (--arena-size) is below the {measured} "
+                "bytes the model needs (measured with the host TFLM interpreter); the "
+                "firmware would fail in "
+                "AllocateTensors. Leave it out to use the measured size plus a margin, or "
+                "pass --allow-small-arena (allow_small_arena=True) to write it anyway",
+                arena)
     else:
-        measured = measure_arena(data)
         margin = arena_margin(measured)
         arena, source = round_up(measured + margin), "measured"
 

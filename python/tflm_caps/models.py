@@ -235,10 +235,38 @@ def describe(name):
     }
 
 
+def inference_param_count(name, input_shape=None, num_classes=None):
+    """Parameters of the inference model of zoo model ``name``, computed from
+    the layer shapes (no TensorFlow; equal to ``count_inference_params`` of
+    the built model, tested).  An entry whose layers are not the
+    conv / primary caps / class caps chain gives its own count as a
+    ``"param_count"`` function ``(input_shape, num_classes) -> int``; None
+    when it has neither.
+    """
+    input_shape = _check_input_shape(name, input_shape or ZOO[name]["input_shape"])
+    num_classes = ZOO[name]["num_classes"] if num_classes is None else num_classes
+    spec = _spec(name, input_shape)
+    if "param_count" in spec:
+        return int(spec["param_count"](input_shape, num_classes))
+    if not all(k in spec for k in ("convs", "primary", "class_caps")):
+        return None
+    channels, total = input_shape[2], 0
+    for filters, kernel, _ in spec["convs"]:  # Conv2D with bias
+        total += kernel * kernel * channels * filters + filters
+        channels = filters
+    caps, dim, kernel, _ = spec["primary"]  # its Conv2D: caps * dim filters
+    total += kernel * kernel * channels * caps * dim + caps * dim
+    h, w = feature_shapes(name, input_shape)[-1]
+    out_dim = spec["class_caps"][0]  # W: (N_in, N_out, D_out, D_in), no bias
+    total += h * w * caps * num_classes * out_dim * dim
+    return total
+
+
 def _num_input_capsules(name):
     h, w = feature_shapes(name)[-1]
     return h * w * _spec(name, ZOO[name]["input_shape"])["primary"][0]
 
 
 __all__ = ["ZOO", "names", "build", "inference_model", "compile_for_training",
-           "count_inference_params", "is_training_model", "feature_shapes", "describe"]
+           "count_inference_params", "inference_param_count", "is_training_model",
+           "feature_shapes", "describe"]

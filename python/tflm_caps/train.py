@@ -79,12 +79,12 @@ def accuracy(model, x, y, batch_size=256):
 def _progress_callback(total_steps, epochs, enabled):
     """A Keras callback driving one tqdm bar over all steps (stderr)."""
     import keras
-    from tqdm.auto import tqdm
+    from tflm_caps.console import progress as progress_bar
 
     class TqdmProgress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=total_steps, unit="step", file=sys.stderr,
-                            disable=not enabled, dynamic_ncols=True, leave=True)
+            self.bar = progress_bar(total=total_steps, unit="step", enabled=enabled,
+                                    dynamic_ncols=True, leave=True)
             self.epoch = 0
 
         def on_epoch_begin(self, epoch, logs=None):

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from tflm_caps import ops_contract as C
+from tflm_caps.console import quiet_native
 
 
 def sqnr_db(reference, test):
@@ -75,26 +76,15 @@ def _op_reference(info, op, deq_inputs):
 
 def load_keras(model):
     """A keras.Model as is, or loaded from a .keras path (with our layers)."""
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    path = os.fspath(model)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Keras model not found: {path}")
-    import keras
-
-    import tflm_caps.layers  # noqa: F401 - registers the capsule layers for loading
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for a bad file
-        raise ValueError(f"cannot load Keras model {path}: {exc}") from exc
+    from tflm_caps.converter import load_keras_model
+    return load_keras_model(model)
 
 
-def _as_dataset(data, input_shape=None):
+def _as_dataset(data, input_shape, fit):
     from tflm_caps import data as caps_data
 
-    if isinstance(data, str):
-        return caps_data.load(data, input_shape=input_shape)
-    return data
+    ds = caps_data.load(data) if isinstance(data, str) else data
+    return caps_data.fit_for_model(ds, input_shape, fit, data if isinstance(data, str) else None)
 
 
 def _keras_outputs(model, x, layer_names, batch_size=256):
@@ -104,7 +94,8 @@ def _keras_outputs(model, x, layer_names, batch_size=256):
     names = [n for n in layer_names if n is not None]
     outputs = [model.get_layer(n).output for n in names]
     probe = keras.Model(inputs=model.inputs, outputs=[model.outputs[0]] + outputs)
-    res = probe.predict(x, batch_size=batch_size, verbose=0)
+    with quiet_native():  # a new probe model per call: Keras warns about retracing
+        res = probe.predict(x, batch_size=batch_size, verbose=0)
     res = res if isinstance(res, (list, tuple)) else [res]
     return np.asarray(res[0]), {n: np.asarray(r) for n, r in zip(names, res[1:])}
 
@@ -145,13 +136,17 @@ def _layer_errors(model, info, op, raw, layer_for_op, keras_layers, float_scores
 
 
 def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None,
-             arena_bytes="search", progress=False):
+             arena_bytes="search", progress=False, fit="none"):
     """Compare float Keras with int8 TFLM on the held-out split of ``data``.
 
     keras_model: keras.Model or .keras path (image -> capsule lengths).
     tflite_model: int8 .tflite path or bytes (from tflm_caps.convert).
     data: a tflm_caps.data.Dataset, a data source string (tflm_caps.data.load)
     or a tuple (x, y).  samples: use the first N held-out images (None: all).
+    fit: images of another shape than the model's are an error ("none") or
+    adapted ("auto", "pad", "resize"; see tflm_caps.data.fit_images).  A
+    model with a fixed batch of B runs on the largest multiple of B images
+    (``report["samples_dropped"]`` says how many were left out).
     float_tflite: float .tflite (path or bytes) for the size comparison;
     None converts the Keras model with tflm_caps.converter.convert_float.
     arena_bytes: "search" (exact minimum, a few seconds), an int to report
@@ -160,27 +155,39 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
     from tflm_caps.runtime import TFLMRunner, find_min_arena_size
     from tflm_caps.runtime.runner import read_model
 
+    from tflm_caps.data import DataError
+    from tflm_caps.tflite import check_model
+
     t0 = time.perf_counter()
-    model = load_keras(keras_model)
+    # Arguments first: they need no model.
+    if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
+        raise DataError(f"samples must be >= 1, got {samples}")
+    if fit not in ("none", "auto", "pad", "resize"):
+        raise DataError(f"fit must be none, auto, pad or resize, got {fit!r}")
     int8_bytes, int8_name = read_model(tflite_model)
+    batch = check_model(int8_bytes, int8_name).input_tensors()[0].shape[:1] or (1,)
+    batch = max(int(batch[0]), 1)
+    model = load_keras(keras_model)
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if isinstance(data, tuple):
         x, y = data
         data_name = "arrays"
     else:
-        ds = _as_dataset(data, input_shape)
+        ds = _as_dataset(data, input_shape, fit)
         x, y, data_name = ds.x_test, ds.y_test, ds.name
     x = np.asarray(x, np.float32)
     y = np.asarray(y).reshape(-1)
     if samples is not None:
-        if int(samples) < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
         x, y = x[:int(samples)], y[:int(samples)]
-    if len(x) == 0:
-        raise ValueError("validation data is empty")
     if tuple(x.shape[1:]) != input_shape:
-        raise ValueError(f"validation images have shape {tuple(x.shape[1:])}, the Keras model "
-                         f"takes {input_shape}")
+        raise DataError(f"validation images have shape {tuple(x.shape[1:])}, the Keras model "
+                        f"takes {input_shape}")
+    usable = len(x) // batch * batch
+    dropped = len(x) - usable
+    if usable == 0:
+        raise DataError(f"{int8_name} has a fixed batch of {batch}: {len(x)} validation "
+                        f"image(s) are fewer than one batch")
+    x, y = x[:usable], y[:usable]
 
     runner = TFLMRunner(int8_bytes, preserve_all_tensors=True)
     runner.name = int8_name
@@ -225,6 +232,8 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
         "tflite": int8_name,
         "data": data_name,
         "samples": int(len(x)),
+        "batch_size": batch,
+        "samples_dropped": int(dropped),
         "float_accuracy": float(np.mean(float_pred == y)),
         "int8_accuracy": float(np.mean(int8_pred == y)),
         "agreement": float(np.mean(float_pred == int8_pred)),
@@ -249,7 +258,8 @@ def agreement(keras_model, tflite_model, x, *, progress=False, batch_size=256):
 
     model = load_keras(keras_model)
     runner = tflite_model if isinstance(tflite_model, TFLMRunner) else TFLMRunner(tflite_model)
-    float_pred = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+    with quiet_native():
+        float_pred = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
     int8_pred = np.argmax(runner.predict(x, progress=progress), axis=-1)
     return (float(np.mean(float_pred == int8_pred)), int(np.sum(float_pred != int8_pred)),
             float_pred, int8_pred)
@@ -283,7 +293,10 @@ def markdown(report, title="tflm-caps validation"):
     r = report
     lines = [f"# {title}", "",
              f"Model `{r['model']}` ({r.get('tflite', '')}) on {r['samples']} held-out images "
-             f"of `{r['data']}`.", "",
+             f"of `{r['data']}`." + (
+                 f" The model's fixed batch is {r['batch_size']}: the last "
+                 f"{r['samples_dropped']} image(s) (not a whole batch) were left out."
+                 if r.get("samples_dropped") else ""), "",
              "| metric | value |", "| --- | --- |",
              f"| float accuracy (Keras) | {100 * r['float_accuracy']:.2f}% |",
              f"| int8 accuracy (TFLM) | {100 * r['int8_accuracy']:.2f}% |",

@@ -193,7 +193,7 @@ def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
     if missing:
         raise McuError(f"toolchains/emulators not installed: {', '.join(missing)} "
                        "(scripts/install.sh installs them)")
-    from tqdm import tqdm
+    from tflm_caps.console import progress as progress_bar
 
     labelled = make_cases(quick, seed)
     labels = [label for label, _ in labelled]
@@ -206,8 +206,7 @@ def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
         for call in calls:
             call["shape"] = shape_text(bench_cases[call["case"]])
         cache = header_dir / "objcache"
-        with tqdm(selected, desc="bench", unit="config", file=sys.stderr,
-                  disable=not progress) as bar:
+        with progress_bar(selected, desc="bench", unit="config", enabled=progress) as bar:
             for config in bar:
                 bar.set_postfix_str(config[0])
                 rows += run_config(config, header_dir, calls, labels, cache, timeout)

@@ -2,7 +2,8 @@
 (``tflm_caps.baremetal.bench``).  Needs the cross toolchains and QEMU that
 scripts/install.sh installs."""
 import json
-import os
+
+from tflm_caps.commands import options
 
 
 def add_parser(subparsers):
@@ -39,10 +40,7 @@ def run(args):
                            f"{', '.join(bench.CONFIG_NAMES)}")
     if args.timeout <= 0:
         raise CliError(f"--timeout must be positive, got {args.timeout:g}")
-    if args.report:
-        out_dir = os.path.dirname(os.path.abspath(args.report))
-        if not os.path.isdir(out_dir):
-            raise CliError(f"output directory does not exist: {out_dir}")
+    options.check_report_path(args.report)
 
     try:
         report = bench.run(args.configs, quick=args.quick, seed=args.seed,

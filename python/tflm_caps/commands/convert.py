@@ -22,9 +22,7 @@ def add_parser(subparsers):
     parser.add_argument("--samples", type=options.positive_int, default=200, metavar="N",
                         help="calibration images (stratified from the train split; "
                              "default: 200)")
-    parser.add_argument("--fit", choices=("none", "auto", "pad", "resize"), default="none",
-                        help="adapt data images to the model input shape (default: none, "
-                             "a mismatch is an error)")
+    options.add_fit(parser)
     parser.add_argument("--per-capsule", action="store_true",
                         help="one ClassCaps weight scale per output capsule (default: per "
                              "tensor)")
@@ -48,22 +46,15 @@ def _calibration_data(args, model):
     """The data source, adapted to the model's input shape when --fit says so."""
     from tflm_caps import data as caps_data
 
-    dataset = caps_data.load(args.data)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    if args.fit != "none":
-        return dataset.fit_to(shape, args.fit)
-    if tuple(dataset.input_shape) != shape:
-        raise CliError(f"data {args.data!r} has images of shape {tuple(dataset.input_shape)}, "
-                       f"the model takes {shape}; pass --fit auto|pad|resize to adapt them")
-    return dataset
+    return caps_data.fit_for_model(caps_data.load(args.data), shape, args.fit, args.data)
 
 
 def run(args):
     if not os.path.exists(args.model):
         raise CliError(f"model file not found: {args.model}")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise CliError(f"output directory does not exist: {out_dir}")
+    options.check_output_file(args.output, "-o/--output")
+    options.check_output_file(args.float_output, "--float-output")
 
     from tflm_caps.converter import convert_detailed, load_keras_model
 

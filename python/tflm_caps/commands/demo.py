@@ -150,6 +150,7 @@ def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False
 
 
 def run(args):
+    options.check_output_dir(args.workdir, "--workdir")
     os.makedirs(args.workdir, exist_ok=True)  # the demo's own output folder
     options.check_report_path(args.report)
     from tflm_caps.validation import markdown, to_json

@@ -19,7 +19,10 @@ def add_parser(subparsers):
     p.add_argument("--strip-metadata", action="store_true",
                    help="drop tflite-support metadata (saves flash; TFLM ignores it)")
     p.add_argument("--arena-size", type=options.positive_int,
-                   help="use this arena size in bytes instead of measuring it (no margin added)")
+                   help="use this arena size in bytes instead of the measured size plus a "
+                        "margin (no margin added; below the measured minimum it is refused)")
+    p.add_argument("--allow-small-arena", action="store_true",
+                   help="write an --arena-size below the measured minimum anyway")
     p.add_argument("--no-overwrite", action="store_true", help="fail if output files exist")
     p.set_defaults(func=run)
     return p
@@ -36,17 +39,22 @@ def _print_summary(result):
         print(f"arena     {result.arena_size} bytes (measured {result.arena_measured} "
               f"+ margin {result.arena_margin}, rounded to 16)")
     else:
-        print(f"arena     {result.arena_size} bytes (given)")
+        print(f"arena     {result.arena_size} bytes (given; measured minimum "
+              f"{result.arena_measured})")
     for role, path in result.files.items():
         print(f"{role:<9} {path}")
 
 
 def run(args):
+    if args.allow_small_arena and args.arena_size is None:
+        raise CliError("--allow-small-arena needs --arena-size")
+    options.check_output_dir(args.out, "--out")
     from tflm_caps.export import export_model
 
     try:
         result = export_model(args.model, args.out, name=args.name, strip=args.strip_metadata,
-                              arena_size=args.arena_size, overwrite=not args.no_overwrite)
+                              arena_size=args.arena_size, overwrite=not args.no_overwrite,
+                              allow_small_arena=args.allow_small_arena)
     except ValueError as exc:
         # export_model does no numeric work: each ValueError it raises is a
         # check of the file it was given (not a flatbuffer, foreign custom

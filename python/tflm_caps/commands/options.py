@@ -9,6 +9,7 @@ usage error naming the option.
 """
 import argparse
 import os
+import tempfile
 
 from tflm_caps.commands.errors import CliError
 
@@ -66,14 +67,58 @@ def shared(*, json, data=None, seed=None, progress=False, report=None):
     return parser
 
 
+def add_fit(parser):
+    """``--fit``: how data images of another shape are adapted to the model's."""
+    parser.add_argument("--fit", choices=("none", "auto", "pad", "resize"), default="none",
+                        help="adapt data images to the model input shape (default: none, "
+                             "a mismatch is an error)")
+
+
 def show_progress(args):
     """Progress bars unless --no-progress or --json (machine-readable runs stay quiet)."""
     return not (getattr(args, "no_progress", False) or args.json)
 
 
+def _check_writable_dir(path, what):
+    """CliError unless files can be created in the existing directory ``path``."""
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CliError(f"{what}: cannot write in {path} ({exc.strerror or exc})") from None
+
+
+def check_output_file(path, option):
+    """Refuse an output file named by ``option`` that cannot be written, before
+    the long work: missing folder, a directory in the way, no permission."""
+    if path is None:
+        return
+    what = f"{option} {path}"
+    if os.path.isdir(path):
+        raise CliError(f"{what}: is a directory, expected a file name")
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise CliError(f"{what}: output directory does not exist: {out_dir}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CliError(f"{what}: the file exists and is not writable")
+    _check_writable_dir(out_dir, what)
+
+
+def check_output_dir(path, option):
+    """Refuse an output directory (created later if missing) that is a file,
+    lies below a file, or cannot be written."""
+    what = f"{option} {path}"
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise CliError(f"{what}: {probe} is a file, expected a directory")
+    _check_writable_dir(probe, what)
+
+
 def check_report_path(path):
-    """Refuse a --report path whose folder does not exist, before the long work."""
-    if path is not None:
-        out_dir = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(out_dir):
-            raise CliError(f"output directory does not exist: {out_dir}")
+    """Refuse a --report path that cannot be written, before the long work."""
+    check_output_file(path, "--report")

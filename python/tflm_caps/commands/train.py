@@ -77,7 +77,9 @@ def _check_out(path):
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise CliError(f"--out {path!r}: {parent} is not a directory")
+    options.check_output_dir(parent, "--out")
     os.makedirs(parent, exist_ok=True)
+    options.check_output_file(path, "--out")
 
 
 def _check_input_shape(args, dataset):

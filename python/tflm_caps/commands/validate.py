@@ -23,6 +23,7 @@ def add_parser(subparsers):
     parser.add_argument("tflite", metavar="MODEL.tflite", help="int8 model (tflm-caps convert)")
     parser.add_argument("--samples", type=options.positive_int, default=None, metavar="N",
                         help="use only the first N held-out images (default: all)")
+    options.add_fit(parser)
     parser.add_argument("--float-tflite", metavar="FLOAT.tflite",
                         help="float model for the size comparison (default: converted from "
                              "MODEL.keras)")
@@ -63,7 +64,7 @@ def run(args):
     report = validate(model, args.tflite, args.data, samples=args.samples,
                       float_tflite=args.float_tflite,
                       arena_bytes=None if args.no_arena else "search",
-                      progress=options.show_progress(args))
+                      progress=options.show_progress(args), fit=args.fit)
     files = write_report(report, args.report) if args.report else None
     if args.json:
         print(json.dumps(to_json(report), indent=2))

@@ -9,10 +9,10 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "zoo", help="list the CapsNet model zoo",
         parents=[options.shared(json="a list of {name, params, published_params, "
-                                     "input_shape, num_classes, ...}", progress=True)],
+                                     "input_shape, num_classes, ...}")],
         description="List the zoo's models: input shape, classes, inference parameter "
-                    "count (built with Keras, without the reconstruction decoder) and the "
-                    "count published by the paper.")
+                    "count (computed from the layer shapes, without the reconstruction "
+                    "decoder) and the count published by the paper.")
     parser.add_argument("--model", action="append", metavar="NAME",
                         help="only this model (repeatable); default: all")
     parser.set_defaults(func=run)
@@ -38,19 +38,16 @@ def run(args):
     if unknown:
         raise CliError(f"unknown model(s) {', '.join(unknown)}; available: "
                        f"{', '.join(models.names())}")
-    from tqdm import tqdm
-
-    import keras
-
     rows = []
-    for name in tqdm(selected, desc="building models", unit="model", leave=False,
-                     disable=None if options.show_progress(args) else True):
-        model = models.build(name)
+    for name in selected:
         row = models.describe(name)
-        row["params"] = models.count_inference_params(model)
+        row["params"] = models.inference_param_count(name)
+        if row["params"] is None:  # an entry without an arithmetic count: build it
+            import keras
+
+            row["params"] = models.count_inference_params(models.build(name))
+            keras.backend.clear_session()
         rows.append(row)
-        del model
-        keras.backend.clear_session()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -21,10 +21,13 @@ Models are read and written with ``tflm_caps.tflite``.
 import dataclasses
 import os
 import time
+import zipfile
 
 import numpy as np
 
 from tflm_caps import ops_contract as C
+from tflm_caps.console import progress as progress_bar
+from tflm_caps.console import quiet_native
 from tflm_caps import tflite
 from tflm_caps.converter import calibration, export
 from tflm_caps.converter import options as caps_options
@@ -57,14 +60,49 @@ def load_keras_model(model):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise FileNotFoundError(f"model file not found: {path}")
+        _check_keras_archive(path)
         import keras
 
         import tflm_caps.layers  # noqa: F401 - registers the capsule layers
         try:
-            return keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False)
         except Exception as exc:
             raise ConversionError(f"cannot load Keras model {path}: {exc}") from exc
+    check_not_nested(model)
     return model
+
+
+def _check_keras_archive(path):
+    """A .keras file is a zip holding config.json; Keras itself says "File not
+    found" for a truncated one."""
+    if os.path.isdir(path):
+        raise ConversionError(f"{path}: is a directory, expected a .keras file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ConversionError(f"{path}: not a valid .keras archive (not a readable zip file: "
+                              f"{exc}); truncated or not saved with model.save()?") from None
+    if "config.json" not in names:
+        raise ConversionError(f"{path}: not a valid .keras archive (no config.json inside)")
+
+
+def check_not_nested(model):
+    """ConversionError naming the first layer that is itself a Keras model."""
+    import keras
+
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.Model):
+            raise ConversionError(
+                f"layer {layer.name!r} of model {model.name!r} is a nested Keras model: nested "
+                "models are not supported; build one functional model from the inner model's "
+                "layers (call them on the outer model's tensors)")
+
+
+def _check_positive(name, value):
+    """Checked before the model loads: these need no model."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConversionError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _check_choice(name, value, choices):
@@ -87,7 +125,8 @@ def _tf_converter(concrete_function):
 
 def _run_tf_converter(converter, what):
     try:
-        return converter.convert()
+        with quiet_native():
+            return converter.convert()
     except Exception as exc:
         raise ConversionError(f"TensorFlow Lite converter failed ({what}): {exc}") from exc
 
@@ -224,7 +263,6 @@ def _calibrate(ex, batches, progress):
     recording the ClassCaps inputs.  Returns (model bytes with min/max
     statistics, the recorder, seconds)."""
     import tensorflow as tf
-    from tqdm import tqdm
 
     from tflm_caps.converter import kernels
 
@@ -232,13 +270,15 @@ def _calibrate(ex, batches, progress):
     kernel_set = kernels.float_kernels(recorder)
     converter = _tf_converter(ex.concrete_function)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    bar = tqdm(total=len(batches), desc="calibrating", unit="batch", disable=not progress,
-               leave=False)
+    bars = []  # made inside the converter call, so it writes past quiet_native
 
     def representative():
+        bars.append(progress_bar(total=len(batches), desc="calibrating", unit="batch",
+                                 enabled=progress, leave=False))
         for batch in batches:
             yield [batch]
-            bar.update(1)
+            bars[-1].update(1)
+        bars[-1].close()  # while its stream is open
 
     converter.representative_dataset = representative
     converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
@@ -248,7 +288,8 @@ def _calibrate(ex, batches, progress):
         calibrated = _run_tf_converter(converter, "calibration")
         kernel_set.raise_pending()
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     return calibrated, recorder, time.perf_counter() - t0
 
 
@@ -259,8 +300,9 @@ def _quantize_builtins(cal_model, io_dtype):
 
     io_tf = tf.int8 if io_dtype == "int8" else tf.float32
     try:
-        return tf_convert.mlir_quantize(tflite.dump(cal_model), input_data_type=io_tf,
-                                        output_data_type=io_tf)
+        with quiet_native():
+            return tf_convert.mlir_quantize(tflite.dump(cal_model), input_data_type=io_tf,
+                                            output_data_type=io_tf)
     except Exception as exc:
         raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
 
@@ -322,6 +364,8 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     _check_choice("io_dtype", io_dtype, IO_DTYPES)
     if not isinstance(store_predictions, (bool, np.bool_)) and store_predictions not in (0, 1):
         raise ConversionError(f"store_predictions must be a bool, got {store_predictions!r}")
+    _check_positive("num_samples", num_samples)
+    _check_positive("batch_size", batch_size)
     model = load_keras_model(model)
     ex = export.build_inference_export(model, batch_size=batch_size,
                                        store_predictions=bool(store_predictions))
@@ -378,6 +422,7 @@ def convert(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
 def convert_float(model, *, batch_size=1, store_predictions=True, metadata=None):
     """Float .tflite of the same graph (custom ops in float), for size comparison and
     validation; runs in ``tf.lite`` with ``kernels.make_interpreter``."""
+    _check_positive("batch_size", batch_size)
     model = load_keras_model(model)
     ex = export.build_inference_export(model, batch_size=batch_size,
                                        store_predictions=bool(store_predictions))

@@ -229,7 +229,7 @@ def run_model(model_bytes, images, *, kernels=None, reference_builtins=True, pro
     returns (float lengths [N, classes], raw outputs [N, classes]).  N must
     be a multiple of the model's batch size.
     """
-    from tqdm import tqdm
+    from tflm_caps.console import progress as progress_bar
 
     interp, kset = make_interpreter(model_bytes, kernels, reference_builtins)
     inp = interp.get_input_details()[0]
@@ -242,8 +242,8 @@ def run_model(model_bytes, images, *, kernels=None, reference_builtins=True, pro
     if len(images) % batch:
         raise ValueError(f"{len(images)} images are not a multiple of the batch size {batch}")
     raw = []
-    for start in tqdm(range(0, len(images), batch), disable=not progress, leave=False,
-                      desc="tflite", unit="batch"):
+    for start in progress_bar(range(0, len(images), batch), enabled=progress, leave=False,
+                              desc="tflite", unit="batch"):
         x = images[start:start + batch]
         if inp["dtype"] == np.int8:
             scale, zp = inp["quantization"]

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from tflm_caps.layers import capsule_math
+from tflm_caps.ops_contract import MAX_ROUTINGS, MIN_ROUTINGS
 
 _register = keras.saving.register_keras_serializable(package="tflm_caps")
 InputSpec = keras.layers.InputSpec
@@ -235,7 +236,8 @@ class ClassCaps(keras.layers.Layer):
     Args:
         num_capsules: Integer, number of output capsules `N_out`.
         capsule_dim: Integer, dimension `D_out` of each output capsule.
-        routings: Integer >= 1, routing iterations. Defaults to `3`.
+        routings: Integer from 1 to 8 (`ops_contract.MAX_ROUTINGS`, the
+            limit of the int8 operator), routing iterations. Defaults to `3`.
         kernel_initializer: Initializer of `W`. Defaults to
             `CapsuleInitializer()`.
         stop_gradient_routing: Boolean; when `True` (the default) the
@@ -265,8 +267,12 @@ class ClassCaps(keras.layers.Layer):
         self.num_capsules = _positive_int(num_capsules, name, "num_capsules")
         self.capsule_dim = _positive_int(capsule_dim, name, "capsule_dim")
         if (isinstance(routings, bool) or not isinstance(routings, numbers.Integral)
-                or routings < 1):
-            raise ValueError(f"{name}: routings must be an integer >= 1, got {routings!r}")
+                or not MIN_ROUTINGS <= routings <= MAX_ROUTINGS):
+            # The int8 TFLMCaps_ClassCaps op runs at most MAX_ROUTINGS
+            # iterations: refuse here, not at conversion time.
+            raise ValueError(f"{name}: routings must be an integer from {MIN_ROUTINGS} to "
+                             f"{MAX_ROUTINGS} (the limit of the int8 ClassCaps operator), "
+                             f"got {routings!r}")
         self.routings = int(routings)
         self.stop_gradient_routing = bool(stop_gradient_routing)
         self.kernel_initializer = keras.initializers.get(

@@ -10,6 +10,7 @@ failures surface as TFLMError carrying the operators' own messages (the
 wheel itself only says "TFLM failed to allocate tensors").
 """
 import os
+import struct
 import tempfile
 from contextlib import contextmanager
 
@@ -24,6 +25,9 @@ from tflm_caps.tflite.reader import ModelFormatError, check_model
 MIN_SAFE_ARENA = 1024
 # Headroom of the automatic arena size over the graph's activations.
 _AUTO_ARENA_OVERHEAD = 64 * 1024
+# What the wheel's Python flatbuffer parser raises on bytes it cannot decode.
+_WHEEL_PARSE_ERRORS = (struct.error, IndexError, KeyError, ValueError, TypeError,
+                       OverflowError, UnicodeDecodeError)
 
 
 class TFLMError(RuntimeError):
@@ -203,6 +207,11 @@ class TFLMRunner:
                     arena_size=int(arena_size), intrepreter_config=config)
         except RuntimeError as exc:
             raise TFLMError(self._explain(f"cannot load {self.name} into TFLM", exc)) from None
+        except _WHEEL_PARSE_ERRORS as exc:
+            # The wheel unpacks the whole flatbuffer in Python before TFLM
+            # sees it; parts the pre-check does not read can still break it.
+            raise ModelFormatError(f"{self.name}: malformed .tflite: the TFLM wheel cannot "
+                                   f"parse it ({type(exc).__name__}: {exc})") from None
         except MemoryError as exc:
             raise TFLMError(f"cannot load {self.name} into TFLM: the host could not allocate a "
                             f"{int(arena_size)}-byte arena ({exc})") from None
@@ -253,6 +262,12 @@ class TFLMRunner:
         if np.issubdtype(x.dtype, np.floating):
             if np.issubdtype(dtype, np.floating):
                 return x.astype(dtype)
+            bad = int(np.count_nonzero(np.isnan(x)))
+            if bad:
+                # Quantizing would turn NaN into the zero point: silent garbage.
+                raise ValueError(f"input {k} ({tensor.name!r}): {bad} NaN value(s) (first at "
+                                 f"index {np.argwhere(np.isnan(x))[0].tolist()}); the model "
+                                 "quantizes its input and NaN has no int8 value")
             q = tensor.quantization
             if q is None or not np.issubdtype(dtype, np.integer):
                 raise ValueError(f"input {k} ({tensor.name!r}) is {tensor.type_name} without "
@@ -299,8 +314,8 @@ class TFLMRunner:
         outs = [[] for _ in self.info.outputs]
         steps = range(n_batches)
         if progress:
-            from tqdm import tqdm
-            steps = tqdm(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
+            from tflm_caps.console import progress as progress_bar
+            steps = progress_bar(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
         for b in steps:
             chunk = [a[b * t.shape[0]:(b + 1) * t.shape[0]] for a, t in zip(arrays, tensors)]
             for k, y in enumerate(self.invoke(*chunk)):
@@ -334,8 +349,8 @@ class TFLMRunner:
         got = {int(i): [] for i in tensor_indices}
         steps = range(n_batches)
         if progress:
-            from tqdm import tqdm
-            steps = tqdm(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
+            from tflm_caps.console import progress as progress_bar
+            steps = progress_bar(steps, desc=f"TFLM {self.name}", unit="batch", leave=False)
         for b in steps:
             self.invoke(*[a[b * t.shape[0]:(b + 1) * t.shape[0]] for a, t in zip(arrays, tensors)])
             for i in got:

@@ -82,6 +82,8 @@ class OperatorInfo:
     inputs: Tuple[int, ...]
     outputs: Tuple[int, ...]
     custom_options: bytes = b""
+    options_type: int = 0  # BuiltinOptions union code (0: none)
+    builtin_options: dict = field(default_factory=dict)  # fields read of known option types
 
 
 @dataclass
@@ -120,8 +122,38 @@ _TABLE = "table"     # (kind, spec)
 _TABLES = "tables"   # vector of tables: (kind, spec)
 _ANY_TABLE = "any"   # union member / unknown table: bounds only
 _ANY_TABLES = "anys"
+_OPTIONS_TABLE = "options"  # builtin options: spec chosen by builtin_options_type
 
 _GENERIC = {}
+
+# Builtin options tables whose fields are read (union code -> spec), so a
+# field pointing past its table is refused and the shape checks below get
+# strides and paddings.  Other option types are bounds-checked generically.
+_PADDING_STRIDES = {0: ("padding", _SCALAR, "b"), 1: ("stride_w", _SCALAR, "i"),
+                    2: ("stride_h", _SCALAR, "i")}
+_BUILTIN_OPTIONS = {
+    1: {**_PADDING_STRIDES, 3: ("fused_activation_function", _SCALAR, "b"),  # Conv2D
+        4: ("dilation_w_factor", _SCALAR, "i"),
+        5: ("dilation_h_factor", _SCALAR, "i"),
+        6: ("quantized_bias_type", _SCALAR, "b")},
+    2: {**_PADDING_STRIDES, 3: ("depth_multiplier", _SCALAR, "i"),  # DepthwiseConv2D
+        4: ("fused_activation_function", _SCALAR, "b"),
+        5: ("dilation_w_factor", _SCALAR, "i"),
+        6: ("dilation_h_factor", _SCALAR, "i")},
+    5: {**_PADDING_STRIDES, 3: ("filter_width", _SCALAR, "i"),  # Pool2D
+        4: ("filter_height", _SCALAR, "i"),
+        5: ("fused_activation_function", _SCALAR, "b")},
+    8: {0: ("fused_activation_function", _SCALAR, "b"), 1: ("weights_format", _SCALAR, "b"),
+        2: ("keep_num_dims", _SCALAR, "?"), 3: ("asymmetric_quantize_inputs", _SCALAR, "?"),
+        4: ("quantized_bias_type", _SCALAR, "b")},  # FullyConnected
+    9: {0: ("beta", _SCALAR, "f")},  # Softmax
+    10: {0: ("axis", _SCALAR, "i"), 1: ("fused_activation_function", _SCALAR, "b")},
+    11: {0: ("fused_activation_function", _SCALAR, "b"), 1: ("pot_scale_int16", _SCALAR, "?")},
+    17: {0: ("new_shape", _VECTOR, "i")},  # Reshape
+    21: {0: ("fused_activation_function", _SCALAR, "b")},  # Mul
+    27: {0: ("keep_dims", _SCALAR, "?")},  # Reducer
+    30: {0: ("squeeze_dims", _VECTOR, "i")},  # Squeeze
+}
 
 _QUANT = {0: ("min", _VECTOR, "f"), 1: ("max", _VECTOR, "f"), 2: ("scale", _VECTOR, "f"),
           3: ("zero_point", _VECTOR, "q"), 4: ("details_type", _SCALAR, "B"),
@@ -133,7 +165,7 @@ _TENSOR = {0: ("shape", _VECTOR, "i"), 1: ("type", _SCALAR, "b"), 2: ("buffer", 
            9: ("variant_tensors", _ANY_TABLES, None)}
 _OPERATOR = {0: ("opcode_index", _SCALAR, "I"), 1: ("inputs", _VECTOR, "i"),
              2: ("outputs", _VECTOR, "i"), 3: ("builtin_options_type", _SCALAR, "B"),
-             4: ("builtin_options", _ANY_TABLE, None), 5: ("custom_options", _VECTOR, "B"),
+             4: ("builtin_options", _OPTIONS_TABLE, None), 5: ("custom_options", _VECTOR, "B"),
              6: ("custom_options_format", _SCALAR, "b"),
              7: ("mutating_variable_inputs", _VECTOR, "?"), 8: ("intermediates", _VECTOR, "i"),
              9: ("large_custom_options_offset", _SCALAR, "Q"),
@@ -200,12 +232,13 @@ class _Walker:
                 continue
             name, kind, arg = spec.get(slot, (f"field{slot}", None, None))
             fpath = f"{path}.{name}"
-            size = struct.calcsize("<" + arg) if kind == _SCALAR else 4
-            if fo + size > tbl_size and kind is not None:
-                self._fail(fpath, f"field offset {fo} beyond the table size {tbl_size}")
+            # An unknown field (of a newer schema) is at least one byte.
+            size = struct.calcsize("<" + arg) if kind == _SCALAR else 4 if kind else 1
+            if fo < 4 or fo + size > tbl_size:
+                self._fail(fpath, f"field offset {fo} outside the table of {tbl_size} bytes")
             fpos = pos + fo
             if kind is None:
-                continue  # unknown field of a newer schema: in bounds is enough
+                continue  # unknown field: in bounds is enough
             if kind == _SCALAR:
                 out[name] = self._get(arg, fpos, fpath)
                 continue
@@ -219,6 +252,9 @@ class _Walker:
             elif kind == _ANY_TABLE:
                 self.table(target, _GENERIC, fpath)
                 out[name] = True
+            elif kind == _OPTIONS_TABLE:
+                sub = _BUILTIN_OPTIONS.get(out.get("builtin_options_type"), _GENERIC)
+                out[name] = self.table(target, sub, fpath)
             elif kind in (_TABLES, _ANY_TABLES):
                 n = self._vector_len(target, 4, fpath)
                 sub = arg if kind == _TABLES else _GENERIC
@@ -309,12 +345,14 @@ class _GraphCheck:
         if any(v < 0 for v in shape):
             self.fail(f"{label} has a dynamic or negative shape {list(shape)}; TFLM needs "
                       "static shapes")
-        if int(np.prod(shape, dtype=np.float64)) >= 2**31:
-            self.fail(f"{label} has {int(np.prod(shape, dtype=np.float64))} elements "
-                      f"(shape {list(shape)}); TFLM tensors hold fewer than 2^31")
         type_code = int(t.get("type", 0))
         if type_code not in TENSOR_TYPE_NAMES:
             self.fail(f"{label} has unknown type code {type_code}")
+        itemsize = NUMPY_DTYPES[type_code].itemsize if type_code in NUMPY_DTYPES else 1
+        nbytes = np.prod(shape, dtype=np.float64) * itemsize
+        if nbytes > MAX_TENSOR_BYTES:
+            self.fail(f"{label} would take {int(nbytes)} bytes (shape {list(shape)}), above "
+                      f"the limit of {MAX_TENSOR_BYTES} bytes (corrupt shape?)")
         bidx = int(t.get("buffer", 0))
         if bidx >= len(buffer_data):
             self.fail(f"{label} refers to buffer {bidx}, but the model has "
@@ -361,9 +399,169 @@ class _GraphCheck:
             ins = self.indices(op.get("inputs", []), f"{where} inputs", nt, True)
             outs = self.indices(op.get("outputs", []), f"{where} outputs", nt, True)
             off, length = op.get("custom_options", (0, 0))
-            operators.append(OperatorInfo(k, op_name, custom, ins, outs,
-                                          bytes(self.buf[off:off + length]) if length else b""))
+            info = OperatorInfo(k, op_name, custom, ins, outs,
+                                bytes(self.buf[off:off + length]) if length else b"",
+                                int(op.get("builtin_options_type", 0)),
+                                op.get("builtin_options") or {})
+            if custom is None:
+                _BuiltinCheck(self, info, tensors).run()
+            operators.append(info)
         return tensors, inputs, outputs, operators
+
+
+# Limits of the pre-check (docs/runtime.md): far above any model that fits a
+# microcontroller, low enough that the host never allocates gigabytes or
+# spends minutes in one reference kernel on a corrupted shape.
+MAX_TENSOR_BYTES = 256 << 20
+MAX_OP_MACS = 1 << 31
+
+# Builtin options union codes (schema BuiltinOptions) the shape checks read.
+_CONV_OPTIONS, _DEPTHWISE_OPTIONS, _POOL_OPTIONS, _FC_OPTIONS = 1, 2, 5, 8
+_MAX_BROADCAST_RANK = 6
+
+
+class _BuiltinCheck:
+    """Shape consistency of the builtins whose TFLM reference kernels trust
+    the shapes (a wrong channel count divides by zero, a corrupted size
+    runs for minutes).  Failures name the operator and tensor."""
+
+    def __init__(self, graph, op, tensors):
+        self.graph, self.op, self.tensors = graph, op, tensors
+        self.where = f"operator {op.index} ({op.op_name})"
+
+    def fail(self, msg):
+        self.graph.fail(f"{self.where}: {msg}")
+
+    def run(self):
+        check = getattr(self, "_" + self.op.op_name.lower(), None)
+        if check is not None:
+            check()
+
+    def tensor(self, slot, kind, ndim=None, optional=False):
+        ids = self.op.inputs if kind == "input" else self.op.outputs
+        if slot >= len(ids) or ids[slot] < 0:
+            if optional:
+                return None
+            self.fail(f"has no {kind} {slot}")
+        t = self.tensors[ids[slot]]
+        if ndim is not None and len(t.shape) != ndim:
+            self.fail(f"{kind} {slot} tensor {t.index} ({t.name!r}) has shape {list(t.shape)}, "
+                      f"expected {ndim} dimensions")
+        return t
+
+    def options(self, code, name):
+        if self.op.options_type != code:
+            self.fail(f"has builtin options of type {self.op.options_type}, expected {name}")
+        return self.op.builtin_options
+
+    def expect(self, t, dim, want, what):
+        if t.shape[dim] != want:
+            self.fail(f"tensor {t.index} ({t.name!r}) shape {list(t.shape)}: {what} is "
+                      f"{t.shape[dim]}, expected {want}")
+
+    def macs(self, count):
+        if count > MAX_OP_MACS:
+            self.fail(f"needs {count} multiply-accumulates, above the limit of {MAX_OP_MACS} "
+                      "(corrupt shapes?)")
+
+    def spatial(self, opts, x, kernel_hw, out):
+        """Strides, dilations and the output height/width of a 2-D window op."""
+        strides = opts.get("stride_h", 0), opts.get("stride_w", 0)
+        dilations = opts.get("dilation_h_factor", 1), opts.get("dilation_w_factor", 1)
+        padding = opts.get("padding", 0)
+        if min(strides) < 1 or min(dilations) < 1 or padding not in (0, 1):
+            self.fail(f"strides {list(strides)}, dilations {list(dilations)} and padding "
+                      f"{padding} must be >= 1, >= 1 and SAME (0) or VALID (1)")
+        for dim, size, k, s, d in zip((1, 2), x.shape[1:3], kernel_hw, strides, dilations):
+            span = (k - 1) * d + 1
+            want = -(-size // s) if padding == 0 else max(-(-(size - span + 1) // s), 0)
+            self.expect(out, dim, want, "output height" if dim == 1 else "output width")
+        self.expect(out, 0, x.shape[0], "batch")
+
+    def bias(self, channels):
+        b = self.tensor(2, "input", optional=True)
+        if b is not None and int(np.prod(b.shape)) != channels:
+            self.fail(f"bias tensor {b.index} ({b.name!r}) has shape {list(b.shape)}, "
+                      f"expected {channels} values")
+
+    def _conv_2d(self):
+        x, w = self.tensor(0, "input", 4), self.tensor(1, "input", 4)
+        out = self.tensor(0, "output", 4)
+        opts = self.options(_CONV_OPTIONS, "Conv2DOptions")
+        cin, cf = x.shape[3], w.shape[3]
+        # Grouped convolution: the groups divide the input channels and the filters.
+        if cf < 1 or cin % cf or cin < 1 or w.shape[0] % (cin // cf):
+            self.fail(f"input tensor {x.index} ({x.name!r}) has {cin} channels, filter tensor "
+                      f"{w.index} ({w.name!r}) {list(w.shape)} takes {cf}")
+        self.spatial(opts, x, w.shape[1:3], out)
+        self.expect(out, 3, w.shape[0], "output channel count (filters)")
+        self.bias(w.shape[0])
+        self.macs(int(np.prod(out.shape, dtype=np.float64) * w.shape[1] * w.shape[2] * cf))
+
+    def _depthwise_conv_2d(self):
+        x, w = self.tensor(0, "input", 4), self.tensor(1, "input", 4)
+        out = self.tensor(0, "output", 4)
+        opts = self.options(_DEPTHWISE_OPTIONS, "DepthwiseConv2DOptions")
+        cin, cout = x.shape[3], w.shape[3]
+        if w.shape[0] != 1 or cin < 1 or cout % cin:
+            self.fail(f"filter tensor {w.index} ({w.name!r}) {list(w.shape)} does not fit "
+                      f"input tensor {x.index} ({x.name!r}) with {cin} channels")
+        self.spatial(opts, x, w.shape[1:3], out)
+        self.expect(out, 3, cout, "output channel count")
+        self.bias(cout)
+        self.macs(int(np.prod(out.shape, dtype=np.float64) * w.shape[1] * w.shape[2]))
+
+    def _fully_connected(self):
+        x, w = self.tensor(0, "input"), self.tensor(1, "input", 2)
+        out = self.tensor(0, "output")
+        self.options(_FC_OPTIONS, "FullyConnectedOptions")
+        units, depth = w.shape
+        n_in = int(np.prod(x.shape, dtype=np.float64))
+        if depth < 1 or n_in % depth:
+            self.fail(f"input tensor {x.index} ({x.name!r}) {list(x.shape)} is not a whole "
+                      f"number of rows of {depth} for filter tensor {w.index} ({w.name!r}) "
+                      f"{list(w.shape)}")
+        if not out.shape or out.shape[-1] != units or \
+                int(np.prod(out.shape, dtype=np.float64)) != n_in // depth * units:
+            self.fail(f"output tensor {out.index} ({out.name!r}) has shape {list(out.shape)}, "
+                      f"expected {n_in // depth} rows of {units}")
+        self.bias(units)
+        self.macs(n_in * units)
+
+    def _average_pool_2d(self):
+        x, out = self.tensor(0, "input", 4), self.tensor(0, "output", 4)
+        opts = self.options(_POOL_OPTIONS, "Pool2DOptions")
+        kernel = opts.get("filter_height", 0), opts.get("filter_width", 0)
+        if min(kernel) < 1:
+            self.fail(f"pool size {list(kernel)} must be >= 1")
+        self.spatial(opts, x, kernel, out)
+        self.expect(out, 3, x.shape[3], "output channel count")
+        self.macs(int(np.prod(out.shape, dtype=np.float64) * kernel[0] * kernel[1]))
+
+    _max_pool_2d = _average_pool_2d
+
+    def _add(self):
+        """Elementwise binary ops: same types, shapes that broadcast to the output
+        (TFLM's broadcast aborts the process on shapes that do not)."""
+        a, b = self.tensor(0, "input"), self.tensor(1, "input")
+        out = self.tensor(0, "output")
+        if a.type_code != b.type_code:
+            self.fail(f"input tensors {a.index} ({a.name!r}) and {b.index} ({b.name!r}) have "
+                      f"types {a.type_name} and {b.type_name}")
+        rank = max(len(a.shape), len(b.shape))
+        if rank > _MAX_BROADCAST_RANK:
+            self.fail(f"inputs of rank {rank}; TFLM broadcasts up to {_MAX_BROADCAST_RANK}")
+        pa = (1,) * (rank - len(a.shape)) + tuple(a.shape)
+        pb = (1,) * (rank - len(b.shape)) + tuple(b.shape)
+        if any(x != y and 1 not in (x, y) for x, y in zip(pa, pb)):
+            self.fail(f"input shapes {list(a.shape)} and {list(b.shape)} of tensors {a.index} "
+                      f"and {b.index} do not broadcast")
+        want = [max(x, y) if min(x, y) else 0 for x, y in zip(pa, pb)]
+        if list(out.shape) != want:
+            self.fail(f"output tensor {out.index} ({out.name!r}) has shape {list(out.shape)}, "
+                      f"expected {want}")
+
+    _sub = _mul = _squared_difference = _maximum = _minimum = _div = _add
 
 
 def check_model(model, what="model"):
