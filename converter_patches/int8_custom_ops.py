@@ -15,13 +15,18 @@ supported for op: CUSTOM").  The passes here finish the job:
 3. ``quantize_class_caps``: int8 weights (per tensor or per output capsule,
    quantized_dimension 1) and the versioned options with the calibrated
    routing scales.
-4. ``tflm_caps.tflite.prune`` then drops what became unreachable.
+4. ``add_squash_tables``: every int8 Squash gets its gain table (which
+   depends only on the capsule dim and input quantization) as input 1, a
+   constant int32 tensor the kernel reads in place from flash.
+5. ``tflm_caps.tflite.prune`` then drops what became unreachable.
 """
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from tflm_caps import ops_contract as C
+from tflm_caps.reference import int8 as int8_ref
+from tflm_caps.reference import quant
 from tflm_caps.tflite import graph as G
 from tflm_caps.tflite import tables
 from tflm_caps.tflite.model import constant_array, op_name, opcode_of, tensor_name
@@ -282,4 +287,36 @@ def quantize_class_caps(model, layers):
         inputs[1] = new
         op.inputs = np.array(inputs, np.int32)
         G.set_custom_options(op, layer.options)
+    return model
+
+
+def add_squash_tables(model):
+    """Append the gain table input to every int8 Squash op (step 4).
+
+    The table is what caps_squash_s8_init_table would fill in Prepare for the
+    op's capsule dim and input quantization (``tflm_caps.reference.int8.squash_table``);
+    the op's options must be of version ``C.SQUASH_TABLE_VERSION`` or later.
+    """
+    sg = model.subgraphs[0]
+    for k, name in caps_ops(model):
+        if name != C.SQUASH:
+            continue
+        op = sg.operators[k]
+        if len(op.inputs) != 1:
+            raise PatchError(f"{name}: expected 1 input before adding the gain table, "
+                             f"got {len(op.inputs)}")
+        x = sg.tensors[int(op.inputs[0])]
+        scale, zp = activation_quant(model, op)
+        try:
+            params = quant.squash_params(scale, zp)
+            words = int8_ref.squash_table(int(x.shape[-1]), params)
+        except ValueError as exc:
+            raise PatchError(f"{name}: no gain table for input {tensor_name(x)!r}: {exc}") \
+                from exc
+        buffer = G.add_buffer(model, words.astype("<i4").tobytes())
+        out_name = tensor_name(sg.tensors[int(op.outputs[0])])
+        t = G.add_tensor(sg, x, f"{out_name}/gain_table", tables.INT32, None, buffer)
+        sg.tensors[t].shape = np.array([words.size], np.int32)
+        sg.tensors[t].shapeSignature = None
+        op.inputs = np.array([int(op.inputs[0]), t], np.int32)
     return model

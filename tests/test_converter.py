@@ -116,6 +116,19 @@ def test_custom_op_tensors_and_weights(costa_result, trained_costa_mnist):
     np.testing.assert_array_equal(np.asarray(q.scale, np.float64), scales)
     np.testing.assert_array_equal(w_int8, quant.quantize_weights(W, scales))
     assert w_int8.min() >= -127 and np.abs(w_int8).max() == 127
+    # The squash's gain table: a constant int32 input holding the words the C
+    # kernel's caps_squash_s8_init_table fills for the op's dim and input quantization.
+    from tflm_caps import native
+    from tflm_caps.reference import int8 as ref8
+
+    x = sg.tensors[int(squash.inputs[0])]
+    params = quant.squash_params(float(x.quantization.scale[0]), int(x.quantization.zeroPoint[0]))
+    table_tensor = sg.tensors[int(squash.inputs[1])]
+    assert table_tensor.type == tables.INT32 and M.tensor_name(table_tensor).endswith("/gain_table")
+    table = M.constant_array(model_obj, table_tensor, np.int32)
+    np.testing.assert_array_equal(table, ref8.squash_table(int(x.shape[-1]), params))
+    c_bytes = native.squash_table(int(x.shape[-1]), params)
+    assert table.astype("<i4").tobytes() == c_bytes[:4 * table.size].tobytes()
     # Dequantized weights are within half a step of the float weights.
     err = np.abs(w_int8 * scales.reshape(1, -1, 1, 1) - W)
     assert np.all(err <= scales.reshape(1, -1, 1, 1) / 2 + 1e-9)
@@ -132,7 +145,7 @@ def test_custom_options_round_trip(costa_result):
             continue
         raw = bytes(op.customOptions)
         decoded = options.decode(name, raw)
-        assert decoded["version"] == 1
+        assert decoded["version"] == 2
         plain = {k: v for k, v in decoded.items() if k != "version"}
         assert options.encode(name, plain) == raw  # byte-identical round trip
         if name == "TFLMCaps_ClassCaps":

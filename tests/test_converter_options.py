@@ -13,7 +13,7 @@ ROUTING = {"num_routing": 3, "store_predictions": 1, "u_hat_scale": 0.0123,
 def test_class_caps_round_trip_and_types():
     raw = options.encode("TFLMCaps_ClassCaps", ROUTING)
     back = options.decode("TFLMCaps_ClassCaps", raw)
-    assert back["version"] == 1
+    assert back["version"] == 2
     assert back["num_routing"] == 3 and back["store_predictions"] == 1
     assert back["u_hat_scale"] == struct.unpack("<f", struct.pack("<f", 0.0123))[0]
     assert back["s_scales"] == [0.5, 0.25, 0.125] and back["b_scales"] == [0.0625, 0.03125]
@@ -38,7 +38,12 @@ def test_single_routing_has_empty_logit_scales():
 @pytest.mark.parametrize("op", ["TFLMCaps_Squash", "TFLMCaps_Length"])
 def test_version_only_ops(op):
     raw = options.encode(op, {})
-    assert options.decode(op, raw) == {"version": 1}
+    assert options.decode(op, raw) == {"version": 2}
+    # Models converted before version 2 are still read.
+    fbb = flexbuffers.Builder()
+    with fbb.Map():
+        fbb.Int("version", 1)
+    assert options.decode(op, bytes(fbb.Finish())) == {"version": 1}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -69,8 +74,8 @@ def test_decode_rejects_bad_data():
         options.decode("TFLMCaps_Squash", b"")
     fbb = flexbuffers.Builder()
     with fbb.Map():
-        fbb.Int("version", 2)
-    with pytest.raises(options.OptionsError, match="version 2"):
+        fbb.Int("version", 3)
+    with pytest.raises(options.OptionsError, match="version 3 is not supported"):
         options.decode("TFLMCaps_Squash", bytes(fbb.Finish()))
     fbb = flexbuffers.Builder()
     with fbb.Map():
@@ -86,6 +91,6 @@ def test_float_model_options():
     raw = options.encode("TFLMCaps_ClassCaps", {"num_routing": 3, "store_predictions": 0},
                          float_model=True)
     assert options.decode("TFLMCaps_ClassCaps", raw, allow_float_model=True) == {
-        "version": 1, "num_routing": 3, "store_predictions": 0}
+        "version": 2, "num_routing": 3, "store_predictions": 0}
     with pytest.raises(options.OptionsError, match="lack"):
         options.decode("TFLMCaps_ClassCaps", raw)

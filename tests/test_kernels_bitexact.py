@@ -234,11 +234,23 @@ def test_squash_table_is_checked():
     assert run(native.squash_table(4, q.squash_params(0.05, 4)))[0] == -1
     assert run(native.squash_table(4, q.squash_params(0.06, 3)))[0] == -1
     assert run(np.zeros(native.squash_buffer_size(4, sp), np.uint8))[0] == -1  # not filled
-    assert run(native.squash_table(4, sp)[:-1].copy())[0] == -1  # too small
-    small = np.zeros(native.squash_buffer_size(4, sp) - 1, np.uint8)
-    ctx = native.Context(small.ctypes.data_as(ctypes.c_void_p), small.size)
-    assert lib.caps_squash_s8_init_table(ctypes.byref(ctx), ctypes.byref(native.CapsDims(1, 4)),
-                                         ctypes.byref(native._squash_c(sp))) == -1
+    # numpy's buffers are 4-byte aligned: the table needs 4 * words bytes
+    # there (a tensor of the model), 3 more at an odd address.
+    size = native.squash_buffer_size(4, sp)
+    assert lib.caps_squash_s8_table_words(ctypes.byref(native.CapsDims(1, 4)),
+                                          ctypes.byref(native._squash_c(sp))) * 4 == size - 3
+    assert run(native.squash_table(4, sp)[:size - 3].copy())[0] == 0  # aligned, exact
+    assert run(native.squash_table(4, sp)[:size - 4].copy())[0] == -1  # too small
+
+    def init(nbytes, offset):
+        buf = np.zeros(nbytes + offset, np.uint8)[offset:]
+        ctx = native.Context(buf.ctypes.data_as(ctypes.c_void_p), buf.size)
+        st = lib.caps_squash_s8_init_table(ctypes.byref(ctx), ctypes.byref(native.CapsDims(1, 4)),
+                                           ctypes.byref(native._squash_c(sp)))
+        return st, buf
+
+    assert init(size - 3, 0)[0] == 0 and init(size - 4, 0)[0] == -1
+    assert init(size, 1)[0] == 0 and init(size - 1, 1)[0] == -1
     assert lib.caps_squash_s8_init_table(None, ctypes.byref(native.CapsDims(1, 4)),
                                          ctypes.byref(native._squash_c(sp))) == -1
     assert native.squash_buffer_size(0, sp) == -1

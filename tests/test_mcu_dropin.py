@@ -89,12 +89,24 @@ def test_make_fragment_selects_backend_like_the_baremetal_build(tmp_path, variab
 def test_make_fragment_options_and_errors(tmp_path):
     rc, out = make_show(tmp_path, TARGET="riscv32_generic", CAPS_NN_NUM_CORES=8, CAPS_NN_PULP=1)
     assert rc == 0 and "-DCAPS_NN_NUM_CORES=8" in out["CCFLAGS"] and "-DCAPS_NN_PULP" in out["CCFLAGS"]
-    rc, out = make_show(tmp_path, OPTIMIZED_KERNEL_DIR="cmsis_nn", CAPS_NN_USE_CMSIS_NN=1)
-    assert rc == 0 and "-DCAPS_NN_USE_CMSIS_NN" in out["CCFLAGS"]
+    assert not any("CMSIS_NN" in f for f in out["CCFLAGS"])
     rc, err = make_show(tmp_path, CAPS_NN_BACKEND="avx")
     assert rc != 0 and "CAPS_NN_BACKEND must be portable, cortex_m or riscv" in err
-    rc, err = make_show(tmp_path, TARGET="riscv32_generic", CAPS_NN_USE_CMSIS_NN=1)
-    assert rc != 0 and "needs the cortex_m backend" in err
+
+
+@pytest.mark.parametrize("variables", [
+    {"TARGET": "cortex_m_generic", "OPTIMIZED_KERNEL_DIR": "cmsis_nn"},
+    {"TARGET": "cortex_m_generic"},
+    {"TARGET": "riscv32_generic"},
+])
+def test_make_fragment_refuses_the_removed_cmsis_nn_route(tmp_path, variables):
+    """CAPS_NN_USE_CMSIS_NN=1 fails the build with the reason, with or
+    without CMSIS-NN; 0 (the old default) is still accepted."""
+    rc, err = make_show(tmp_path, CAPS_NN_USE_CMSIS_NN=1, **variables)
+    assert rc != 0
+    assert "CAPS_NN_USE_CMSIS_NN was removed" in err and "2.6x slower" in err
+    rc, out = make_show(tmp_path, CAPS_NN_USE_CMSIS_NN=0, **variables)
+    assert rc == 0, out
 
 
 @pytest.mark.parametrize("target,variables", [
@@ -154,3 +166,12 @@ def test_cmake_rejects_bad_backend(tmp_path):
                           "-DCAPS_NN_BACKEND=avx"], capture_output=True, text=True)
     assert cfg.returncode != 0
     assert "CAPS_NN_BACKEND must be portable, cortex_m or riscv" in cfg.stdout + cfg.stderr
+
+
+def test_cmake_refuses_the_removed_cmsis_nn_route(tmp_path):
+    require_tools("cmake")
+    cfg = subprocess.run(["cmake", "-S", str(OPS), "-B", str(tmp_path / "b"),
+                          "-DCAPS_NN_BACKEND=cortex_m", "-DCAPS_NN_USE_CMSIS_NN=ON"],
+                         capture_output=True, text=True)
+    assert cfg.returncode != 0
+    assert "CAPS_NN_USE_CMSIS_NN was removed" in cfg.stdout + cfg.stderr

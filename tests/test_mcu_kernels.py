@@ -224,56 +224,6 @@ def test_riscv_pulp_code_path_with_sdk_stand_in(vectors, tmp_path):
                 extra_flags=["-include", str(stub / "pmsis.h")])
 
 
-# arm_nn_vec_mat_mult_t_s8 as CMSIS-NN documents it (per-tensor
-# requantization with TFLite rounding, lhs/rhs/dst offsets, clamping,
-# address_offset), written from the documentation: checks the arguments
-# the CAPS_NN_USE_CMSIS_NN route passes.  The real library is not available
-# here.
-CMSIS_NN_STUB_C = """
-#include <stdint.h>
-static int32_t dhm(int32_t a, int32_t b)
-{
-    return (int32_t)(((int64_t)a * b + (1ll << 30)) >> 31);
-}
-static int32_t dpot(int32_t x, int32_t e)
-{
-    const int32_t mask = (int32_t)((1u << e) - 1u);
-    const int32_t rem = x & mask;
-    int32_t res = x >> e;
-    const int32_t thr = (mask >> 1) + (res < 0 ? 1 : 0);
-    return res + (rem > thr ? 1 : 0);
-}
-int arm_nn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *kernel_sum,
-                             const int32_t *bias, int8_t *dst, const int32_t lhs_offset,
-                             const int32_t dst_offset, const int32_t dst_multiplier,
-                             const int32_t dst_shift, const int32_t rhs_cols,
-                             const int32_t rhs_rows, const int32_t activation_min,
-                             const int32_t activation_max, const int32_t address_offset,
-                             const int32_t rhs_offset)
-{
-    (void)kernel_sum;
-    for (int32_t r = 0; r < rhs_rows; ++r) {
-        int32_t acc = bias ? bias[r] : 0;
-        for (int32_t k = 0; k < rhs_cols; ++k)
-            acc += (lhs[k] + lhs_offset) * (rhs[r * rhs_cols + k] + rhs_offset);
-        const int32_t left = dst_shift > 0 ? dst_shift : 0;
-        const int32_t right = dst_shift > 0 ? 0 : -dst_shift;
-        acc = dpot(dhm(acc * (1 << left), dst_multiplier), right) + dst_offset;
-        acc = acc < activation_min ? activation_min : (acc > activation_max ? activation_max : acc);
-        dst[r * address_offset] = (int8_t)acc;
-    }
-    return 0;
-}
-"""
-
-
-def test_cortex_m_cmsis_nn_route_arguments(vectors, objcache, tmp_path):
-    stub = tmp_path / "arm_nn_stub.c"
-    stub.write_text(CMSIS_NN_STUB_C)
-    run_vectors(vectors, tmp_path, "cortex-m7", "cortex_m", defines=("CAPS_NN_USE_CMSIS_NN",),
-                extra_sources=[stub], cache=objcache)
-
-
 def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
     """TFLM builds third-party kernels with -Werror and its warning set."""
     flags = ["-Werror", "-Wsign-compare", "-Wdouble-promotion", "-Wunused-variable",

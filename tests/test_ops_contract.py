@@ -56,6 +56,9 @@ def test_op_names(constants):
 
 def test_options_version_and_keys(constants):
     assert constants["kOptionsVersion"] == C.OPTIONS_VERSION
+    assert constants["kMinOptionsVersion"] == C.MIN_OPTIONS_VERSION
+    assert constants["kSquashTableVersion"] == C.SQUASH_TABLE_VERSION
+    assert C.MIN_OPTIONS_VERSION < C.SQUASH_TABLE_VERSION <= C.OPTIONS_VERSION
     c_keys = {_snake(name[len("kOption"):]): value for name, value in constants.items()
               if name.startswith("kOption") and name != "kOptionsVersion"}
     py_keys = {name[len("OPT_"):]: getattr(C, name) for name in dir(C) if name.startswith("OPT_")}
@@ -84,6 +87,11 @@ def test_limits(constants, macros):
     assert macros["CAPS_NN_MAX_DIM_IN"] == C.MAX_DIM_IN
     assert macros["CAPS_NN_MAX_N_IN"] == C.MAX_N_IN
     assert macros["CAPS_NN_MAX_N_OUT"] == C.MAX_N_OUT
+
+
+def test_squash_table_layout(macros):
+    assert int(str(macros["CAPS_NN_SQUASH_TABLE_MAGIC"]), 0) == C.SQUASH_TABLE_MAGIC
+    assert macros["CAPS_NN_SQUASH_TABLE_HEADER_WORDS"] == C.SQUASH_TABLE_HEADER_WORDS
 
 
 def _string_literals(text):

@@ -220,13 +220,15 @@ def test_min_arena_is_exact(caps_model):
 
 
 def test_squash_gain_table_is_in_the_arena():
-    """TFLMCaps_Squash keeps its gain table in the arena: the minimum arena
-    covers it and one byte less is a clear error, not a crash."""
+    """A TFLMCaps_Squash of options version 1 (no table input) keeps its gain
+    table in the arena: the minimum arena covers it and one byte less is a
+    clear error, not a crash."""
     from tflm_caps import native
-    model = squash_model((1, 64, 4), 0.05, 3)
+    model = squash_model((1, 64, 4), 0.05, 3, options={"version": 1})
     size = find_min_arena_size(model)
     table = native.squash_buffer_size(4, q.squash_params(0.05, 3))
     assert table > 5000 and size > table
+    assert find_min_arena_size(squash_model((1, 64, 4), 0.05, 3)) < size - 4800
     with pytest.raises(ArenaTooSmallError):
         TFLMRunner(model, arena_size=size - 1)
     x = np.random.default_rng(5).integers(-128, 128, (1, 64, 4)).astype(np.int8)

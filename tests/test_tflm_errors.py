@@ -11,6 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tflm_caps.reference import int8 as ref, quant as q
+
 from support.model_builder import (TensorSpec, class_caps_model, class_caps_options,
                                    length_model, random_class_caps, single_op_model,
                                    squash_model)
@@ -26,12 +28,19 @@ def _cases():
                    quantized_dimension=1, data=w_q)
     vc = TensorSpec("v", (1, 4, 3), "int8", scale=1 / 128, zero_point=0)
 
+    # Squash gain tables for dim 8: the right one for scale 0.05, zero point
+    # 0; the same size for zero point -1 and for another scale.
+    table = ref.squash_table(8, q.squash_params(0.05, 0))
+    table_zp = ref.squash_table(8, q.squash_params(0.05, -1))
+    table_scale = ref.squash_table(8, q.squash_params(0.06, 0))
+    assert table_zp.size == table.size == table_scale.size
+
     def without(key):
         return {k: val for k, val in opts.items() if k != key}
 
     cases = {
-        "squash_version": (squash_model((1, 4, 8), 0.05, 0, options={"version": 2}),
-                           ["TFLMCaps_Squash", "options version 2", "expected 1"]),
+        "squash_version": (squash_model((1, 4, 8), 0.05, 0, options={"version": 3}),
+                           ["TFLMCaps_Squash", "options version 3", "reads versions 1 to 2"]),
         "squash_no_options": (single_op_model("TFLMCaps_Squash", [x], [v], b""),
                               ["TFLMCaps_Squash", "custom options are missing", "version"]),
         "squash_garbage_options": (single_op_model("TFLMCaps_Squash", [x], [v],
@@ -64,6 +73,29 @@ def _cases():
             ["TFLMCaps_Squash", "input 0 (x) must have affine"]),
         "squash_two_inputs": (single_op_model("TFLMCaps_Squash", [x, x], [v], {"version": 1}),
                               ["TFLMCaps_Squash", "expected 1 input(s) and 1 output(s), got 2"]),
+        "squash_table_missing": (squash_model((1, 4, 8), 0.05, 0, table=None),
+                                 ["TFLMCaps_Squash", "expected 2 input(s)", "got 1"]),
+        "squash_table_type": (squash_model((1, 4, 8), 0.05, 0, table=table.astype(np.float32)),
+                              ["TFLMCaps_Squash", "input 1 (gain table) must be int32, got "
+                               "float32"]),
+        "squash_table_size": (squash_model((1, 4, 8), 0.05, 0, table=table[:-1]),
+                              ["TFLMCaps_Squash", f"input 1 (gain table) must have shape "
+                               f"[{table.size}], got [{table.size - 1}]"]),
+        "squash_table_other_zero_point": (
+            squash_model((1, 4, 8), 0.05, 0, table=table_zp),
+            ["TFLMCaps_Squash", "input 1 (gain table) was not written for this op",
+             "capsule dim 8, input zero point 0", "convert the model again"]),
+        "squash_table_other_scale": (
+            squash_model((1, 4, 8), 0.05, 0, table=table_scale),
+            ["TFLMCaps_Squash", "input 1 (gain table) was not written for this op"]),
+        "squash_table_bad_magic": (
+            squash_model((1, 4, 8), 0.05, 0,
+                         table=np.concatenate([[0], table[1:]]).astype(np.int32)),
+            ["TFLMCaps_Squash", "input 1 (gain table) was not written for this op"]),
+        "squash_table_not_constant": (single_op_model(
+            "TFLMCaps_Squash", [x, TensorSpec("gain_table", table.shape, "int32")], [v],
+            {"version": 2}),
+            ["TFLMCaps_Squash", "input 1 (gain table) must be a constant tensor"]),
         "length_out_zero_point": (single_op_model(
             "TFLMCaps_Length", [x], [TensorSpec("l", (1, 4), "int8", scale=1 / 256,
                                                 zero_point=0)], {"version": 1}),
@@ -164,7 +196,7 @@ def test_each_error_reaches_python_once(outcomes):
     """The op's message appears in the exception exactly once (not duplicated
     by the captured stderr copy) and TFLM's own node line is kept."""
     (_, message), _ = outcomes["squash_version"]
-    assert message.count("options version 2") == 1
+    assert message.count("options version 3") == 1
     assert "failed to prepare" in message
 
 

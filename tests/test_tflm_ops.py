@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from support.model_builder import class_caps_model, length_model, squash_model
+from tflm_caps import native, tflite
+from tflm_caps import ops_contract as C
 from tflm_caps import reference as ref
+from tflm_caps.reference import int8 as int8_ref
 from tflm_caps.reference import quant as q
 from tflm_caps.runtime import TFLMRunner
 
@@ -30,16 +33,42 @@ SQUASH_CASES = [  # (model batch, N, D, scale, zero point)
 ]
 
 
+@pytest.mark.parametrize("version", [C.MIN_OPTIONS_VERSION, C.OPTIONS_VERSION])
 @pytest.mark.parametrize("batch,n,d,scale,zp", SQUASH_CASES)
-def test_squash_bit_exact(batch, n, d, scale, zp):
+def test_squash_bit_exact(batch, n, d, scale, zp, version):
+    """Current models (gain table in the model, read in place) and models
+    converted before the table input (filled in Prepare) give the reference."""
     rng = np.random.default_rng(n * d)
     x = _capsules(rng, 4 * batch, n, d)
     x[-1, 0] = zp  # a capsule exactly at the zero point: squash gives 0
-    y = TFLMRunner(squash_model((batch, n, d), scale, zp)).predict(x, dequantize=False)
+    model = squash_model((batch, n, d), scale, zp, options={C.OPT_VERSION: version})
+    info = tflite.check_model(model)
+    op = info.ops_named(C.SQUASH)[0]
+    if version >= C.SQUASH_TABLE_VERSION:
+        table = info.tensors[op.inputs[1]]
+        assert table.is_constant and table.type_name == "int32"
+    else:
+        assert len(op.inputs) == 1
+    y = TFLMRunner(model).predict(x, dequantize=False)
     expected = ref.squash_s8(x, q.squash_params(scale, zp))
     assert y.dtype == np.int8
     np.testing.assert_array_equal(y, expected)
     assert not y[-1, 0].any()
+
+
+@pytest.mark.parametrize("shape,scale,zp", [((1, 8, 4), 0.02, 0), ((2, 5, 16), 1.7, 100)])
+def test_squash_table_input_takes_no_arena(shape, scale, zp):
+    """With the table in the model the op allocates no persistent table: the
+    minimum arena shrinks by the table (5 to 6 KB) less the bookkeeping of
+    one more tensor (< 256 bytes)."""
+    from tflm_caps.runtime.arena import find_min_arena_size
+
+    params = q.squash_params(scale, zp)
+    table_bytes = native.squash_buffer_size(shape[-1], params)
+    assert table_bytes == 3 + 4 * int8_ref.squash_table(shape[-1], params).size
+    old = find_min_arena_size(squash_model(shape, scale, zp, options={C.OPT_VERSION: 1}))
+    new = find_min_arena_size(squash_model(shape, scale, zp))
+    assert table_bytes - 256 < old - new <= table_bytes + 16
 
 
 @pytest.mark.parametrize("batch,n,d,scale,zp", SQUASH_CASES)

@@ -104,6 +104,8 @@ _SIGNATURES = {
     "caps_class_caps_s8_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC), _i32]),
     "caps_squash_s8_get_buffer_size": (_i32, [ctypes.POINTER(CapsDims),
                                               ctypes.POINTER(SquashParamsC)]),
+    "caps_squash_s8_table_words": (_i32, [ctypes.POINTER(CapsDims),
+                                          ctypes.POINTER(SquashParamsC)]),
     "caps_squash_s8_init_table": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),
                                          ctypes.POINTER(SquashParamsC)]),
     "caps_squash_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),

@@ -16,7 +16,12 @@ LENGTH = "TFLMCaps_Length"
 CUSTOM_OPS = (SQUASH, CLASS_CAPS, LENGTH)
 
 # FlexBuffer custom options: a map with an int "version" plus the op's keys.
-OPTIONS_VERSION = 1
+# OPTIONS_VERSION is written, MIN_OPTIONS_VERSION the oldest still read.
+# Version 2 gave an int8 Squash its input 1, the gain table as a constant
+# int32 tensor (version 1: the op fills the table in Prepare, in RAM).
+OPTIONS_VERSION = 2
+MIN_OPTIONS_VERSION = 1
+SQUASH_TABLE_VERSION = 2
 OPT_VERSION = "version"
 OPT_NUM_ROUTING = "num_routing"
 OPT_STORE_PREDICTIONS = "store_predictions"
@@ -46,6 +51,12 @@ OUTPUT_QUANT = {
     CLASS_CAPS: (SQUASH_OUT_SCALE, SQUASH_OUT_ZERO_POINT),
     LENGTH: (LENGTH_OUT_SCALE, LENGTH_OUT_ZERO_POINT),
 }
+
+# Squash gain table (input 1 of an int8 Squash): int32 words magic, capsule
+# dim, input zero point, sq_multiplier, sq_exponent, entries, then the
+# entries' Q24 gains (docs/custom_ops.md).
+SQUASH_TABLE_MAGIC = 0x54515343
+SQUASH_TABLE_HEADER_WORDS = 6
 
 # Limits of the kernels (overflow bounds, docs/quantization.md).
 MIN_ROUTINGS = 1

@@ -175,12 +175,29 @@ def single_op_model(code, inputs, outputs, options=None):
 _VERSION_ONLY = {C.OPT_VERSION: C.OPTIONS_VERSION}
 
 
-def squash_model(shape, input_scale, input_zero_point=0, options=None):
-    """TFLMCaps_Squash on an int8 [B, N, D] input."""
+def squash_model(shape, input_scale, input_zero_point=0, options=None, table="auto"):
+    """TFLMCaps_Squash on an int8 [B, N, D] input.
+
+    ``table``: its input 1, the gain table: "auto" (the reference table when
+    the options' version is >= SQUASH_TABLE_VERSION, else none: a model
+    converted before the table input existed), None (no input 1), or an
+    array written as given with its dtype (malformed tables).
+    """
+    from tflm_caps.reference import int8 as int8_ref, quant as q
+
     scale, zp = C.OUTPUT_QUANT[C.SQUASH]
     x = TensorSpec("x", shape, "int8", scale=input_scale, zero_point=input_zero_point)
     v = TensorSpec("v", shape, "int8", scale=scale, zero_point=zp)
-    return single_op_model(C.SQUASH, [x], [v], _VERSION_ONLY if options is None else options)
+    options = _VERSION_ONLY if options is None else options
+    if isinstance(table, str) and table == "auto":
+        version = options.get(C.OPT_VERSION) if isinstance(options, dict) else None
+        table = (int8_ref.squash_table(shape[-1], q.squash_params(input_scale, input_zero_point))
+                 if isinstance(version, int) and version >= C.SQUASH_TABLE_VERSION else None)
+    inputs = [x]
+    if table is not None:
+        table = np.asarray(table)
+        inputs.append(TensorSpec("gain_table", table.shape, table.dtype.name, data=table))
+    return single_op_model(C.SQUASH, inputs, [v], options)
 
 
 def length_model(shape, input_scale, input_zero_point=0, options=None):

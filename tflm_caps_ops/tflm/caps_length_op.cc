@@ -12,7 +12,7 @@ namespace {
 
 constexpr const char* kOp = kLengthOpName;  // names the op in messages
 const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (v)", "output 0 (length)", 2,
-                                 kLengthOutputScale, kLengthOutputZeroPoint};
+                                 kLengthOutputScale, kLengthOutputZeroPoint, 0};
 
 using OpData = CapsUnaryCapsData<caps_length_params>;
 

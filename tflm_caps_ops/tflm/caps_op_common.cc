@@ -177,7 +177,8 @@ static const char* FlexStatusText(caps_flexbuf_status st) {
   }
 }
 
-TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbuf_ref* map) {
+TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbuf_ref* map,
+                             int64_t* version_out) {
   const uint8_t* data = static_cast<const uint8_t*>(node->custom_initial_data);
   const int size = node->custom_initial_data_size;
   if (data == nullptr || size <= 0) {
@@ -195,11 +196,13 @@ TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbu
   const int64_t lowest = 0, highest = INT32_MAX;
   if (CapsOptionInt(op, map, kOptionVersion, lowest, highest, nullptr, &version) != kTfLiteOk)
     return kTfLiteError;
-  if (version != kOptionsVersion) {
-    CapsReportError("%s: options version %lld is not supported by this build (expected %d)", op,
-                    (long long)version, (int)kOptionsVersion);
+  if (version < kMinOptionsVersion || version > kOptionsVersion) {
+    CapsReportError("%s: options version %lld is not supported by this build (it reads "
+                    "versions %d to %d)", op, (long long)version, (int)kMinOptionsVersion,
+                    (int)kOptionsVersion);
     return kTfLiteError;
   }
+  if (version_out != nullptr) *version_out = version;
   return kTfLiteOk;
 }
 
@@ -323,10 +326,13 @@ static TfLiteStatus CheckUnaryCapsTensors(const CapsUnaryCapsSpec& spec,
 
 TfLiteStatus CapsPrepareUnaryCaps(TfLiteContext* context, TfLiteNode* node,
                                   const CapsUnaryCapsSpec& spec, caps_caps_dims* dims,
-                                  CapsQuant* in_q) {
+                                  CapsQuant* in_q, bool* has_table) {
   caps_flexbuf_ref options;
-  CAPS_ENSURE_OK(CapsOpenOptions(spec.op, node, &options));
-  CAPS_ENSURE_OK(CapsCheckArity(spec.op, node, 1, 1));
+  int64_t version = 0;
+  CAPS_ENSURE_OK(CapsOpenOptions(spec.op, node, &options, &version));
+  const bool table = spec.table_version > 0 && version >= spec.table_version;
+  if (has_table != nullptr) *has_table = table;
+  CAPS_ENSURE_OK(CapsCheckArity(spec.op, node, table ? 2 : 1, 1));
   TfLiteTensor* input = CapsTempInput(context, node, 0);
   TfLiteTensor* output = CapsTempOutput(context, node, 0);
   const TfLiteStatus status = CheckUnaryCapsTensors(spec, input, output, dims, in_q);

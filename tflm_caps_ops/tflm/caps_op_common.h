@@ -58,8 +58,9 @@ TfLiteStatus CapsCheckDims(const char* op, const char* what, const TfLiteTensor*
 int32_t CapsNumElements(const TfLiteIntArray* dims);
 
 // Opens the node's custom options (a FlexBuffer map) and checks its version
-// (kOptionsVersion).
-TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbuf_ref* map);
+// (kMinOptionsVersion to kOptionsVersion); `version` (may be null) receives it.
+TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbuf_ref* map,
+                             int64_t* version = nullptr);
 
 // Integer option in [min_value, max_value]; a missing key is an error
 // unless `fallback` is given (non-null).
@@ -110,7 +111,8 @@ TfLiteStatus CapsCheckParamsInit(const char* op, caps_nn_status st, const CapsQu
 // Contract of the single-input capsule operators (Squash, Length): input 0
 // int8 [B, N, D] with any per-tensor quantization, D <= CAPS_NN_MAX_CAPS_DIM;
 // output 0 int8 with the first `output_rank` dims of the input and a fixed
-// quantization.
+// quantization.  From options version `table_version` on (0: never) the
+// op has a second input, a constant table the op checks itself.
 struct CapsUnaryCapsSpec {
   const char* op;
   const char* input;   // e.g. "input 0 (x)"
@@ -118,6 +120,7 @@ struct CapsUnaryCapsSpec {
   int output_rank;
   float output_scale;
   int32_t output_zero_point;
+  int64_t table_version;
 };
 
 // Op data of those operators: one kernel call covers all B * N capsules.
@@ -130,9 +133,11 @@ struct CapsUnaryCapsData {
 // Prepare of those operators up to the kernel parameters: checks options,
 // arity and tensors against `spec`, sets `dims` and returns the input
 // quantization, from which the op derives its params with *_params_init.
+// `has_table` (may be null when spec.table_version is 0) tells whether the
+// node has the table input.
 TfLiteStatus CapsPrepareUnaryCaps(TfLiteContext* context, TfLiteNode* node,
                                   const CapsUnaryCapsSpec& spec, caps_caps_dims* dims,
-                                  CapsQuant* in_q);
+                                  CapsQuant* in_q, bool* has_table = nullptr);
 
 // Eval of those operators: `kernel` (named `kernel_name` in errors) over
 // all capsules of the batch.

@@ -27,8 +27,13 @@ constexpr const char* kSquashOpName = "TFLMCaps_Squash";
 constexpr const char* kClassCapsOpName = "TFLMCaps_ClassCaps";
 constexpr const char* kLengthOpName = "TFLMCaps_Length";
 
-// FlexBuffer custom options: the version this build reads and the keys.
-constexpr int64_t kOptionsVersion = 1;
+// FlexBuffer custom options: the version the converter writes, the oldest
+// this build still reads, and the keys.  Version 2 gave TFLMCaps_Squash its
+// input 1, the gain table as a constant int32 tensor (version 1 models:
+// the op fills the table in Prepare, in the arena).
+constexpr int64_t kOptionsVersion = 2;
+constexpr int64_t kMinOptionsVersion = 1;
+constexpr int64_t kSquashTableVersion = 2;
 constexpr const char* kOptionVersion = "version";
 constexpr const char* kOptionNumRouting = "num_routing";
 constexpr const char* kOptionStorePredictions = "store_predictions";

@@ -338,6 +338,10 @@ def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, 
         if name != C.CLASS_CAPS:
             G.set_custom_options(q_model.subgraphs[0].operators[k],
                                  caps_options.encode(name, {}))
+    try:
+        P.add_squash_tables(q_model)
+    except P.PatchError as exc:
+        raise ConversionError(f"cannot add the squash gain tables: {exc}") from exc
     slim.strip_bias_quantization(q_model)
     tflite.prune(q_model)
     _verify_int8(q_model, io_dtype)

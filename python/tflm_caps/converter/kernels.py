@@ -136,7 +136,15 @@ class Int8Squash(_Squash):
     def invoke(self, call):
         x, scale, zp = _int8_input(call, 0, self.name)
         _check_output(call, self.name, *C.OUTPUT_QUANT[C.SQUASH])
-        call.outputs[0][...] = int8_ref.squash_s8(x, quant.squash_params(scale, zp))
+        params = quant.squash_params(scale, zp)
+        if len(call.input_tensors) > 1:
+            # The kernel computes the gains itself; the model's table must be
+            # the one the C op reads in their place.
+            table = np.asarray(call.inputs[1]).reshape(-1)
+            if not np.array_equal(table, int8_ref.squash_table(x.shape[-1], params)):
+                raise ValueError(f"{self.name}: input 1 (gain table) was not written for "
+                                 f"capsule dim {x.shape[-1]} and {params}")
+        call.outputs[0][...] = int8_ref.squash_s8(x, params)
 
 
 class Int8Length(_Length):

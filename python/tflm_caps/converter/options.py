@@ -99,9 +99,10 @@ def decode(op_name, data, allow_float_model=False):
     except Exception as exc:  # flexbuffers raises assorted errors on garbage
         raise OptionsError(f"{op_name}: custom_options are not a valid FlexBuffer ({exc})") from exc
     version = value.get(C.OPT_VERSION)
-    if version != C.OPTIONS_VERSION:
+    if (isinstance(version, bool) or not isinstance(version, int)
+            or not C.MIN_OPTIONS_VERSION <= version <= C.OPTIONS_VERSION):
         raise OptionsError(f"{op_name}: options version {version!r} is not supported "
-                           f"(expected {C.OPTIONS_VERSION})")
+                           f"(expected {C.MIN_OPTIONS_VERSION} to {C.OPTIONS_VERSION})")
     out = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in value.items()}
     float_model = allow_float_model and not any(k in out for k in C.CALIBRATED_KEYS)
     spec = dict(C.OPTION_KEYS.get(op_name, {}))

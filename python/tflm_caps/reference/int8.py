@@ -5,6 +5,7 @@ capsules); params come from tflm_caps.reference.quant.
 """
 import numpy as np
 
+from tflm_caps import ops_contract as C
 from tflm_caps.reference import fixedpoint as fp
 from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, LengthParams,
                                        PredictionsParams, RoutingParams, SquashParams)
@@ -37,6 +38,23 @@ def squash_s8(x, params):
     sq = np.sum(y * y, axis=-1, keepdims=True)
     gain = fp.squash_table_gain(sq, params.sq_multiplier, params.sq_exponent)
     return fp.squash_apply(y, gain)
+
+
+def squash_table(dim, params):
+    """The squash gain table for capsules of ``dim`` elements, as int32 words
+    (header, then one Q24 gain per index of the squared norm): the words
+    caps_squash_s8_init_table writes, which the converter stores in the model."""
+    _check(params, SquashParams, "squash params")
+    if not 1 <= int(dim) <= C.MAX_CAPS_DIM:
+        raise ValueError(f"squash capsule dim must be in [1, {C.MAX_CAPS_DIM}], got {dim}")
+    entries = fp.squash_table_entries(int(dim), params.input_zp)
+    rep = fp.squash_index_rep(np.arange(entries, dtype=np.int64))
+    gains = np.minimum(fp.squash_gain(rep, params.sq_multiplier, params.sq_exponent),
+                       fp.INT32_MAX)
+    header = [C.SQUASH_TABLE_MAGIC, int(dim), params.input_zp, params.sq_multiplier,
+              params.sq_exponent, entries]
+    assert len(header) == C.SQUASH_TABLE_HEADER_WORDS
+    return np.concatenate([np.array(header, np.int64), gains]).astype(np.int32)
 
 
 def length_s8(x, params):

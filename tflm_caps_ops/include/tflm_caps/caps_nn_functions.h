@@ -114,9 +114,13 @@ caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
  * ------------------------------------------------------------------- */
 /* squash: its gain table (persistent: fill once with
  * caps_squash_s8_init_table, e.g. in TFLM Prepare).  Depends on dims->dim
- * and params->input_zp only through the largest squared norm. */
+ * and params->input_zp only through the largest squared norm.  Includes 3
+ * bytes of slack for an unaligned buffer. */
 int32_t caps_squash_s8_get_buffer_size(const caps_caps_dims *dims,
                                        const caps_squash_params *params);
+/* The same table in int32 words (header + gains): the size of a 4-byte
+ * aligned table, e.g. a constant tensor written by the converter. */
+int32_t caps_squash_s8_table_words(const caps_caps_dims *dims, const caps_squash_params *params);
 int32_t caps_predictions_s8_get_buffer_size(const caps_class_caps_dims *dims);
 int32_t caps_dynamic_routing_s8_get_buffer_size(const caps_class_caps_dims *dims);
 /* store_predictions != 0: all n_in*n_out*dim_out predictions kept in scratch
@@ -129,7 +133,8 @@ int32_t caps_class_caps_s8_get_buffer_size(const caps_class_caps_dims *dims,
  * ------------------------------------------------------------------- */
 
 /* Fills the squash gain table in ctx->buf (ctx->size >=
- * caps_squash_s8_get_buffer_size).  Costs about one unaccelerated gain per
+ * caps_squash_s8_get_buffer_size, or 4 * caps_squash_s8_table_words for a
+ * 4-byte aligned buffer).  Costs about one unaccelerated gain per
  * entry (~1.3k entries for D = 4): call it once, not per inference. */
 caps_nn_status caps_squash_s8_init_table(const caps_nn_context *ctx, const caps_caps_dims *dims,
                                          const caps_squash_params *params);

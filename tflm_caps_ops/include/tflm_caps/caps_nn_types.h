@@ -38,6 +38,12 @@ typedef enum {
 #define CAPS_NN_LENGTH_OUT_SCALE_LOG2 (-8) /* scale 1/256 ... */
 #define CAPS_NN_LENGTH_OUT_ZERO_POINT (-128) /* ... zero point -128 */
 
+/* Squash gain table (caps_squash_s8_init_table; a model may carry it as a
+ * constant int32 tensor): header words magic, dim, input_zp, sq_multiplier,
+ * sq_exponent, entries, then `entries` int32 Q24 gains. */
+#define CAPS_NN_SQUASH_TABLE_MAGIC 0x54515343 /* "CSQT" */
+#define CAPS_NN_SQUASH_TABLE_HEADER_WORDS 6
+
 /* Scratch memory given to a kernel; size in bytes (CMSIS-NN's context). */
 typedef struct {
     void *buf;

@@ -5,7 +5,8 @@
  * leading zeros and a load instead of two divisions and a square root.
  *
  * ctx->buf layout (no alignment required of the caller; the table starts
- * at the first 4-byte boundary):
+ * at the first 4-byte boundary, so an aligned buffer needs 3 bytes less
+ * than caps_squash_s8_get_buffer_size):
  *   header  magic, dim, input_zp, sq_multiplier, sq_exponent, entries
  *   gains   int32 [entries]
  * The header lets the kernel refuse a table filled for other params.
@@ -15,8 +16,8 @@
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
 
-#define TABLE_MAGIC 0x54515343 /* "CSQT" */
-#define HEADER_WORDS 6
+#define TABLE_MAGIC CAPS_NN_SQUASH_TABLE_MAGIC
+#define HEADER_WORDS CAPS_NN_SQUASH_TABLE_HEADER_WORDS
 
 /* Entries for capsules of up to dim elements: index of the largest sq. */
 static int32_t table_entries(int32_t dim, int32_t zp)
@@ -31,21 +32,33 @@ static int32_t *table_words(const caps_nn_context *ctx)
     return (int32_t *)p;
 }
 
-int32_t caps_squash_s8_get_buffer_size(const caps_caps_dims *dims,
-                                       const caps_squash_params *params)
+int32_t caps_squash_s8_table_words(const caps_caps_dims *dims, const caps_squash_params *params)
 {
     if (caps_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
         caps_squash_params_check(params) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    return 3 + 4 * (HEADER_WORDS + table_entries(dims->dim, params->input_zp));
+    return HEADER_WORDS + table_entries(dims->dim, params->input_zp);
+}
+
+int32_t caps_squash_s8_get_buffer_size(const caps_caps_dims *dims,
+                                       const caps_squash_params *params)
+{
+    const int32_t words = caps_squash_s8_table_words(dims, params);
+    return words < 0 ? -1 : 3 + 4 * words;
+}
+
+/* Bytes of ctx->buf from its first 4-byte boundary on (negative: none). */
+static int32_t aligned_size(const caps_nn_context *ctx)
+{
+    return ctx->size - (int32_t)((uintptr_t)table_words(ctx) - (uintptr_t)ctx->buf);
 }
 
 caps_nn_status caps_squash_s8_init_table(const caps_nn_context *ctx, const caps_caps_dims *dims,
                                          const caps_squash_params *params)
 {
-    const int32_t need = caps_squash_s8_get_buffer_size(dims, params);
-    if (need < 0 || ctx == NULL || ctx->buf == NULL || ctx->size < need) {
+    const int32_t words = caps_squash_s8_table_words(dims, params);
+    if (words < 0 || ctx == NULL || ctx->buf == NULL || aligned_size(ctx) < 4 * words) {
         return CAPS_NN_ARG_ERROR;
     }
     int32_t *w = table_words(ctx);
@@ -78,11 +91,11 @@ caps_nn_status caps_squash_s8_args_check(const caps_nn_context *ctx, const caps_
     if (ctx == NULL || ctx->buf == NULL) {
         return CAPS_NN_SUCCESS; /* no table: gains computed per capsule */
     }
-    const int32_t need = caps_squash_s8_get_buffer_size(dims, params);
+    const int32_t words = caps_squash_s8_table_words(dims, params);
     const int32_t *w = table_words(ctx);
     /* a table for a larger dim covers this one; anything else is a table
      * for other params or never filled */
-    if (ctx->size < need || w[0] != TABLE_MAGIC || w[1] < dims->dim ||
+    if (aligned_size(ctx) < 4 * words || w[0] != TABLE_MAGIC || w[1] < dims->dim ||
         w[2] != params->input_zp || w[3] != params->sq_multiplier ||
         w[4] != params->sq_exponent || w[5] != table_entries(w[1], w[2])) {
         return CAPS_NN_ARG_ERROR;

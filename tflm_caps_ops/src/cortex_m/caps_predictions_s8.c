@@ -14,17 +14,8 @@
  * buffers are) are read 8 bytes per LDRD.  Everything else (other dims,
  * rshift = 0, more than CAPS_CM_PRED_CACHED output capsules) goes through
  * a scratch copy of the prepared input, one input capsule at a time.
- *
- * Built with CAPS_NN_USE_CMSIS_NN (and CMSIS-NN linked, scalar/DSP build),
- * the product goes to arm_nn_vec_mat_mult_t_s8 instead, which computes the
- * same integers for shift <= 0 (CMSIS-NN's requantization rounds like
- * TFLite's; do not define CMSIS_NN_USE_SINGLE_ROUNDING).
  */
 #include "caps_cm_internal.h"
-
-#if defined(CAPS_NN_USE_CMSIS_NN)
-#include "caps_cm_cmsis_nn.h"
-#endif
 
 void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
                        const caps_predictions_params *params, void *scratch)
@@ -56,9 +47,6 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
             pc->in_regs = 0;
         }
     }
-#if defined(CAPS_NN_USE_CMSIS_NN)
-    pc->in_regs = 0;
-#endif
     /* the scratch has 8 bytes of slack for this */
     pc->u2 = (uint32_t *)(void *)caps_nn_scratch_align(scratch, 4);
 }
@@ -382,21 +370,6 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
         }
         return;
     }
-#if defined(CAPS_NN_USE_CMSIS_NN)
-    {
-        const int32_t per_j = pc->num_scales != 1;
-        const int32_t rows = per_j ? pc->dim_out : pc->n_out * pc->dim_out;
-        const int32_t blocks = per_j ? pc->n_out : 1;
-        for (int32_t j = 0; j < blocks; ++j) {
-            (void)arm_nn_vec_mat_mult_t_s8(u_i, w_i, NULL, NULL, out, -pc->zp, 0,
-                                           pc->multipliers[j], pc->shifts[j], pc->dim_in, rows,
-                                           -128, 127, 1, 0);
-            w_i += (size_t)rows * (size_t)pc->dim_in;
-            out += rows;
-        }
-        return;
-    }
-#endif
     prepare_input(pc, u_i);
     const int32_t k = pc->dim_in, r = pc->dim_out;
     if (k == 4) {
