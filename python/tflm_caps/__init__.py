@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "convert": ("tflm_caps.converter", "convert"),
     "validate": ("tflm_caps.validation", "validate"),
+    "prune": ("tflm_caps.pruning", "prune"),
 }
 
 
@@ -19,7 +20,7 @@ def __getattr__(name):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in ("layers", "models", "data", "train", "reference", "runtime", "converter",
-                "native", "metadata", "export", "validation"):
+                "native", "metadata", "export", "validation", "pruning"):
         return importlib.import_module("tflm_caps." + name)
     raise AttributeError(f"module 'tflm_caps' has no attribute {name!r}")
 
