@@ -148,7 +148,12 @@ def _check_paths(args):
 
 def run(args):
     _check_paths(args)
+    import tensorflow as tf
+
     from tflm_caps.pruning import DEFAULTS, prune
+
+    # Evaluating a new model per step makes Keras warn about retracing: noise here.
+    tf.get_logger().setLevel("ERROR")
 
     keep = args.keep_types if args.keep_types is not None else (
         args.keep_fraction if args.keep_fraction is not None else DEFAULTS["keep_types"])

@@ -48,15 +48,15 @@ def format_table(summary):
             ("parameters", b["params"], a["params"]),
             ("MACs per inference", b["macs"], a["macs"]),
             ("est. int8 bytes", b["int8_bytes"], a["int8_bytes"])]
-    lines = [f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
+    lines = [f"{'':<27}{'before':>12}{'after':>12}{'change':>10}"]
     for label, x, y in rows:
-        lines.append(f"{label:<22}{x:>14,}{y:>14,}{_change(x, y):>10}")
+        lines.append(f"{label:<27}{x:>12,}{y:>12,}{_change(x, y):>10}")
     s = summary["settings"]
     for key, label in (("validation_accuracy", f"validation accuracy ({s['validation_images']})"),
                        ("test_accuracy", f"held-out accuracy ({s['test_images']})")):
         x, y = b[key], a[key]
-        lines.append(f"{label:<22}{100 * x:>13.2f}%{100 * y:>13.2f}%"
-                     f"{100 * (y - x):>+9.2f}p")
+        lines.append(f"{label:<27}{100 * x:>11.2f}%{100 * y:>11.2f}%"
+                     f"{100 * (y - x):>+8.2f} pt")
     lines += ["", f"{'layer':<16}{'kind':<13}{'params':>21}{'MACs':>25}{'est. int8 bytes':>23}"]
     after_rows = {r["name"]: r for r in a["layers"]}
     for r in b["layers"]:
