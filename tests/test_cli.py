@@ -11,8 +11,7 @@ from tflm_caps import cli
 from tflm_caps.commands import options
 from tflm_caps.commands.errors import CliError, user_error_types
 
-# bench adopts the same --json convention in its own change.
-CONVENTIONAL = [name for name in cli.COMMANDS if name != "bench"]
+CONVENTIONAL = list(cli.COMMANDS)
 
 
 def _sub_parser(name):

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _LAZY = {
     "convert": ("tflm_caps.converter", "convert"),
     "validate": ("tflm_caps.validation", "validate"),
+    "prune": ("tflm_caps.pruning", "prune"),
 }
 
 
@@ -41,7 +42,7 @@ def __getattr__(name):
         return getattr(importlib.import_module(module), attr)
     if name in ("layers", "models", "data", "train", "reference", "runtime", "converter",
                 "native", "metadata", "export", "validation", "baremetal", "tflite",
-                "ops_contract"):
+                "ops_contract", "pruning"):
         return importlib.import_module("tflm_caps." + name)
     raise AttributeError(f"module 'tflm_caps' has no attribute {name!r}")
 

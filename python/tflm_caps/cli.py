@@ -15,11 +15,10 @@ import sys
 import traceback
 
 from tflm_caps import __version__
-# CliError is re-exported for the bench command, which imports it from here.
-from tflm_caps.commands.errors import CliError, user_error_types  # noqa: F401
+from tflm_caps.commands.errors import user_error_types
 
 # Order shown in --help.
-COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench")
+COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench", "prune")
 
 
 def build_parser():

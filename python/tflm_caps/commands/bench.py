@@ -14,25 +14,21 @@ def add_parser(subparsers):
                     "QEMU with exact instruction counting on the costa2022-mnist and "
                     "sabour2017-mnist class-capsule layers and a 1024x4D squash, check every "
                     "output against the numpy reference, and print a table and the "
-                    "project's goals.")
+                    "project's goals.",
+        parents=[options.shared(json="the rows and goal checks", progress=True,
+                                seed="the benchmark's data", report="none")])
     p.add_argument("--quick", action="store_true", help="costa2022-mnist, squash, length only")
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="subset of the configurations, e.g. m7-cortex_m (default: all; an "
                         "unknown name lists them)")
     p.add_argument("--timeout", type=float, default=600.0, help="per emulator run (s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark's data")
-    p.add_argument("--json", action="store_true",
-                   help="print the rows and goal checks as one JSON document on stdout "
-                        "(nothing else)")
-    p.add_argument("--report", metavar="PATH", help="also write the JSON report to PATH")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
     from tflm_caps.baremetal import McuError, bench
-    from tflm_caps.cli import CliError
+    from tflm_caps.commands.errors import CliError
 
     for name in args.configs or ():
         if name not in bench.CONFIG_NAMES:
