@@ -16,7 +16,8 @@ def add_parser(subparsers):
                     "output against the numpy reference, and print a table and the "
                     "project's goals.",
         parents=[options.shared(json="the rows and goal checks", progress=True,
-                                seed="the benchmark's data", report="none")])
+                                seed="the benchmark's data", report="none",
+                                report_siblings=False)])
     p.add_argument("--quick", action="store_true", help="costa2022-mnist, squash, length only")
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="subset of the configurations, e.g. m7-cortex_m (default: all; an "

@@ -42,7 +42,7 @@ def fraction(text):
     return value
 
 
-def shared(*, json, data=None, seed=None, progress=False, report=None):
+def shared(*, json, data=None, seed=None, progress=False, report=None, report_siblings=True):
     """Parent parser: ``--json`` (printing ``json``), ``--verbose``, and when
     asked for ``--data`` (help: the source and what it is for), ``--seed``
     (help: what it seeds), ``--no-progress``, ``--report`` (help: its default)."""
@@ -57,8 +57,9 @@ def shared(*, json, data=None, seed=None, progress=False, report=None):
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     if report is not None:
         parser.add_argument("--report", metavar="REPORT.json",
-                            help="write the JSON report here, REPORT.md and REPORT.png next "
-                                 f"to it (default: {report})")
+                            help="write the JSON report here" +
+                                 (", REPORT.md and REPORT.png next to it" if report_siblings
+                                  else "") + f" (default: {report})")
     parser.add_argument("--json", action="store_true",
                         help=f"print {json} as one JSON document on stdout (nothing else "
                              "goes to stdout" + ("; no progress bars)" if progress else ")"))
