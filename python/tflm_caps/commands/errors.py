@@ -28,7 +28,8 @@ def user_error_types():
     from tflm_caps.converter.options import OptionsError
     from tflm_caps.data import DataError
     from tflm_caps.metadata import MetadataError
+    from tflm_caps.pruning.structure import PruningError
     from tflm_caps.runtime import ArenaTooSmallError, ModelFormatError, TFLMError
 
     return (CliError, *PATH_ERRORS, ConversionError, OptionsError, DataError, MetadataError,
-            ModelFormatError, ArenaTooSmallError, TFLMError)
+            ModelFormatError, ArenaTooSmallError, TFLMError, PruningError)

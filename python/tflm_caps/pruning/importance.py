@@ -46,7 +46,7 @@ def type_scores(model, structure, images, criterion="routing", batch_size=64, pr
     """One score per primary capsule type (higher = more important), float64 [K]."""
     import tensorflow as tf
 
-    from tflm_caps.layers import ops
+    from tflm_caps.layers import capsule_math as ops
 
     if criterion not in TYPE_CRITERIA:
         raise PruningError(f"capsule type criterion must be one of {', '.join(TYPE_CRITERIA)}, "
