@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tflm_caps import __version__
 
 # Order shown in --help.
-COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench")
+COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench", "profile")
 
 
 class CliError(Exception):
