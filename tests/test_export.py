@@ -215,6 +215,13 @@ template <unsigned N> class MicroMutableOpResolver : public MicroOpResolver {
 };
 }  // namespace tflite
 """,
+    "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h": """
+#pragma once
+extern "C" {
+typedef void (*DebugLogCallback)(const char* s);
+void RegisterDebugLogCallback(DebugLogCallback callback);
+}
+""",
     "tensorflow/lite/schema/schema_generated.h": "#pragma once\n#define TFLITE_SCHEMA_VERSION (3)\n",
     "tflm/caps_ops.h": """
 #pragma once
@@ -232,10 +239,23 @@ def test_main_uses_the_tflm_api_consistently(exported, tmp_path):
         p = tmp_path / "inc" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    proc = subprocess.run([gxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
-                           f"-I{tmp_path / 'inc'}", f"-I{out}", str(out / "main.cc")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    # with and without the debug-log callback cortex_m_generic needs (on by
+    # default for Arm builds, where MicroPrintf is silent without it)
+    for flag in ("-DTFLM_CAPS_LOG_CALLBACK=1", "-DTFLM_CAPS_LOG_CALLBACK=0"):
+        proc = subprocess.run([gxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+                               flag, f"-I{tmp_path / 'inc'}", f"-I{out}", str(out / "main.cc")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, flag + "\n" + proc.stderr
+    main = (out / "main.cc").read_text()
+    assert "RegisterDebugLogCallback(LogText)" in main
+    assert "void LogText(const char* text)" in main and "UART" in main
+    armgxx = shutil.which("arm-none-eabi-g++")
+    if armgxx:  # the callback is registered by default on Arm
+        proc = subprocess.run([armgxx, "-mcpu=cortex-m7", "-mthumb", "-std=c++17", "-E", "-P",
+                               f"-I{tmp_path / 'inc'}", f"-I{out}", str(out / "main.cc")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "RegisterDebugLogCallback(LogText);" in proc.stdout
 
 
 def test_strip_metadata_keeps_a_runnable_model(tmp_path):
