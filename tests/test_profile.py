@@ -703,7 +703,7 @@ def test_report_table_markdown_png_and_json(tmp_path):
     text = report.table(r)
     assert "TFLMCaps_Squash" in text and "100,040" in text and "1x196x4" in text
     assert "120,040 instructions per inference (min 120,000, max 120,080)" in text
-    assert "40.0000 instructions per SysTick tick" in text
+    assert "40.000 instructions per SysTick tick" in text
     assert "target minimum 4,104 B" in text and "2 of 2 inferences identical" in text
     md = report.markdown_rows([r, r])
     assert "| TFLMCaps_Length | 1x196 | 16,000 | 16,000 |" in md

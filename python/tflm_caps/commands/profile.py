@@ -92,10 +92,10 @@ def run(args):
     except ValueError as exc:
         raise CliError(f"--images: {exc}") from None
 
+    # Quiet unless a person watches: bars and stage lines on a terminal only.
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    quiet = args.json or args.no_progress
-    log = None if quiet else (lambda msg: print(f"[profile] {msg}", file=sys.stderr,
-                                                flush=True))
+    log = (lambda msg: print(f"[profile] {msg}", file=sys.stderr, flush=True)) \
+        if progress else None
     try:
         result = profiling.profile(
             args.model, args.tflm_root, args.target, images=args.images, data=args.data,

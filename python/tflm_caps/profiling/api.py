@@ -215,6 +215,11 @@ def profile(model, tflm_root, target="cortex-m7", *, images=1000, data="bundled"
             minimum, probes = _emu.minimum_arena(probe, arena["target_used"] or capacity,
                                                  capacity)
             arena.update(target_minimum=minimum, probes=probes)
+            if arena["target_used"]:
+                # TFLM's advice for trimming: arena_used_bytes() + 16 (the
+                # arena's end is aligned down to 16 bytes).
+                arena["used_plus_16_suffices"] = minimum <= arena["target_used"] + 16
+            arena["export_header_suffices"] = minimum <= exported.arena_size
         rows = op_profiles(info, run, per_tick)
         totals = np.array([inv[1] for inv in run.invocations], dtype=np.float64) * per_tick
         overhead = (run.overhead[1] / run.overhead[0] * per_tick) if run.overhead else None

@@ -32,10 +32,10 @@ def table(result):
     lines += [
         f"Invoke           {_n(r.invoke_instructions)} instructions per inference{spread}",
         f"AllocateTensors  {_n(r.allocate_instructions)} instructions",
-        f"calibration      {r.instructions_per_tick:.4f} instructions per SysTick tick "
+        f"calibration      {r.instructions_per_tick:.3f} instructions per SysTick tick "
         f"(measured); profiler cost {r.profiler_overhead:.1f} instructions per op"
         if r.profiler_overhead is not None else
-        f"calibration      {r.instructions_per_tick:.4f} instructions per SysTick tick",
+        f"calibration      {r.instructions_per_tick:.3f} instructions per SysTick tick",
         f"arena            target minimum {_n(a.get('target_minimum'))} B "
         f"(bisection on {r.target}, {a.get('probes', 0)} runs); arena_used_bytes() "
         f"{_n(a.get('target_used'))} B; host minimum {_n(a.get('host_minimum'))} B; "
