@@ -498,7 +498,7 @@ def test_support_code_and_bulk_memory_on_each_board(tmp_path, name, per_tick):
     run = emulator.parse_output(emulator.run_image(board, tmp_path / "t.elf", tmp_path,
                                                    timeout=60)).check(name)
     # SysTick under -icount shift=0: 1e9 / the board's SysTick clock
-    assert run.instructions_per_tick == pytest.approx(per_tick, rel=1e-4)
+    assert run.instructions_per_tick == pytest.approx(per_tick, rel=1e-5)
     assert run.calibration[0] == 2 * firmware.CAL_ITERATIONS
     assert run.outputs == {0: pattern}
     bulk_origin, bulk_size = target.bulk

@@ -82,6 +82,10 @@ def plot(result, path):
     for bar, v in zip(bars, values):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3f}",
                 va="center", fontsize=8)
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color="#4f81bd", label="TFLM builtin"),
+                       Patch(color="#c0504d", label="tflm-caps custom")],
+              loc="lower right", fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
