@@ -7,6 +7,7 @@ TFLM's Makefile the fragment relies on (EXTERNAL_DIR's recursive search for
 Makefile_internal.inc, the source/flag variables it appends to) and then
 compiles the selected kernel sources with TFLM's C warning flags.
 """
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -175,3 +176,93 @@ def test_cmake_refuses_the_removed_cmsis_nn_route(tmp_path):
                          capture_output=True, text=True)
     assert cfg.returncode != 0
     assert "CAPS_NN_USE_CMSIS_NN was removed" in cfg.stdout + cfg.stderr
+
+
+# A firmware project consuming tflm_caps_ops the way docs/firmware.md shows,
+# with TFLM stood in by the host ABI header (host/tflm_host_abi.h, the same
+# stand-in the host library is built against).
+CMAKE_APP = r"""
+cmake_minimum_required(VERSION 3.16)
+project(caps_app C CXX)
+set(CMAKE_CXX_STANDARD 17)
+if(ROUTE STREQUAL "target")
+  add_library(tflm_standin INTERFACE)
+  target_include_directories(tflm_standin INTERFACE "@OPS@")
+  target_compile_definitions(tflm_standin INTERFACE TFLM_CAPS_HOST_ABI=1)
+  set(CAPS_NN_TFLM_TARGET tflm_standin)
+else()
+  set(CAPS_NN_TFLM_INCLUDE_DIRS "@OPS@")
+  add_compile_definitions(TFLM_CAPS_HOST_ABI=1)
+endif()
+set(CAPS_NN_BACKEND portable)
+add_subdirectory("@OPS@" tflm_caps_ops)
+add_library(app STATIC app.cc)
+target_link_libraries(app PRIVATE tflm_caps_ops)
+"""
+
+CMAKE_APP_SOURCE = r"""
+#include "tflm/caps_ops.h"
+#ifndef TF_LITE_STATIC_MEMORY_EXPECTED
+#error "set by the test"
+#endif
+#if TF_LITE_STATIC_MEMORY_EXPECTED && !defined(TF_LITE_STATIC_MEMORY)
+#error "TF_LITE_STATIC_MEMORY must reach the application on the include-dirs route"
+#endif
+const void* squash_registration() { return tflm_caps::Register_TFLMCAPS_SQUASH(); }
+"""
+
+
+@pytest.mark.parametrize("route", ["target", "include_dirs"])
+def test_cmake_fresh_configure_honours_variables_set_before_add_subdirectory(tmp_path, route):
+    """CAPS_NN_TFLM_TARGET / CAPS_NN_TFLM_INCLUDE_DIRS set as normal variables
+    before add_subdirectory() count on a fresh configure; the glue is built
+    without thread-safe statics (no __cxa_guard_*) and, on the include-dirs
+    route, with TF_LITE_STATIC_MEMORY for itself and the application."""
+    for tool in ("cmake", "g++", "nm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text(CMAKE_APP.replace("@OPS@", str(OPS)))
+    expected = 1 if route == "include_dirs" else 0
+    (app / "app.cc").write_text(f"#define TF_LITE_STATIC_MEMORY_EXPECTED {expected}\n"
+                                + CMAKE_APP_SOURCE)
+    build = tmp_path / "build"
+    assert not build.exists()  # fresh: no cache from an earlier configure
+    cfg = subprocess.run(["cmake", "-S", str(app), "-B", str(build), f"-DROUTE={route}",
+                          "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "-DCMAKE_BUILD_TYPE=Release"],
+                         capture_output=True, text=True)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    assert "building the kernels only" not in cfg.stdout
+    bld = subprocess.run(["cmake", "--build", str(build), "--target", "app", "tflm_caps_ops"],
+                         capture_output=True, text=True)
+    assert bld.returncode == 0, bld.stdout + bld.stderr
+    commands = json.loads((build / "compile_commands.json").read_text())
+    glue = [c for c in commands if "/tflm/" in c["file"] and c["file"].endswith(".cc")]
+    assert sorted(Path(c["file"]).name for c in glue) == \
+        sorted(p.name for p in (OPS / "tflm").glob("*.cc"))
+    for c in glue:
+        assert "-fno-threadsafe-statics" in c["command"], c["command"]
+    app_cmd = next(c["command"] for c in commands if c["file"].endswith("app.cc"))
+    for cmd in [c["command"] for c in glue] + [app_cmd]:
+        assert ("-DTF_LITE_STATIC_MEMORY" in cmd) == bool(expected), cmd
+    lib = next(build.rglob("libtflm_caps_ops.a"))
+    undefined = subprocess.run(["nm", "-u", "-C", str(lib)], capture_output=True,
+                               text=True).stdout
+    assert "__cxa_guard" not in undefined
+
+
+def test_cmake_option_can_drop_static_memory(tmp_path):
+    if shutil.which("cmake") is None or shutil.which("g++") is None:
+        pytest.skip("cmake or g++ not installed")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text(CMAKE_APP.replace("@OPS@", str(OPS)))
+    (app / "app.cc").write_text("#define TF_LITE_STATIC_MEMORY_EXPECTED 0\n" + CMAKE_APP_SOURCE)
+    build = tmp_path / "build"
+    cfg = subprocess.run(["cmake", "-S", str(app), "-B", str(build), "-DROUTE=include_dirs",
+                          "-DCAPS_NN_TFLM_STATIC_MEMORY=OFF",
+                          "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"], capture_output=True, text=True)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    commands = json.loads((build / "compile_commands.json").read_text())
+    assert not any("TF_LITE_STATIC_MEMORY" in c["command"] for c in commands)

@@ -208,8 +208,12 @@ def test_min_arena_is_exact(caps_model):
     assert details["probes"] >= 10
     # One byte less fails (a clear error, checked in a subprocess first), the
     # minimum runs and gives the same output as a generous arena.
-    with pytest.raises(ArenaTooSmallError, match=f"arena_size={size - 1} bytes is too small"):
+    with pytest.raises(ArenaTooSmallError, match=f"arena_size={size - 1} bytes is too small") \
+            as exc:
         TFLMRunner(caps_model, arena_size=size - 1)
+    # the error names the exact minimum, not a multiple of the size tried
+    assert f"needs at least {size} bytes" in str(exc.value) and "exact minimum" in str(exc.value)
+    assert exc.value.minimum == size and exc.value.arena_size == size - 1
     x = np.random.default_rng(3).integers(-128, 128, (4, 32, 4)).astype(np.int8)
     exact = TFLMRunner(caps_model, arena_size=size)
     assert exact.arena_size == size
@@ -240,9 +244,10 @@ def test_preserved_tensors_need_more_arena(caps_model):
     normal = find_min_arena_size(caps_model)
     preserved = find_min_arena_size(caps_model, preserve_all_tensors=True)
     assert preserved > normal
-    with pytest.raises(ArenaTooSmallError):
+    with pytest.raises(ArenaTooSmallError) as exc:
         # this size crashes the wheel in-process; the runner must refuse it cleanly
         TFLMRunner(caps_model, arena_size=preserved - 64, preserve_all_tensors=True)
+    assert exc.value.minimum == preserved and f"at least {preserved} bytes" in str(exc.value)
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, MIN_SAFE_ARENA - 1])

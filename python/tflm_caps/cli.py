@@ -18,7 +18,8 @@ from tflm_caps import __version__
 from tflm_caps.commands.errors import user_error_types
 
 # Order shown in --help.
-COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench", "prune")
+COMMANDS = ("zoo", "train", "convert", "validate", "demo", "export", "bench", "prune",
+            "profile")
 
 
 def build_parser():

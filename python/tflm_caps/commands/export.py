@@ -10,7 +10,8 @@ def add_parser(subparsers):
         "export", help="write a .tflite as firmware sources (C array, header, main.cc)",
         parents=[options.shared(json="the arena size, model summary and files written")],
         description="Write MODEL.tflite as an aligned C array, a header with the tensor arena "
-                    "size (measured with the host TFLM interpreter plus a margin) and the "
+                    "size (the host TFLM interpreter's minimum adjusted to a 32-bit MCU, plus a "
+                    "small margin) and the "
                     "model's I/O quantization, and a minimal TFLM main.cc that registers the "
                     "tflm-caps operators and runs one inference. See docs/firmware.md.")
     p.add_argument("model", help="int8 .tflite produced by `tflm-caps convert`")
@@ -36,8 +37,9 @@ def _print_summary(result):
     print(f"ops       builtin: {', '.join(s.builtin_ops) or '-'}; custom: "
           f"{', '.join(s.custom_ops) or '-'}")
     if result.arena_source == "measured":
-        print(f"arena     {result.arena_size} bytes (measured {result.arena_measured} "
-              f"+ margin {result.arena_margin}, rounded to 16)")
+        print(f"arena     {result.arena_size} bytes (host minimum {result.arena_measured} "
+              f"- 32-bit bookkeeping {result.arena_32bit_saving} + margin "
+              f"{result.arena_margin}, rounded to 16)")
     else:
         print(f"arena     {result.arena_size} bytes (given; measured minimum "
               f"{result.arena_measured})")

@@ -50,3 +50,51 @@ def find_min_arena_size(model, *, preserve_all_tensors=False, registerers=(), ti
         finally:
             prober.close()
     return (hi, details) if return_details else hi
+
+
+# Arena bookkeeping whose size follows the pointer width, as (64-bit host,
+# 32-bit MCU) bytes of TFLM's C structures (tensorflow/lite/core/c/common.h
+# and micro_allocator.h, with TF_LITE_STATIC_MEMORY as TFLM's library is
+# built; measured with g++ x86-64 and arm-none-eabi-g++ on TFLM 90b983c2).
+# The host interpreter is 64-bit, so its minimum holds the larger sizes.
+# Only structures TFLM allocates once per tensor, operator, subgraph or
+# graph input/output are counted; allocator objects and kernels' op data
+# are left in, so the estimate stays on the safe side of those.
+POINTER_BOOKKEEPING = {
+    "eval_tensors": (24, 12),        # TfLiteEvalTensor, every tensor
+    "nodes": (64, 32),               # NodeAndRegistration, every operator
+    "subgraphs": (16, 8),            # SubgraphAllocations, every subgraph
+    "io_tensors": (64 + 24, 32 + 12),  # TfLiteTensor + TfLiteAffineQuantization
+}
+# Alignment padding each counted allocation may add on the target.
+_ALIGN_SLACK = 8
+
+
+def target_arena_estimate(model, host_minimum=None):
+    """Arena a 32-bit MCU needs by the host's measure: the exact host
+    minimum (find_min_arena_size, measured unless given) less the
+    pointer-width bookkeeping of POINTER_BOOKKEEPING.
+
+    Returns a dict with ``host_minimum``, ``bookkeeping_saving`` (bytes
+    removed, with the counts behind it) and ``estimate``.  Kernels may
+    differ between the host wheel (reference kernels) and a firmware
+    (CMSIS-NN asks for its own scratch buffers), so the estimate is not the
+    target's exact need: ``tflm-caps profile`` measures that on the core."""
+    data, name = read_model(model)
+    info = check_model(data, name)
+    if host_minimum is None:
+        host_minimum = find_min_arena_size(data)
+    io = [info.tensors[i] for i in (*info.inputs, *info.outputs)]
+    counts = {"eval_tensors": len(info.tensors), "nodes": len(info.operators),
+              "subgraphs": info.num_subgraphs,
+              "io_tensors": sum(1 for t in io if t.quantization is not None)}
+    if info.num_subgraphs != 1:
+        # Only the first subgraph's tensors and operators are described here.
+        return {"host_minimum": int(host_minimum), "bookkeeping_saving": 0, "counts": counts,
+                "estimate": int(host_minimum)}
+    saving = sum((POINTER_BOOKKEEPING[k][0] - POINTER_BOOKKEEPING[k][1]) * n
+                 for k, n in counts.items())
+    allocations = 3 + 2 * counts["io_tensors"]
+    saving = max(0, saving - _ALIGN_SLACK * allocations)
+    return {"host_minimum": int(host_minimum), "bookkeeping_saving": int(saving),
+            "counts": counts, "estimate": int(host_minimum) - int(saving)}

@@ -35,11 +35,13 @@ class TFLMError(RuntimeError):
 
 
 class ArenaTooSmallError(ValueError):
-    """The tensor arena cannot hold the model."""
+    """The tensor arena cannot hold the model.  ``minimum``: the exact
+    smallest arena of the host interpreter when it was measured, else None."""
 
-    def __init__(self, message, arena_size=None):
+    def __init__(self, message, arena_size=None, minimum=None):
         super().__init__(message)
         self.arena_size = arena_size
+        self.minimum = minimum
 
 
 class _NativeStderr:
@@ -185,13 +187,31 @@ class TFLMRunner:
         if generous_ok and auto:
             return generous
         if generous_ok:
+            minimum = self._exact_minimum()
+            if minimum is not None:
+                raise ArenaTooSmallError(
+                    f"{self.name}: arena_size={size} bytes is too small for this model: it "
+                    f"needs at least {minimum} bytes in the host TFLM interpreter (exact "
+                    "minimum, found by bisection)", size, minimum)
             raise ArenaTooSmallError(
-                f"{self.name}: arena_size={size} bytes is too small for this model (it loads "
-                f"with {generous} bytes); use tflm_caps.runtime.find_min_arena_size() for the "
-                "exact minimum", size)
+                f"{self.name}: arena_size={size} bytes is too small for this model; it loads "
+                f"with {generous} bytes, an upper bound (the exact minimum could not be "
+                "measured: use tflm_caps.runtime.find_min_arena_size())", size)
         explain_load_failure(self.model_bytes, generous, self.registerers[1:], self.name)
         raise TFLMError(f"{self.name}: does not load in TFLM with all tensors preserved "
                         f"(arena {generous} bytes)")
+
+    def _exact_minimum(self):
+        """The host minimum arena (bisection in a worker), or None if the
+        search itself fails."""
+        from tflm_caps.runtime.arena import find_min_arena_size
+
+        try:
+            return find_min_arena_size(self.model_bytes,
+                                       preserve_all_tensors=self.preserve_all_tensors,
+                                       registerers=self.registerers[1:])
+        except (TFLMError, RuntimeError, OSError):
+            return None
 
     def _create(self, arena_size, preserve=None):
         from tflite_micro import runtime as tflm
