@@ -25,7 +25,7 @@ from support.toolchains import require_tools
 from tflm_caps import cli
 from tflm_caps.profiling import api, build, cache, emulator, firmware, flash, report, sources
 from tflm_caps.profiling import targets, tree
-from tflm_caps.runtime.model_builder import OpSpec, TensorSpec, build_model, encode_options
+from support.model_builder import OpSpec, TensorSpec, build_model, encode_options
 
 REPO = Path(__file__).resolve().parents[1]
 OPS = REPO / "tflm_caps_ops"

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from tflm_caps.commands import options
+
 
 def add_parser(subparsers):
     from tflm_caps.profiling.cache import CACHE_ENV
@@ -20,7 +22,11 @@ def add_parser(subparsers):
                     "runner.  Nothing is downloaded: a missing third-party folder of the "
                     "tree is reported with the TFLM script that fetches it.  Exits with "
                     "status 1 when an output differs from the host's.  See "
-                    "docs/firmware.md.")
+                    "docs/firmware.md.",
+        parents=[options.shared(json="the profile", progress=True,
+                                data="data source whose held-out split is used",
+                                report="none; the bar chart goes next to it as REPORT.png",
+                                report_siblings=False)])
     p.add_argument("model", metavar="MODEL.tflite", help="int8 model (tflm-caps convert)")
     p.add_argument("--tflm-root", required=True, metavar="DIR",
                    help="tflite-micro checkout with its third-party downloads in place")
@@ -30,17 +36,11 @@ def add_parser(subparsers):
     p.add_argument("--images", type=int, default=1000, metavar="N",
                    help="held-out images run on the target and compared with the host "
                         "runner (default 1000)")
-    p.add_argument("--data", default="bundled", metavar="SOURCE",
-                   help="data source whose held-out split is used (default: bundled)")
     p.add_argument("--no-arena-search", action="store_true",
                    help="skip the bisection of the arena on the target")
     p.add_argument("--cache-dir", metavar="DIR",
                    help=f"TFLM library builds (default: ${CACHE_ENV}, else "
                         "$XDG_CACHE_HOME/tflm-caps or ~/.cache/tflm-caps)")
-    p.add_argument("--source-root", metavar="DIR",
-                   help="checkout holding tflm_caps_ops/ and the bare-metal harness "
-                        "(default: the installed package's repository or the current "
-                        "directory)")
     p.add_argument("--make-var", action="append", default=[], metavar="NAME=VALUE",
                    help="extra variable for TFLM's make, e.g. CAPS_NN_USE_CMSIS_NN=1 "
                         "(part of the cache key; repeatable)")
@@ -50,19 +50,16 @@ def add_parser(subparsers):
                    help="limit per emulator run (default: none)")
     p.add_argument("--workdir", metavar="DIR",
                    help="keep the generated sources, image and linker map here")
-    p.add_argument("--report", metavar="PATH",
-                   help="also write the JSON report to PATH and the bar chart next to it "
-                        "(PATH with .png)")
+    p.add_argument("--source-root", metavar="DIR",
+                   help="checkout whose tflm_caps_ops/ to build (default: the operator "
+                        "sources installed with the package)")
     p.add_argument("--png", metavar="PATH", help="bar chart of instructions per operator")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON document on stdout instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
 
 
 def _check_output(path, what):
-    from tflm_caps.cli import CliError
+    from tflm_caps.commands.errors import CliError
 
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -72,7 +69,7 @@ def _check_output(path, what):
 
 
 def run(args):
-    from tflm_caps.cli import CliError
+    from tflm_caps.commands.errors import CliError
     from tflm_caps import profiling
 
     if not os.path.isfile(args.model):
