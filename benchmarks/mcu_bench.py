@@ -46,6 +46,8 @@ RISCV_CORES = 8
 CONFIGS = [
     ("m7-portable", "cortex-m7", "portable", ()),
     ("m7-cortex_m", "cortex-m7", "cortex_m", ()),
+    ("m55-cortex_m", "cortex-m55", "cortex_m", ()),
+    ("m55-helium", "cortex-m55", "helium", ()),
     ("rv32-riscv-1core", "rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
     ("rv32-riscv-8core", "rv32imac", "riscv",
      (f"CAPS_NN_NUM_CORES={RISCV_CORES}", "CAPS_NN_RISCV_PROFILE")),

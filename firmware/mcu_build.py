@@ -32,7 +32,7 @@ FIRMWARE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = FIRMWARE_DIR.parent
 OPS_DIR = REPO_ROOT / "tflm_caps_ops"
 
-BACKENDS = ("portable", "cortex_m", "riscv")
+BACKENDS = ("portable", "cortex_m", "helium", "riscv")
 
 # Instructions per second QEMU retires under -icount shift=0 (1 ns each).
 ICOUNT_HZ = 1_000_000_000
@@ -49,6 +49,7 @@ class Target:
     clock_hz: int        # SysTick processor clock (Arm); unused on RISC-V
     backend: str         # optimized backend for this core
     note: str = ""
+    const: tuple = None  # (origin, size) of the constants, if not after the code
 
     @property
     def instructions_per_count(self):
@@ -82,8 +83,9 @@ TARGETS = {
     "cortex-m55": Target(
         "cortex-m55", "arm", "mps3-an547",
         ("-mcpu=cortex-m55", "-mfloat-abi=hard"),
-        (0x00000000, 512 * 1024), (0x20000000, 512 * 1024), 32_000_000, "cortex_m",
-        "MPS3 AN547, ITCM + DTCM, 32 MHz SysTick clock"),
+        (0x00000000, 512 * 1024), (0x21000000, 4 * _MB), 32_000_000, "helium",
+        "MPS3 AN547, code in ITCM, data in SRAM, constants in DDR, 32 MHz SysTick clock",
+        (0x60000000, 16 * _MB)),
     "rv32imac": Target(
         "rv32imac", "riscv", "virt",
         ("-march=rv32imac", "-mabi=ilp32", "-misa-spec=2.2"),
@@ -169,6 +171,9 @@ def compile_command(target, sources, elf, include_dirs=(), defines=(), opt="-O2"
                 f"-Wl,--defsym=__code_size={code_size:#x}",
                 f"-Wl,--defsym=__ram_origin={ram_origin:#x}",
                 f"-Wl,--defsym=__ram_size={ram_size:#x}"]
+        if target.const:
+            cmd += [f"-Wl,--defsym=__const_origin={target.const[0]:#x}",
+                    f"-Wl,--defsym=__const_size={target.const[1]:#x}"]
     else:
         cmd += ["--specs=picolibc.specs", "--oslib=semihost", "--crt0=semihost",
                 f"-Wl,--defsym=__flash={code_origin:#x}",

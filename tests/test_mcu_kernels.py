@@ -74,6 +74,14 @@ def _cases():
     cases.append(mcu_vectors.length_case(rng, 33, 5, scale=0.02, zp=-7))
     cases.append(mcu_vectors.length_case(rng, 9, 16, scale=1.0 / 128, zp=0))
     cases.append(("length", zeros, mcu_vectors.q.length_params(0.5, 0)))
+    # D = 4 with capsule counts that leave 1..3 capsules for the predicated
+    # last step of the four-capsules-per-vector loops (Helium), and dims
+    # around the vector widths
+    for n_caps, dim, scale, zp in ((13, 4, 0.2, -5), (2, 4, 0.01, 127), (1027, 4, 0.05, 0),
+                                   (5, 3, 0.1, 1), (9, 8, 0.03, -2), (3, 17, 0.02, 4)):
+        cases.append(mcu_vectors.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
+        cases.append(mcu_vectors.length_case(rng, n_caps, dim, scale=scale, zp=zp))
     return cases
 
 
@@ -146,6 +154,8 @@ CONFIGS = [
     ("cortex-m7", "cortex_m", ("CAPS_SCRATCH_OFFSET=2", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m33", "cortex_m", ("CAPS_SCRATCH_OFFSET=3",)),
     ("cortex-m55", "cortex_m", ("CAPS_SCRATCH_OFFSET=1",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=2",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=3", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m4", "portable", ()),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=2", "CAPS_SCRATCH_OFFSET=3")),

@@ -1,0 +1,161 @@
+/*
+ * Internals shared by the Helium (MVE) backend's source files (not
+ * installed): vector requantization, saturating narrowing, the squared
+ * norms of four 4-D capsules, the routing scratch layout.
+ */
+#ifndef TFLM_CAPS_HL_INTERNAL_H
+#define TFLM_CAPS_HL_INTERNAL_H
+
+#if !defined(__ARM_FEATURE_MVE) || !(__ARM_FEATURE_MVE & 1)
+#error "tflm_caps_ops: the helium backend needs Helium (MVE), e.g. -mcpu=cortex-m55 or -mcpu=cortex-m85; select the cortex_m backend for other cores"
+#endif
+
+#include <arm_mve.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tflm_caps/caps_nn_backend_math.h"
+#include "tflm_caps/caps_nn_functions.h"
+
+#define CAPS_HL_INLINE static inline __attribute__((always_inline))
+#define CAPS_HL_NOINLINE __attribute__((noinline))
+
+#define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
+
+/* ---------------------------------------------------------------------
+ * Requantization of four lanes, exactly caps_nn_requantize:
+ *   VQSHL       x' = sat32(x << max(shift, 0));
+ *   VQRDMULH    y = sat((2 x' M + 2^31) >> 32) = gemmlowp's SRDHM (ties
+ *               toward +inf, the one overflow saturates);
+ *   VRSHL       RDBPOT(y, e) = (y - [y < 0] + 2^(e-1)) >> e for e >= 1
+ *               (ties away from zero; VRSHL alone rounds ties up).  y is
+ *               above INT32_MIN (M < 2^31), so y - 1 does not wrap.
+ * ------------------------------------------------------------------- */
+typedef struct {
+    int32_t mult;
+    int32_t lshift; /* max(shift, 0) */
+    int32_t nshift; /* min(shift, 0): the VRSHL amount */
+    int32_t fix;    /* -1 when nshift < 0 (subtract [y < 0]), else 0 */
+} caps_hl_rq;
+
+CAPS_HL_INLINE caps_hl_rq caps_hl_rq_init(int32_t multiplier, int32_t shift)
+{
+    caps_hl_rq q;
+    q.mult = multiplier;
+    q.lshift = shift > 0 ? shift : 0;
+    q.nshift = shift < 0 ? shift : 0;
+    q.fix = shift < 0 ? -1 : 0;
+    return q;
+}
+
+/* Any params (one set for all lanes). */
+CAPS_HL_INLINE int32x4_t caps_hl_requant(int32x4_t x, const caps_hl_rq *q)
+{
+    const int32x4_t y = vqrdmulhq_n_s32(vqshlq_r_s32(x, q->lshift), q->mult);
+    const int32x4_t fix = vandq_s32(vshrq_n_s32(y, 31), vdupq_n_s32(q->fix));
+    return vrshlq_n_s32(vaddq_s32(y, fix), q->nshift);
+}
+
+/* shift < 0 (the usual case: no left shift, a rounding right shift). */
+CAPS_HL_INLINE int32x4_t caps_hl_requant_rs(int32x4_t x, int32_t mult, int32_t nshift)
+{
+    const int32x4_t y = vqrdmulhq_n_s32(x, mult);
+    return vrshlq_n_s32(vaddq_s32(y, vshrq_n_s32(y, 31)), nshift);
+}
+
+/* Per-lane params, all shifts < 0 (nshift lanes = shift). */
+CAPS_HL_INLINE int32x4_t caps_hl_requant_rs_v(int32x4_t x, int32x4_t mult, int32x4_t nshift)
+{
+    const int32x4_t y = vqrdmulhq_s32(x, mult);
+    return vrshlq_s32(vaddq_s32(y, vshrq_n_s32(y, 31)), nshift);
+}
+
+/* Per-lane params, any shifts. */
+CAPS_HL_INLINE int32x4_t caps_hl_requant_v(int32x4_t x, int32x4_t mult, int32x4_t lshift,
+                                           int32x4_t nshift, int32x4_t fix)
+{
+    const int32x4_t y = vqrdmulhq_s32(vqshlq_s32(x, lshift), mult);
+    return vrshlq_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(y, 31), fix)), nshift);
+}
+
+/* sat8 of each lane, left in the lane's low byte (two saturating
+ * narrowings into the bottom halves; the top halves keep bits of x that
+ * VSTRB.32 ignores), for VSTRB.32. */
+CAPS_HL_INLINE int32x4_t caps_hl_sat8_lanes(int32x4_t x)
+{
+    const int16x8_t h = vqmovnbq_s32(vreinterpretq_s16_s32(x), x);
+    return vreinterpretq_s32_s8(vqmovnbq_s16(vreinterpretq_s8_s16(h), h));
+}
+
+/* sat8 of 16 lanes into bytes, v_k's lane l going to byte 4 l + k.  Each
+ * bottom narrowing writes into its own source (the other half is then
+ * overwritten by the top narrowing), so no register is copied. */
+CAPS_HL_INLINE int8x16_t caps_hl_sat8_interleave4(int32x4_t v0, int32x4_t v1, int32x4_t v2,
+                                                  int32x4_t v3)
+{
+    const int16x8_t even = vqmovntq_s32(vqmovnbq_s32(vreinterpretq_s16_s32(v0), v0), v2);
+    const int16x8_t odd = vqmovntq_s32(vqmovnbq_s32(vreinterpretq_s16_s32(v1), v1), v3);
+    return vqmovntq_s16(vqmovnbq_s16(vreinterpretq_s8_s16(even), even), odd);
+}
+
+/* ---------------------------------------------------------------------
+ * Four 4-D capsules, one per lane (squash and length of D = 4): element k
+ * of capsule l is gathered from x + 4 l + k; y_k = x_k - zp; the squared
+ * norms.  `tail` (a constant) predicates the loads to the first lanes of p.
+ * ------------------------------------------------------------------- */
+typedef struct {
+    int32x4_t y0, y1, y2, y3;
+    int32x4_t sq;
+} caps_hl_caps4;
+
+CAPS_HL_INLINE caps_hl_caps4 caps_hl_load_caps4(const int8_t *x, int32_t zp, uint32x4_t off,
+                                                mve_pred16_t p, const int tail)
+{
+    caps_hl_caps4 c;
+    if (tail) {
+        c.y0 = vldrbq_gather_offset_z_s32(x, off, p);
+        c.y1 = vldrbq_gather_offset_z_s32(x + 1, off, p);
+        c.y2 = vldrbq_gather_offset_z_s32(x + 2, off, p);
+        c.y3 = vldrbq_gather_offset_z_s32(x + 3, off, p);
+    } else {
+        c.y0 = vldrbq_gather_offset_s32(x, off);
+        c.y1 = vldrbq_gather_offset_s32(x + 1, off);
+        c.y2 = vldrbq_gather_offset_s32(x + 2, off);
+        c.y3 = vldrbq_gather_offset_s32(x + 3, off);
+    }
+    c.y0 = vsubq_n_s32(c.y0, zp);
+    c.y1 = vsubq_n_s32(c.y1, zp);
+    c.y2 = vsubq_n_s32(c.y2, zp);
+    c.y3 = vsubq_n_s32(c.y3, zp);
+    c.sq = vaddq_s32(vaddq_s32(vmulq_s32(c.y0, c.y0), vmulq_s32(c.y1, c.y1)),
+                     vaddq_s32(vmulq_s32(c.y2, c.y2), vmulq_s32(c.y3, c.y3)));
+    return c;
+}
+
+/* Squash gain-table index of each lane's sq (caps_nn_squash_index):
+ * shift = max(0, floor(log2 sq) - 7) = 32 - clz(sq >> 8), and
+ * index = (sq >> shift) + (shift << 7). */
+CAPS_HL_INLINE uint32x4_t caps_hl_squash_index(int32x4_t sq)
+{
+    const uint32x4_t s = vreinterpretq_u32_s32(sq);
+    const int32x4_t nshift =
+        vsubq_n_s32(vreinterpretq_s32_u32(vclzq_u32(vshrq_n_u32(s, 8))), 32);
+    const int32x4_t idx =
+        vmlaq_n_s32(vshlq_s32(sq, nshift), nshift, -(1 << CAPS_NN_SQUASH_LUT_BITS));
+    return vreinterpretq_u32_s32(idx);
+}
+
+/* sum (x_k - zp)^2 of one capsule of any dim (8 elements per step, the
+ * last step predicated). */
+CAPS_HL_INLINE uint32_t caps_hl_squared_norm(const int8_t *x, int32_t dim, int32_t zp)
+{
+    int32_t acc = 0;
+    for (int32_t k = 0; k < dim; k += 8) {
+        const mve_pred16_t p = vctp16q((uint32_t)(dim - k));
+        const int16x8_t y = vsubq_n_s16(vldrbq_z_s16(x + k, p), (int16_t)zp);
+        acc = vmladavaq_p_s16(acc, y, y, p);
+    }
+    return (uint32_t)acc;
+}
+
+#endif /* TFLM_CAPS_HL_INTERNAL_H */
