@@ -78,13 +78,11 @@ CAPS_HL_INLINE int32x4_t caps_hl_requant_v(int32x4_t x, int32x4_t mult, int32x4_
     return vrshlq_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(y, 31), fix)), nshift);
 }
 
-/* sat8 of each lane, left in the lane's low byte (two saturating
- * narrowings into the bottom halves; the top halves keep bits of x that
- * VSTRB.32 ignores), for VSTRB.32. */
+/* sat8 of each lane, in the lane's low byte for VSTRB.32: a saturating
+ * shift to the top byte and back. */
 CAPS_HL_INLINE int32x4_t caps_hl_sat8_lanes(int32x4_t x)
 {
-    const int16x8_t h = vqmovnbq_s32(vreinterpretq_s16_s32(x), x);
-    return vreinterpretq_s32_s8(vqmovnbq_s16(vreinterpretq_s8_s16(h), h));
+    return vshrq_n_s32(vqshlq_n_s32(x, 24), 24);
 }
 
 /* sat8 of 16 lanes into bytes, v_k's lane l going to byte 4 l + k.  Each
@@ -156,6 +154,109 @@ CAPS_HL_INLINE uint32_t caps_hl_squared_norm(const int8_t *x, int32_t dim, int32
         acc = vmladavaq_p_s16(acc, y, y, p);
     }
     return (uint32_t)acc;
+}
+
+/* Four scalars into one vector, lane l = a_l, with two dual-lane VMOVs
+ * (VMOV Qd[2], Qd[0], Rt, Rt2 writes Rt to lane 0 and Rt2 to lane 2).
+ * Inline assembly: GCC 12's vcreateq swaps the two halves.  The four
+ * values must be distinct computations (the instruction refuses one
+ * register twice); tails with constant lanes use vsetq_lane instead. */
+CAPS_HL_INLINE int32x4_t caps_hl_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3)
+{
+    int32x4_t v;
+    __asm__("vmov %q0[2], %q0[0], %1, %2\n\tvmov %q0[3], %q0[1], %3, %4"
+            : "=w"(v)
+            : "r"(a0), "r"(a2), "r"(a1), "r"(a3));
+    return v;
+}
+
+/* ---------------------------------------------------------------------
+ * Predictions (caps_predictions_s8.c).
+ * ------------------------------------------------------------------- */
+enum {
+    CAPS_HL_PRED_D4 = 0,    /* dim_in 4: two rows per int16 vector */
+    CAPS_HL_PRED_D4_S8 = 1, /* dim_in 4, zp 0: four rows per int8 vector */
+    CAPS_HL_PRED_D8 = 2,    /* dim_in 8: one row per int16 vector */
+    CAPS_HL_PRED_D8_S8 = 3, /* dim_in 8, zp 0: two rows per int8 vector */
+    CAPS_HL_PRED_ANY = 4    /* any dim_in: predicated loop over each row */
+};
+enum {
+    CAPS_HL_RQ_FAST = 0,    /* every shift < 0, scalar params per run of rows */
+    CAPS_HL_RQ_GENERAL = 1, /* some shift >= 0: the full requantization */
+    CAPS_HL_RQ_TABLE = 2    /* shifts < 0, per-capsule scales, per-row table */
+};
+/* Rows of the per-row requantization table (a multiple of 4). */
+#define CAPS_HL_PRED_TABLE_ROWS 128
+
+/* Prepared predictions of one layer. */
+typedef struct {
+    int32_t n_out;
+    int32_t dim_out;
+    int32_t dim_in;
+    int32_t md; /* n_out * dim_out rows per input capsule */
+    int32_t zp;
+    int32_t num_scales;
+    const int32_t *multipliers;
+    const int32_t *shifts;
+    int32_t kind; /* CAPS_HL_PRED_* */
+    int32_t mode; /* CAPS_HL_RQ_* */
+    int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch) */
+    /* CAPS_HL_RQ_TABLE: per group of 4 rows, 4 multipliers then 4 shifts */
+    int32_t rq[2 * CAPS_HL_PRED_TABLE_ROWS];
+} caps_hl_pred;
+
+/* Prepares `pc` from checked params; scratch is the predictions context
+ * (caps_predictions_s8_get_buffer_size bytes). */
+void caps_hl_pred_init(caps_hl_pred *pc, const caps_class_caps_dims *dims,
+                       const caps_predictions_params *params, void *scratch);
+
+/* Predictions of n_in consecutive input capsules: row r of capsule i goes
+ * to out[i istride + r rstride] (natural layout: istride md, rstride 1;
+ * transposed: istride 1, rstride the capsule count of the block). */
+void caps_hl_predict(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
+                     int8_t *out, int32_t n_in, int32_t rstride, int32_t istride);
+
+/* ---------------------------------------------------------------------
+ * Routing scratch (caps_routing_s8.c), carved from the bytes of
+ * caps_dynamic_routing_s8_get_buffer_size (src/common/caps_nn_checks.c):
+ * int64 accumulators [md], exp table [256], logits [n_out][n_in], s [md],
+ * then the block buffer (free during iterations >= 1 and, before s is
+ * written, during iteration 0): Q15 couplings [n_out][block] and, when the
+ * prediction rows are not stored transposed, the block's rows
+ * [md][block].  `row_bytes`: bytes of rows per capsule in the block buffer
+ * (0 or md).
+ * ------------------------------------------------------------------- */
+typedef struct {
+    int64_t *acc;
+    uint32_t *table;
+    int8_t *logits;
+    int8_t *s;
+    int16_t *cbuf;
+    int8_t *rowbuf; /* NULL when row_bytes is 0 */
+    int32_t block;  /* capsules per block, 1..n_in */
+} caps_hl_scratch;
+
+CAPS_HL_INLINE void caps_hl_carve(void *buf, const caps_class_caps_dims *dims, size_t row_bytes,
+                                  caps_hl_scratch *sc)
+{
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    uint8_t *p = (uint8_t *)(((uintptr_t)buf + 7u) & ~(uintptr_t)7u);
+    sc->acc = (int64_t *)(void *)p;
+    p += 8 * md;
+    sc->table = (uint32_t *)(void *)p;
+    p += 1024;
+    sc->logits = (int8_t *)p;
+    p += A8((size_t)dims->n_in * (size_t)dims->n_out);
+    sc->s = (int8_t *)p;
+    const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
+    const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
+    size_t block = cap / (2u * (size_t)dims->n_out + row_bytes); /* >= 1 */
+    if (block > (size_t)dims->n_in) {
+        block = (size_t)dims->n_in;
+    }
+    sc->block = (int32_t)block;
+    sc->cbuf = (int16_t *)(void *)p;
+    sc->rowbuf = row_bytes != 0 ? (int8_t *)p + 2u * (size_t)dims->n_out * block : NULL;
 }
 
 #endif /* TFLM_CAPS_HL_INTERNAL_H */
