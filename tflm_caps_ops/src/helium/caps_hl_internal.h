@@ -158,15 +158,14 @@ CAPS_HL_INLINE uint32_t caps_hl_squared_norm(const int8_t *x, int32_t dim, int32
 
 /* Four scalars into one vector, lane l = a_l, with two dual-lane VMOVs
  * (VMOV Qd[2], Qd[0], Rt, Rt2 writes Rt to lane 0 and Rt2 to lane 2).
- * Inline assembly: GCC 12's vcreateq swaps the two halves.  The four
- * values must be distinct computations (the instruction refuses one
- * register twice); tails with constant lanes use vsetq_lane instead. */
+ * Inline assembly: GCC 12's vcreateq swaps the two halves.  Two
+ * statements, so a0/a2 can be dead before a1/a3 exist; each pair must be
+ * distinct computations (the instruction refuses one register twice). */
 CAPS_HL_INLINE int32x4_t caps_hl_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3)
 {
     int32x4_t v;
-    __asm__("vmov %q0[2], %q0[0], %1, %2\n\tvmov %q0[3], %q0[1], %3, %4"
-            : "=w"(v)
-            : "r"(a0), "r"(a2), "r"(a1), "r"(a3));
+    __asm__("vmov %q0[2], %q0[0], %1, %2" : "=w"(v) : "r"(a0), "r"(a2));
+    __asm__("vmov %q0[3], %q0[1], %1, %2" : "+w"(v) : "r"(a1), "r"(a3));
     return v;
 }
 
@@ -188,7 +187,8 @@ enum {
 /* Rows of the per-row requantization table (a multiple of 4). */
 #define CAPS_HL_PRED_TABLE_ROWS 128
 
-/* Prepared predictions of one layer. */
+/* Prepared predictions of one layer: the scalars the loops use (copied
+ * into locals per call) and the per-row requantization table. */
 typedef struct {
     int32_t n_out;
     int32_t dim_out;
@@ -198,11 +198,17 @@ typedef struct {
     int32_t num_scales;
     const int32_t *multipliers;
     const int32_t *shifts;
-    int32_t kind; /* CAPS_HL_PRED_* */
-    int32_t mode; /* CAPS_HL_RQ_* */
+    int32_t kind;   /* CAPS_HL_PRED_* */
+    int32_t mode;   /* CAPS_HL_RQ_* */
     int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch) */
-    /* CAPS_HL_RQ_TABLE: per group of 4 rows, 4 multipliers then 4 shifts */
-    int32_t rq[2 * CAPS_HL_PRED_TABLE_ROWS];
+    const int32_t *rq_mult;  /* CAPS_HL_RQ_TABLE: per row (the tables below) */
+    const int32_t *rq_shift;
+} caps_hl_pred_core;
+
+typedef struct {
+    caps_hl_pred_core core;
+    int32_t rq_mult[CAPS_HL_PRED_TABLE_ROWS];
+    int32_t rq_shift[CAPS_HL_PRED_TABLE_ROWS];
 } caps_hl_pred;
 
 /* Prepares `pc` from checked params; scratch is the predictions context
@@ -219,13 +225,22 @@ void caps_hl_predict(const caps_hl_pred *pc, const int8_t *input, const int8_t *
 /* ---------------------------------------------------------------------
  * Routing scratch (caps_routing_s8.c), carved from the bytes of
  * caps_dynamic_routing_s8_get_buffer_size (src/common/caps_nn_checks.c):
- * int64 accumulators [md], exp table [256], logits [n_out][n_in], s [md],
+ * int64 accumulators [md], exp table [256], logits [n_in][n_out], s [md],
  * then the block buffer (free during iterations >= 1 and, before s is
  * written, during iteration 0): Q15 couplings [n_out][block] and, when the
- * prediction rows are not stored transposed, the block's rows
- * [md][block].  `row_bytes`: bytes of rows per capsule in the block buffer
- * (0 or md).
+ * prediction rows are not stored, the block's prediction tiles (md bytes
+ * per capsule).  `row_bytes`: bytes of rows per capsule in the block buffer
+ * (0 or md).  Blocks of 16 or more capsules are whole tiles.
  * ------------------------------------------------------------------- */
+/* Capsules per block: 256 Q15 couplings times int8 predictions stay below
+ * 2^30 in magnitude, so the weighted sums of a block fit int32. */
+#define CAPS_HL_MAX_BLOCK 256u
+/* Input capsules per tile of transposed predictions: a tile holds its
+ * capsules' rows [md][width], so the dim_out <= 16 values of one capsule
+ * and output capsule lie within 8-bit offsets of each other (one byte
+ * gather) and each row's capsules are contiguous. */
+#define CAPS_HL_TILE 16u
+
 typedef struct {
     int64_t *acc;
     uint32_t *table;
@@ -251,6 +266,12 @@ CAPS_HL_INLINE void caps_hl_carve(void *buf, const caps_class_caps_dims *dims, s
     const size_t cb = (size_t)dims->n_in < 256u ? (size_t)dims->n_in : 256u;
     const size_t cap = A8(md) + A8(4 * (size_t)dims->n_out) + A8(2 * (size_t)dims->n_out * cb);
     size_t block = cap / (2u * (size_t)dims->n_out + row_bytes); /* >= 1 */
+    if (block > CAPS_HL_MAX_BLOCK) {
+        block = CAPS_HL_MAX_BLOCK;
+    }
+    if (block >= CAPS_HL_TILE) {
+        block &= ~(size_t)(CAPS_HL_TILE - 1u); /* whole tiles */
+    }
     if (block > (size_t)dims->n_in) {
         block = (size_t)dims->n_in;
     }

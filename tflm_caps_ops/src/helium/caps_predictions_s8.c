@@ -30,7 +30,7 @@ typedef struct {
     int8x16_t p8[4];
 } upat;
 
-CAPS_HL_INLINE void make_patterns(const caps_hl_pred *pc, const int8_t *u, upat *up,
+CAPS_HL_INLINE void make_patterns(const caps_hl_pred_core *pc, const int8_t *u, upat *up,
                                   const int kind)
 {
     const int16_t zp = (int16_t)pc->zp;
@@ -61,7 +61,7 @@ CAPS_HL_INLINE void make_patterns(const caps_hl_pred *pc, const int8_t *u, upat 
 }
 
 /* The dot product of the whole row at w (any dim_in). */
-CAPS_HL_INLINE int32_t dot_any(const caps_hl_pred *pc, const int8_t *w)
+CAPS_HL_INLINE int32_t dot_any(const caps_hl_pred_core *pc, const int8_t *w)
 {
     int32_t acc = 0;
     for (int32_t k = 0; k < pc->dim_in; k += 8) {
@@ -72,7 +72,7 @@ CAPS_HL_INLINE int32_t dot_any(const caps_hl_pred *pc, const int8_t *w)
 }
 
 /* The dot products of the next four rows at *wp, *wp advanced. */
-CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred *pc, const upat *up, const int8_t **wp,
+CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, const int8_t **wp,
                                const int kind)
 {
     const int8_t *w = *wp;
@@ -87,8 +87,8 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred *pc, const upat *up, const int
     } else if (kind == CAPS_HL_PRED_D4_S8) {
         const int8x16_t w4 = vldrbq_s8(w);
         a0 = vmladavq_s8(w4, up->p8[0]);
-        a1 = vmladavq_s8(w4, up->p8[1]);
         a2 = vmladavq_s8(w4, up->p8[2]);
+        a1 = vmladavq_s8(w4, up->p8[1]);
         a3 = vmladavq_s8(w4, up->p8[3]);
     } else if (kind == CAPS_HL_PRED_D8) {
         a0 = vmladavq_s16(vldrbq_s16(w), up->p16[0]);
@@ -122,7 +122,7 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred *pc, const upat *up, const int
 
 /* The dot products of the n < 4 rows at w (nothing beyond them is read);
  * the other lanes 0. */
-CAPS_HL_INLINE int32x4_t rows_tail(const caps_hl_pred *pc, const upat *up, const int8_t *w,
+CAPS_HL_INLINE int32x4_t rows_tail(const caps_hl_pred_core *pc, const upat *up, const int8_t *w,
                                    int32_t n, const int kind)
 {
     int32_t a[4] = {0, 0, 0, 0};
@@ -156,7 +156,7 @@ CAPS_HL_INLINE void store_tail(int8_t *out, uint32x4_t offs, int32x4_t r, int32_
 }
 
 /* A run of `rows` rows with one requantization (scalar params). */
-CAPS_HL_INLINE void run_scalar(const caps_hl_pred *pc, const upat *up, const int8_t **wp,
+CAPS_HL_INLINE void run_scalar(const caps_hl_pred_core *pc, const upat *up, const int8_t **wp,
                                int8_t **op, int32_t rstride, uint32x4_t offs, int32_t rows,
                                int32_t mult, int32_t shift, const int kind, const int general)
 {
@@ -182,42 +182,47 @@ CAPS_HL_INLINE void run_scalar(const caps_hl_pred *pc, const upat *up, const int
 }
 
 /* All rows of one input capsule with the per-row table (shifts < 0). */
-CAPS_HL_INLINE void rows_table(const caps_hl_pred *pc, const upat *up, const int8_t *w,
+CAPS_HL_INLINE void rows_table(const caps_hl_pred_core *pc, const upat *up, const int8_t **wp,
                                int8_t *o, int32_t rstride, uint32x4_t offs, const int kind)
 {
-    const int32_t *t = pc->rq;
-    const int32_t *const end = t + 8 * (pc->md >> 2);
+    const int8_t *w = *wp;
+    const int32_t *tm = pc->rq_mult;
+    const int32_t *ts = pc->rq_shift;
     const size_t ostep = 4 * (size_t)rstride;
-    while (t != end) {
+    for (int32_t g = pc->md >> 2; g > 0; --g) {
         const int32x4_t acc = rows4(pc, up, &w, kind);
-        const int32x4_t m = vld1q_s32(t);
-        const int32x4_t sh = vld1q_s32(t + 4);
-        t += 8;
+        const int32x4_t m = vld1q_s32(tm);
+        const int32x4_t sh = vld1q_s32(ts);
+        tm += 4;
+        ts += 4;
         store4(o, offs, caps_hl_requant_rs_v(acc, m, sh));
         o += ostep;
     }
     const int32_t n = pc->md & 3;
     if (n > 0) {
         const int32x4_t acc = rows_tail(pc, up, w, n, kind);
-        store_tail(o, offs, caps_hl_requant_rs_v(acc, vld1q_s32(t), vld1q_s32(t + 4)), n);
+        store_tail(o, offs, caps_hl_requant_rs_v(acc, vld1q_s32(tm), vld1q_s32(ts)), n);
+        w += (size_t)n * (size_t)pc->dim_in;
     }
+    *wp = w;
 }
 
-/* All rows of one input capsule (kind a constant). */
-CAPS_HL_INLINE void capsule_kind(const caps_hl_pred *pc, const int8_t *u, const int8_t *w,
+/* All rows of one input capsule (kind a constant); *wp advanced past its
+ * weights. */
+CAPS_HL_INLINE void capsule_kind(const caps_hl_pred_core *pc, const int8_t *u, const int8_t **wp,
                                  int8_t *o, int32_t rstride, uint32x4_t offs, const int kind)
 {
     upat up;
     make_patterns(pc, u, &up, kind);
     const int32_t mode = pc->mode;
     if (mode == CAPS_HL_RQ_TABLE) {
-        rows_table(pc, &up, w, o, rstride, offs, kind);
+        rows_table(pc, &up, wp, o, rstride, offs, kind);
         return;
     }
     const int32_t *mult = pc->multipliers;
     const int32_t *shift = pc->shifts;
     if (pc->num_scales == 1) {
-        run_scalar(pc, &up, &w, &o, rstride, offs, pc->md, mult[0], shift[0], kind,
+        run_scalar(pc, &up, wp, &o, rstride, offs, pc->md, mult[0], shift[0], kind,
                    mode == CAPS_HL_RQ_GENERAL);
         return;
     }
@@ -225,18 +230,21 @@ CAPS_HL_INLINE void capsule_kind(const caps_hl_pred *pc, const int8_t *u, const 
     const int32_t dim_out = pc->dim_out;
     if (mode == CAPS_HL_RQ_FAST) {
         for (; mult != mult_end; ++mult, ++shift) {
-            run_scalar(pc, &up, &w, &o, rstride, offs, dim_out, *mult, *shift, kind, 0);
+            run_scalar(pc, &up, wp, &o, rstride, offs, dim_out, *mult, *shift, kind, 0);
         }
     } else {
         for (; mult != mult_end; ++mult, ++shift) {
-            run_scalar(pc, &up, &w, &o, rstride, offs, dim_out, *mult, *shift, kind, 1);
+            run_scalar(pc, &up, wp, &o, rstride, offs, dim_out, *mult, *shift, kind, 1);
         }
     }
 }
 
-void caps_hl_pred_init(caps_hl_pred *pc, const caps_class_caps_dims *dims,
+void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
                        const caps_predictions_params *params, void *scratch)
 {
+    caps_hl_pred_core *pc = &pred->core;
+    pc->rq_mult = pred->rq_mult;
+    pc->rq_shift = pred->rq_shift;
     pc->n_out = dims->n_out;
     pc->dim_out = dims->dim_out;
     pc->dim_in = dims->dim_in;
@@ -260,8 +268,8 @@ void caps_hl_pred_init(caps_hl_pred *pc, const caps_class_caps_dims *dims,
         for (int32_t r = 0; r < ((pc->md + 3) & ~3); ++r) {
             /* a last partial group gets (ignored) params of row 0 */
             const int32_t j = r < pc->md ? r / dims->dim_out : 0;
-            pc->rq[8 * (r >> 2) + (r & 3)] = params->multipliers[j];
-            pc->rq[8 * (r >> 2) + 4 + (r & 3)] = params->shifts[j];
+            pred->rq_mult[r] = params->multipliers[j];
+            pred->rq_shift[r] = params->shifts[j];
         }
     }
     if (dims->dim_in == 4) {
@@ -273,25 +281,26 @@ void caps_hl_pred_init(caps_hl_pred *pc, const caps_class_caps_dims *dims,
     }
 }
 
-CAPS_HL_INLINE void predict_kind(const caps_hl_pred *pc, const int8_t *input,
+CAPS_HL_INLINE void predict_kind(const caps_hl_pred_core *pc, const int8_t *input,
                                  const int8_t *weights, int8_t *out, int32_t n_in,
                                  int32_t rstride, int32_t istride, const int kind)
 {
     /* a local copy: the byte stores below could alias *pc */
-    const caps_hl_pred p = *pc;
-    const size_t wstride = (size_t)p.md * (size_t)p.dim_in;
+    const caps_hl_pred_core p = *pc;
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)rstride);
-    for (int32_t i = 0; i < n_in; ++i) {
-        capsule_kind(&p, input, weights, out, rstride, offs, kind);
+    const int8_t *const input_end = input + (size_t)n_in * (size_t)p.dim_in;
+    const int8_t *w = weights;
+    while (input != input_end) {
+        capsule_kind(&p, input, &w, out, rstride, offs, kind);
         input += p.dim_in;
-        weights += wstride;
         out += istride;
     }
 }
 
-void caps_hl_predict(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
+void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t *weights,
                      int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
 {
+    const caps_hl_pred_core *pc = &pred->core;
     switch (pc->kind) {
     case CAPS_HL_PRED_D4:
         predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D4);
@@ -321,6 +330,6 @@ caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_
     }
     caps_hl_pred pc;
     caps_hl_pred_init(&pc, dims, params, ctx->buf);
-    caps_hl_predict(&pc, input, weights, u_hat, dims->n_in, 1, pc.md);
+    caps_hl_predict(&pc, input, weights, u_hat, dims->n_in, 1, pc.core.md);
     return CAPS_NN_SUCCESS;
 }

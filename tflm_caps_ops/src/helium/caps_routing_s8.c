@@ -2,91 +2,135 @@
  * Helium dynamic routing and class-capsule layer, bit-exact with
  * src/portable/caps_routing_s8.c.
  *
- * The routing reads the predictions transposed, T[j d][i] (input capsules
- * contiguous), so that every phase runs along input capsules in vector
- * lanes: the class-capsule layer stores its predictions that way
- * (caps_hl_predict with a row stride of n_in); caps_dynamic_routing_s8
- * transposes its [i][j][d] input block by block (byte scatters), and the
- * recomputing mode predicts each block transposed into the block buffer.
+ * The routing reads the predictions transposed in tiles of 16 input
+ * capsules: tile rows [md][width] (caps_hl_internal.h), so that every
+ * phase runs along input capsules in vector lanes.  The class-capsule
+ * layer stores its predictions that way (caps_hl_predict with the tile
+ * width as row stride); caps_dynamic_routing_s8 transposes its [i][j][d]
+ * input block by block (byte scatters), and the recomputing mode predicts
+ * each block into tiles of the block buffer.
  *
- * Iteration 0: s_jd = sum_i u_hat, one VADDVA per 16 capsules.
- * Iterations r >= 1, per block of input capsules:
- *  A  agreement a_ij = u_hat(j|i) . v_j for four capsules per vector
- *     (VMLA by the scalar v_jd, output capsule outer so v_j stays in
- *     registers) and the logit update in lanes: the old logit's share from
- *     a 256-entry table (one gather indexed by the logit byte), VQADD, the
- *     agreement requantization (VQRDMULH, VRSHL), saturation;
+ * Iteration 0: s_jd = sum_i u_hat, one VADDVA per tile row.
+ * Iterations r >= 1, per block of up to 256 input capsules:
+ *  A  agreements a_ij = u_hat(j|i) . v_j: one byte gather (8-bit offsets
+ *     within the tile) fetches the dim_out values of one capsule (two
+ *     capsules when dim_out <= 8) and one VMLADAV per capsule against v_j
+ *     (zero-padded; output capsule outer, so v_j stays in registers); four
+ *     agreements go into lanes for the logit update: the old logit's share
+ *     from a 256-entry table (a gather indexed by the logit byte), VQADD,
+ *     the agreement requantization (VQRDMULH, VRSHL), saturation;
  *  B  per input capsule, output capsules in lanes: max (VMAXV), the
  *     exponentials (one gather from the exp table per 4 logits), their
  *     64-bit sum (VADDLVA), one exact reciprocal (scalar, shared backend
  *     math), the Q15 couplings (VMULH, rounding shift, saturation to
  *     2^15 - 1) scattered into the block's coupling rows;
- *  C  s_jd += sum_i c_ij u_hat(j|i): one VMLALDAV (int16 x int16 into
- *     64 bits) per 8 capsules.
+ *  C  s_jd += sum_i c_ij u_hat(j|i): one VMLADAV (int16 x int16) per 8
+ *     capsules, 32-bit sums per block (|sum| < 2^30), the couplings loaded
+ *     once for four dims.
  * A coupling of exactly 2^15 (one logit dominating) does not fit int16: it
  * is stored as 2^15 - 1 and the missing 1 * u_hat is added right away.
  * The exp table is built in vectors (the Horner steps of
- * caps_nn_exp2_neg_q30 are VQRDMULHs of the doubled fraction).  Tails of
- * every loop are predicated (VCTP).
+ * caps_nn_exp2_neg_q30 are VQRDMULHs of the doubled fraction).  Partial
+ * tiles and blocks take predicated steps (VCTP).
  */
 #include <string.h>
 
 #include "caps_hl_internal.h"
 
+#define MIN32(a, b) ((a) < (b) ? (a) : (b))
+
+/* The prediction tiles of one block: the tile of block capsules
+ * [k0, k0 + w) starts at base + k0 md (k0 a multiple of tw), row r at
+ * + r w, capsule k0 + c at + c. */
+typedef struct {
+    const int8_t *base;
+    int32_t tw; /* width of a full tile (16, or the block when smaller) */
+    int32_t n;  /* capsules in the block */
+    int32_t md;
+} hl_block;
+
+CAPS_HL_INLINE const int8_t *tile_at(const hl_block *bk, int32_t k0)
+{
+    return bk->base + (size_t)k0 * (size_t)bk->md;
+}
+
 /* Where the prediction rows come from. */
 typedef struct {
-    const int8_t *stored_t;    /* class caps, stored: T [md][n_in] */
-    const int8_t *natural;     /* routing API: u_hat [n_in][md] */
-    const caps_hl_pred *pc;    /* recompute: predictions of each block */
+    const int8_t *stored;   /* class caps, stored: tiles of all n_in capsules */
+    const int8_t *natural;  /* routing API: u_hat [n_in][md] */
+    const caps_hl_pred *pc; /* recompute: predictions of each block */
     const int8_t *input;
     const int8_t *weights;
 } hl_source;
 
-/* T rows [md][stride] of input capsules [i0, i0 + n). */
-static const int8_t *block_rows(const hl_source *src, const caps_hl_scratch *sc,
-                                const caps_class_caps_dims *dims, int32_t i0, int32_t n,
-                                int32_t *stride)
+/* The tiles of input capsules [i0, i0 + n) (i0 a multiple of the tile
+ * width): stored, or written into the block buffer. */
+static hl_block block_tiles(const hl_source *src, const caps_hl_scratch *sc,
+                            const caps_class_caps_dims *dims, int32_t i0, int32_t n)
 {
     const int32_t md = dims->n_out * dims->dim_out;
-    if (src->stored_t != NULL) {
-        *stride = dims->n_in;
-        return src->stored_t + i0;
+    hl_block bk;
+    bk.n = n;
+    bk.md = md;
+    if (src->stored != NULL) {
+        bk.base = src->stored + (size_t)i0 * (size_t)md;
+        bk.tw = (int32_t)CAPS_HL_TILE;
+        return bk;
     }
-    const int32_t bs = sc->block;
-    *stride = bs;
-    if (src->natural != NULL) {
-        /* transpose: four elements of a row per step into four T rows */
-        const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)bs);
-        for (int32_t k = 0; k < n; ++k) {
-            const int8_t *x = src->natural + (size_t)(i0 + k) * (size_t)md;
-            int8_t *t = sc->rowbuf + k;
-            for (int32_t r = 0; r < md; r += 4) {
-                const mve_pred16_t p = vctp32q((uint32_t)(md - r));
-                vstrbq_scatter_offset_p_s32(t, offs, vldrbq_z_s32(x + r, p), p);
-                t += 4 * (size_t)bs;
+    bk.base = sc->rowbuf;
+    bk.tw = MIN32((int32_t)CAPS_HL_TILE, sc->block);
+    for (int32_t k0 = 0; k0 < n; k0 += bk.tw) {
+        const int32_t w = MIN32(bk.tw, n - k0);
+        int8_t *tile = sc->rowbuf + (size_t)k0 * (size_t)md;
+        if (src->natural != NULL) {
+            /* transpose: four elements of a row per step into four tile rows */
+            const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)w);
+            for (int32_t c = 0; c < w; ++c) {
+                const int8_t *x = src->natural + (size_t)(i0 + k0 + c) * (size_t)md;
+                int8_t *t = tile + c;
+                for (int32_t r = 0; r < md; r += 4) {
+                    const mve_pred16_t p = vctp32q((uint32_t)(md - r));
+                    vstrbq_scatter_offset_p_s32(t, offs, vldrbq_z_s32(x + r, p), p);
+                    t += 4 * (size_t)w;
+                }
             }
+        } else {
+            const int32_t i = i0 + k0;
+            caps_hl_predict(src->pc, src->input + (size_t)i * (size_t)dims->dim_in,
+                            src->weights + (size_t)i * (size_t)md * (size_t)dims->dim_in, tile,
+                            w, w, 1);
         }
-        return sc->rowbuf;
     }
-    caps_hl_predict(src->pc, src->input + (size_t)i0 * (size_t)dims->dim_in,
-                    src->weights + (size_t)i0 * (size_t)md * (size_t)dims->dim_in, sc->rowbuf, n,
-                    bs, 1);
-    return sc->rowbuf;
+    return bk;
 }
 
-/* acc[r] += sum of the n bytes of each T row. */
-static void sum_rows(const int8_t *rows, int32_t stride, int32_t n, int32_t md, int64_t *acc)
+/* Iteration 0: acc[r] += sum over the block's capsules of row r. */
+static CAPS_HL_NOINLINE void sum_rows(const hl_block *bk, int64_t *acc)
 {
+    const int32_t md = bk->md;
+    const size_t tstep = (size_t)bk->tw * (size_t)md;
+    const int32_t full = bk->n / bk->tw;
+    const int32_t rest = bk->n - full * bk->tw;
     for (int32_t r = 0; r < md; ++r) {
-        const int8_t *t = rows + (size_t)r * (size_t)stride;
         int32_t s = 0;
-        int32_t k = 0;
-        for (; k + 16 <= n; k += 16) {
-            s = vaddvaq_s8(s, vldrbq_s8(t + k));
+        const int8_t *t = bk->base + (size_t)r * (size_t)bk->tw;
+        if (bk->tw == (int32_t)CAPS_HL_TILE) {
+            for (int32_t q = 0; q < full; ++q) {
+                s = vaddvaq_s8(s, vldrbq_s8(t));
+                t += tstep;
+            }
+        } else {
+            const mve_pred16_t p = vctp8q((uint32_t)bk->tw);
+            for (int32_t q = 0; q < full; ++q) {
+                s = vaddvaq_p_s8(s, vldrbq_z_s8(t, p), p);
+                t += tstep;
+            }
         }
-        if (k < n) {
-            const mve_pred16_t p = vctp8q((uint32_t)(n - k));
-            s = vaddvaq_p_s8(s, vldrbq_z_s8(t + k, p), p);
+        if (rest > 0) {
+            /* the last tile is rest wide: its row r starts at r * rest */
+            const int8_t *tl = bk->base + (size_t)full * tstep + (size_t)r * (size_t)rest;
+            const mve_pred16_t p = vctp8q((uint32_t)rest);
+            s = vaddvaq_p_s8(s, vldrbq_z_s8(tl, p), p);
         }
         acc[r] += s;
     }
@@ -125,13 +169,15 @@ typedef struct {
     const int32_t *carry_tab; /* requantize(b, carry) at index (uint8_t)b */
 } hl_update;
 
-/* New logits b[j][i..i+3] (tail: the first n) from the agreements a. */
-CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, mve_pred16_t p,
-                            const int tail, const int carry, const int fast)
+/* New logits of four capsules (tail: the first n, predicate p) of one
+ * output capsule from their agreements a; logit of capsule l at
+ * b + loffs[l] (logits [i][j]). */
+CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, uint32x4_t loffs,
+                            mve_pred16_t p, const int tail, const int carry, const int fast)
 {
     if (carry) {
-        const uint32x4_t old = tail ? vldrbq_z_u32((const uint8_t *)b, p)
-                                    : vldrbq_u32((const uint8_t *)b);
+        const uint32x4_t old = tail ? vldrbq_gather_offset_z_u32((const uint8_t *)b, loffs, p)
+                                    : vldrbq_gather_offset_u32((const uint8_t *)b, loffs);
         const int32x4_t share = tail ? vldrwq_gather_shifted_offset_z_s32(up->carry_tab, old, p)
                                      : vldrwq_gather_shifted_offset_s32(up->carry_tab, old);
         a = vqaddq_s32(a, share);
@@ -139,136 +185,248 @@ CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, mve_pre
     const int32x4_t r = fast ? caps_hl_requant_rs(a, up->agree.mult, up->agree.nshift)
                              : caps_hl_requant(a, &up->agree);
     if (tail) {
-        vstrbq_p_s32(b, caps_hl_sat8_lanes(r), p);
+        vstrbq_scatter_offset_p_s32(b, loffs, caps_hl_sat8_lanes(r), p);
     } else {
-        vstrbq_s32(b, caps_hl_sat8_lanes(r));
+        vstrbq_scatter_offset_s32(b, loffs, caps_hl_sat8_lanes(r));
     }
 }
 
-/* Agreements of four capsules (k..k+3 of the block) with v_j (vj: int32
- * or int8 values, whichever the caller holds). */
-#define HL_AGREE4(VJ)                                                         \
-    do {                                                                      \
-        const int8_t *tt = t + k;                                             \
-        for (int32_t d = 0; d < dim; ++d) {                                   \
-            const int32x4_t x = tail ? vldrbq_z_s32(tt, p) : vldrbq_s32(tt); \
-            a = vmlaq_n_s32(a, x, (VJ)[d]);                                   \
-            tt += stride;                                                     \
-        }                                                                     \
-    } while (0)
-
-/* Phase A over one block: the new logits of every output capsule j for
- * input capsules [i0, i0 + n); flags and (where it pays) dim constant at
- * the call site, so v_j sits in registers. */
-CAPS_HL_INLINE void phase_a_dim(const hl_update *up, const int8_t *rows, int32_t stride,
-                                const int8_t *v, int8_t *logits, int32_t n_in, int32_t i0,
-                                int32_t n, int32_t n_out, const int32_t dim, const int carry,
-                                const int fast, const int small)
+/* Gather offsets of a tile of width w: lane l reads dim l (l < dim, else
+ * dim 0) of the first capsule; with `pair`, lanes 8-15 the same of the
+ * next capsule, else they read dim 0 of the first. */
+CAPS_HL_INLINE uint8x16_t tile_offsets(int32_t w, int32_t dim, const int pair)
 {
+    const uint8x16_t lane = vidupq_n_u8(0, 1);
+    const uint8x16_t d = vandq_u8(lane, vdupq_n_u8(7));
+    const uint8x16_t dv = vpselq_u8(d, vdupq_n_u8(0), vcmphiq_u8(vdupq_n_u8((uint8_t)dim), d));
+    if (pair) {
+        return vaddq_u8(vmulq_n_u8(dv, (uint8_t)w), vshrq_n_u8(lane, 3));
+    }
+    if (dim <= 8) {
+        return vpselq_u8(vmulq_n_u8(dv, (uint8_t)w), vdupq_n_u8(0), vctp8q(8));
+    }
+    return vmulq_n_u8(vpselq_u8(lane, vdupq_n_u8(0), vctp8q((uint32_t)dim)), (uint8_t)w);
+}
+
+/* Four agreements of capsules t, t+1, t+2, t+3 (pair: two gathers). */
+CAPS_HL_INLINE int32x4_t agree4(const int8_t *t, uint8x16_t off, int8x16_t va, int8x16_t vb,
+                                const int pair)
+{
+    int32_t a0, a1, a2, a3;
+    if (pair) {
+        const int8x16_t g01 = vldrbq_gather_offset_s8(t, off);
+        const int8x16_t g23 = vldrbq_gather_offset_s8(t + 2, off);
+        a0 = vmladavq_s8(g01, va);
+        a1 = vmladavq_s8(g01, vb);
+        a2 = vmladavq_s8(g23, va);
+        a3 = vmladavq_s8(g23, vb);
+    } else {
+        a0 = vmladavq_s8(vldrbq_gather_offset_s8(t, off), va);
+        a1 = vmladavq_s8(vldrbq_gather_offset_s8(t + 1, off), va);
+        a2 = vmladavq_s8(vldrbq_gather_offset_s8(t + 2, off), va);
+        a3 = vmladavq_s8(vldrbq_gather_offset_s8(t + 3, off), va);
+    }
+    return caps_hl_vec4(a0, a1, a2, a3);
+}
+
+/* Phase A in one tile for output capsule j, dim <= 16: agreements of
+ * capsules [0, w) by byte gathers and VMLADAV, logit updates in lanes.
+ * `pair` (dim <= 8): one gather serves two capsules (lanes 0-7 and 8-15,
+ * patterns va and vb); else one capsule per gather (pattern va). */
+CAPS_HL_INLINE void agree_tile(const hl_update *up, const int8_t *t, int32_t w, int32_t dim,
+                               uint8x16_t off, int8x16_t va, int8x16_t vb, int8_t *b,
+                               uint32x4_t loffs, size_t bstep, const int pair, const int carry,
+                               const int fast)
+{
+    int32_t c = 0;
+    for (; c + 4 <= w; c += 4) {
+        update4(up, agree4(t, off, va, vb, pair), b, loffs, 0, 0, carry, fast);
+        t += 4;
+        b += bstep;
+    }
+    if (c < w) {
+        /* one capsule per gather (no partner beyond the tile is read) */
+        const uint8x16_t off1 = pair ? tile_offsets(w, dim, 0) : off;
+        int32_t a[4] = {0, 0, 0, 0};
+        for (int32_t l = 0; l < w - c; ++l) {
+            a[l] = vmladavq_s8(vldrbq_gather_offset_s8(t + l, off1), va);
+        }
+        update4(up, vld1q_s32(a), b, loffs, vctp32q((uint32_t)(w - c)), 1, carry, fast);
+    }
+}
+
+/* Phase A, dim <= 16, over the block (flags constant).  Full tiles of 16
+ * take a loop of four unrolled groups with constant pointer steps. */
+CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, const int8_t *v,
+                                   int8_t *logits, int32_t n_out, int32_t dim, const int pair,
+                                   const int carry, const int fast)
+{
+    const hl_update u = *up; /* a local copy: the logit stores could alias *up */
+    const uint32x4_t loffs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)n_out);
+    const size_t bstep = 4 * (size_t)n_out;
+    const int32_t tw = bk->tw;
+    const int32_t full = tw == (int32_t)CAPS_HL_TILE ? bk->n / tw : 0;
+    const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
+    const uint8x16_t off16 = tile_offsets((int32_t)CAPS_HL_TILE, dim, pair);
     for (int32_t j = 0; j < n_out; ++j) {
-        int32_t vj[16];
-        if (small) {
-            for (int32_t d = 0; d < dim; ++d) {
-                vj[d] = v[j * dim + d];
+        const int8_t *vj = v + (size_t)j * (size_t)dim;
+        const int8x16_t va = vldrbq_z_s8(vj, vctp8q((uint32_t)dim));
+        /* vb: v_j in lanes 8..8+dim */
+        uint32_t carry_bits = 0;
+        const int8x16_t vb = pair ? vshlcq_s8(vshlcq_s8(va, &carry_bits, 32), &carry_bits, 32)
+                                  : va;
+        const int8_t *t = bk->base + (size_t)j * (size_t)dim * CAPS_HL_TILE;
+        int8_t *b = logits + j;
+        for (int32_t q = 0; q < full; ++q) {
+            for (int32_t g = 0; g < 4; ++g) {
+                update4(&u, agree4(t + 4 * g, off16, va, vb, pair), b + (size_t)g * bstep, loffs,
+                        0, 0, carry, fast);
             }
+            t += tstep;
+            b += 4 * bstep;
         }
-        const int8_t *vj8 = v + (size_t)j * (size_t)dim;
-        const int8_t *t = rows + (size_t)j * (size_t)dim * (size_t)stride;
-        int8_t *b = logits + (size_t)j * (size_t)n_in + i0;
-        int32_t k = 0;
-        for (; k + 4 <= n; k += 4) {
-            const int tail = 0;
-            const mve_pred16_t p = 0;
-            int32x4_t a = vdupq_n_s32(0);
-            if (small) {
-                HL_AGREE4(vj);
-            } else {
-                HL_AGREE4(vj8);
-            }
-            update4(up, a, b + k, p, tail, carry, fast);
-        }
-        if (k < n) {
-            const int tail = 1;
-            const mve_pred16_t p = vctp32q((uint32_t)(n - k));
-            int32x4_t a = vdupq_n_s32(0);
-            HL_AGREE4(vj8);
-            update4(up, a, b + k, p, tail, carry, fast);
+        for (int32_t k0 = full * tw; k0 < bk->n; k0 += tw) {
+            const int32_t w = MIN32(tw, bk->n - k0);
+            const uint8x16_t off = tile_offsets(w, dim, pair);
+            const int8_t *tt = tile_at(bk, k0) + (size_t)j * (size_t)dim * (size_t)w;
+            agree_tile(&u, tt, w, dim, off, va, vb, logits + (size_t)k0 * (size_t)n_out + j,
+                       loffs, bstep, pair, carry, fast);
         }
     }
 }
 
-static void phase_a(const hl_update *up, const int8_t *rows, int32_t stride, const int8_t *v,
-                    int8_t *logits, int32_t n_in, int32_t i0, int32_t n, int32_t n_out,
-                    int32_t dim)
+/* Phase A, any dim: four capsules of a tile per vector, u_hat(j|i)_d
+ * loaded contiguously, VMLA by the scalar v_jd. */
+CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const int8_t *v,
+                                  int8_t *logits, int32_t n_out, int32_t dim, const int carry,
+                                  const int fast)
+{
+    const hl_update u = *up;
+    const uint32x4_t loffs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)n_out);
+    for (int32_t j = 0; j < n_out; ++j) {
+        const int8_t *vj = v + (size_t)j * (size_t)dim;
+        for (int32_t k0 = 0; k0 < bk->n; k0 += bk->tw) {
+            const int32_t w = MIN32(bk->tw, bk->n - k0);
+            const int8_t *t = tile_at(bk, k0) + (size_t)j * (size_t)dim * (size_t)w;
+            for (int32_t c = 0; c < w; c += 4) {
+                const mve_pred16_t p = vctp32q((uint32_t)(w - c));
+                int32x4_t a = vdupq_n_s32(0);
+                const int8_t *tt = t + c;
+                for (int32_t d = 0; d < dim; ++d) {
+                    a = vmlaq_n_s32(a, vldrbq_z_s32(tt, p), vj[d]);
+                    tt += w;
+                }
+                update4(&u, a, logits + (size_t)(k0 + c) * (size_t)n_out + j, loffs, p, 1,
+                        carry, fast);
+            }
+        }
+    }
+}
+
+static CAPS_HL_NOINLINE void phase_a(const hl_update *up, const hl_block *bk, const int8_t *v,
+                                     int8_t *logits, int32_t n_out, int32_t dim)
 {
     const int carry = up->has_carry;
     const int fast = up->agree_fast;
-    if (dim == 6 && carry && fast) {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, 6, 1, 1, 1);
-    } else if (dim == 6 && !carry && fast) {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, 6, 0, 1, 1);
-    } else if (dim == 16 && carry && fast) {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, 16, 1, 1, 1);
-    } else if (dim == 16 && !carry && fast) {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, 16, 0, 1, 1);
+    if (dim > 16) {
+        if (carry) {
+            phase_a_lanes(up, bk, v, logits, n_out, dim, 1, fast);
+        } else {
+            phase_a_lanes(up, bk, v, logits, n_out, dim, 0, fast);
+        }
+        return;
+    }
+    const int pair = dim <= 8;
+    if (!fast) {
+        if (pair) {
+            phase_a_gather(up, bk, v, logits, n_out, dim, 1, carry, 0);
+        } else {
+            phase_a_gather(up, bk, v, logits, n_out, dim, 0, carry, 0);
+        }
+    } else if (pair && carry) {
+        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 1, 1);
+    } else if (pair) {
+        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 0, 1);
     } else if (carry) {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, dim, 1, 0, 0);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 1, 1);
     } else {
-        phase_a_dim(up, rows, stride, v, logits, n_in, i0, n, n_out, dim, 0, 0, 0);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 0, 1);
     }
 }
 
-/* Phase B for input capsule i (column k of the block): Q15 couplings into
- * cbuf[j][k]; returns the reciprocal of its exponentials' sum. */
-static uint32_t phase_b_capsule(const caps_hl_scratch *sc, const int8_t *logits, int32_t n_in,
-                                int32_t n_out, int32_t i, int32_t k, int32_t *mx_out)
+/* Phase B for the input capsule whose logits are b[0..n_out): Q15
+ * couplings into c[j * cstride]; returns the reciprocal of its
+ * exponentials' sum and the largest logit.  Output capsules in lanes,
+ * four per step and no predication: the last step's lanes past n_out
+ * repeat its last logit (offsets `last`), are masked out of the sum
+ * (`keep`) and store their (equal) couplings twice.  `chunks` =
+ * ceil(n_out / 4) (a constant for the published shapes). */
+CAPS_HL_INLINE uint32_t softmax_capsule(const uint32_t *table, const int8_t *b,
+                                        const int32_t chunks, uint32x4_t last, uint32x4_t keep,
+                                        int16_t *c, uint32x4_t coffs, uint32x4_t coffs_last,
+                                        size_t cstep, int32_t *mx_out)
 {
-    const uint32x4_t boffs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)n_in);
-    const uint32x4_t coffs = vmulq_n_u32(vidupq_n_u32(0, 1), 2u * (uint32_t)sc->block);
-    const int8_t *b = logits + i;
     int32_t mx = -128;
-    for (int32_t j = 0; j < n_out; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(n_out - j));
-        const int32x4_t bj = vldrbq_gather_offset_z_s32(b + (size_t)j * (size_t)n_in, boffs, p);
-        mx = vmaxvq_p_s32(mx, bj, p);
+    for (int32_t q = 0; q + 1 < chunks; ++q) {
+        mx = vmaxvq_s32(mx, vldrbq_s32(b + 4 * q));
     }
+    const int8_t *bl = b + 4 * (chunks - 1);
+    mx = vmaxvq_s32(mx, vldrbq_gather_offset_s32(bl, last));
+    const int32x4_t vmx = vdupq_n_s32(mx);
     uint64_t sum = 0;
-    for (int32_t j = 0; j < n_out; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(n_out - j));
-        const int32x4_t bj = vldrbq_gather_offset_z_s32(b + (size_t)j * (size_t)n_in, boffs, p);
-        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vdupq_n_s32(mx), bj));
-        sum = vaddlvaq_p_u32(sum, vldrwq_gather_shifted_offset_z_u32(sc->table, idx, p), p);
+    for (int32_t q = 0; q + 1 < chunks; ++q) {
+        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_s32(b + 4 * q)));
+        sum = vaddlvaq_u32(sum, vldrwq_gather_shifted_offset_u32(table, idx));
     }
+    const uint32x4_t idx_last =
+        vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_gather_offset_s32(bl, last)));
+    const uint32x4_t e_last = vldrwq_gather_shifted_offset_u32(table, idx_last);
+    sum = vaddlvaq_u32(sum, vandq_u32(e_last, keep));
     const uint32_t recip = caps_bm_softmax_recip(sum);
-    int16_t *c = sc->cbuf + k;
-    for (int32_t j = 0; j < n_out; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(n_out - j));
-        const int32x4_t bj = vldrbq_gather_offset_z_s32(b + (size_t)j * (size_t)n_in, boffs, p);
-        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vdupq_n_s32(mx), bj));
-        const uint32x4_t e = vldrwq_gather_shifted_offset_z_u32(sc->table, idx, p);
-        const uint32x4_t cq = vminq_u32(vrshrq_n_u32(vmulhq_u32(e, vdupq_n_u32(recip)), 15),
-                                        vdupq_n_u32(32767));
-        vstrhq_scatter_offset_p_u32((uint16_t *)(void *)(c + (size_t)j * (size_t)sc->block),
-                                    coffs, cq, p);
+    const uint32x4_t vr = vdupq_n_u32(recip);
+    const uint32x4_t cmax = vdupq_n_u32(32767);
+    for (int32_t q = 0; q + 1 < chunks; ++q) {
+        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_s32(b + 4 * q)));
+        const uint32x4_t e = vldrwq_gather_shifted_offset_u32(table, idx);
+        vstrhq_scatter_offset_u32((uint16_t *)(void *)c, coffs,
+                                  vminq_u32(vrshrq_n_u32(vmulhq_u32(e, vr), 15), cmax));
+        c += cstep;
     }
+    vstrhq_scatter_offset_u32((uint16_t *)(void *)c, coffs_last,
+                              vminq_u32(vrshrq_n_u32(vmulhq_u32(e_last, vr), 15), cmax));
     *mx_out = mx;
     return recip;
 }
 
 /* Phase B over one block, with the exactly-2^15 couplings' missing share. */
-static void phase_b(const caps_hl_scratch *sc, const int8_t *rows, int32_t stride,
-                    const caps_class_caps_dims *dims, int32_t i0, int32_t n)
+CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int32_t i0,
+                              const int32_t n_out, int32_t dim)
 {
-    const int32_t n_out = dims->n_out;
-    const int32_t dim = dims->dim_out;
-    for (int32_t k = 0; k < n; ++k) {
+    const int32_t chunks = (n_out + 3) / 4;
+    const int32_t rem = n_out - 4 * (chunks - 1); /* 1..4 valid lanes in the last step */
+    /* lane l of the last step reads logit min(l, rem - 1) of it */
+    const uint32x4_t lane = vidupq_n_u32(0, 1);
+    const uint32x4_t last = vminq_u32(lane, vdupq_n_u32((uint32_t)(rem - 1)));
+    const uint32x4_t keep = vreinterpretq_u32_s32(
+        vshrq_n_s32(vreinterpretq_s32_u32(vsubq_u32(lane, vdupq_n_u32((uint32_t)rem))), 31));
+    const uint32_t cb = 2u * (uint32_t)sc->block; /* bytes between coupling rows */
+    const uint32x4_t coffs = vmulq_n_u32(lane, cb);
+    const uint32x4_t coffs_last = vmulq_n_u32(last, cb);
+    const size_t cstep = 4 * (size_t)sc->block;
+    const uint32_t top = sc->table[0];
+    const int8_t *b = sc->logits + (size_t)i0 * (size_t)n_out;
+    for (int32_t k = 0; k < bk->n; ++k, b += n_out) {
         int32_t mx;
-        const uint32_t recip = phase_b_capsule(sc, sc->logits, dims->n_in, n_out, i0 + k, k, &mx);
-        if (caps_bm_softmax_q15(sc->table[0], recip) > 32767) {
+        const uint32_t recip = softmax_capsule(sc->table, b, chunks, last, keep, sc->cbuf + k,
+                                               coffs, coffs_last, cstep, &mx);
+        if (caps_bm_softmax_q15(top, recip) > 32767) {
+            const int32_t k0 = k - k % bk->tw;
+            const int32_t w = MIN32(bk->tw, bk->n - k0);
+            const int8_t *t = tile_at(bk, k0) + (k - k0);
             for (int32_t j = 0; j < n_out; ++j) {
-                if (sc->logits[(size_t)j * (size_t)dims->n_in + (size_t)(i0 + k)] == mx) {
+                if (b[j] == mx) {
                     for (int32_t d = 0; d < dim; ++d) {
-                        sc->acc[j * dim + d] += rows[(size_t)(j * dim + d) * (size_t)stride + k];
+                        sc->acc[j * dim + d] += t[(size_t)(j * dim + d) * (size_t)w];
                     }
                 }
             }
@@ -276,24 +434,98 @@ static void phase_b(const caps_hl_scratch *sc, const int8_t *rows, int32_t strid
     }
 }
 
-/* Phase C over one block: acc[j d] += sum_k c[j][k] T[j d][k]. */
-static void phase_c(const caps_hl_scratch *sc, const int8_t *rows, int32_t stride, int32_t n,
-                    int32_t n_out, int32_t dim)
+static CAPS_HL_NOINLINE void phase_b(const caps_hl_scratch *sc, const hl_block *bk, int32_t i0,
+                                     int32_t n_out, int32_t dim)
+{
+    if (n_out == 10) {
+        phase_b_n(sc, bk, i0, 10, dim);
+    } else {
+        phase_b_n(sc, bk, i0, n_out, dim);
+    }
+}
+
+/* Phase C for `nd` (a constant, 1..4) consecutive dims of one output
+ * capsule: 32-bit sums over the block, one VMLADAV per 8 capsules and dim,
+ * the couplings loaded once for all nd dims.  row0: the first dim's row.
+ * Full tiles of 16: the nd rows at constant offsets from one pointer. */
+CAPS_HL_INLINE void c_dims(const hl_block *bk, const int16_t *c, size_t row0, int64_t *acc,
+                           const int nd)
+{
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const int32_t tw = bk->tw;
+    const int32_t full = tw == (int32_t)CAPS_HL_TILE ? bk->n / tw : 0;
+    const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
+    const int8_t *t = bk->base + row0 * CAPS_HL_TILE;
+    const int16_t *cc = c;
+    for (int32_t q = 0; q < full; ++q) {
+        for (int32_t h = 0; h < 16; h += 8) {
+            const int16x8_t cv = vldrhq_s16(cc + h);
+            s0 = vmladavaq_s16(s0, cv, vldrbq_s16(t + h));
+            if (nd > 1) {
+                s1 = vmladavaq_s16(s1, cv, vldrbq_s16(t + 16 + h));
+            }
+            if (nd > 2) {
+                s2 = vmladavaq_s16(s2, cv, vldrbq_s16(t + 32 + h));
+            }
+            if (nd > 3) {
+                s3 = vmladavaq_s16(s3, cv, vldrbq_s16(t + 48 + h));
+            }
+        }
+        cc += 16;
+        t += tstep;
+    }
+    for (int32_t k0 = full * tw; k0 < bk->n; k0 += tw) {
+        const int32_t w = MIN32(tw, bk->n - k0);
+        const int8_t *t0 = tile_at(bk, k0) + row0 * (size_t)w;
+        const int8_t *t1 = t0 + w;
+        const int8_t *t2 = t1 + w;
+        const int8_t *t3 = t2 + w;
+        const int16_t *ck = c + k0;
+        for (int32_t k = 0; k < w; k += 8) {
+            const mve_pred16_t p = vctp16q((uint32_t)(w - k));
+            const int16x8_t cv = vldrhq_z_s16(ck + k, p);
+            s0 = vmladavaq_p_s16(s0, cv, vldrbq_z_s16(t0 + k, p), p);
+            if (nd > 1) {
+                s1 = vmladavaq_p_s16(s1, cv, vldrbq_z_s16(t1 + k, p), p);
+            }
+            if (nd > 2) {
+                s2 = vmladavaq_p_s16(s2, cv, vldrbq_z_s16(t2 + k, p), p);
+            }
+            if (nd > 3) {
+                s3 = vmladavaq_p_s16(s3, cv, vldrbq_z_s16(t3 + k, p), p);
+            }
+        }
+    }
+    acc[0] += s0;
+    if (nd > 1) {
+        acc[1] += s1;
+    }
+    if (nd > 2) {
+        acc[2] += s2;
+    }
+    if (nd > 3) {
+        acc[3] += s3;
+    }
+}
+
+/* Phase C over one block: acc[j d] += sum_k c[j][k] u_hat(j|k)_d. */
+static CAPS_HL_NOINLINE void phase_c(const caps_hl_scratch *sc, const hl_block *bk, int32_t n_out,
+                                     int32_t dim)
 {
     for (int32_t j = 0; j < n_out; ++j) {
         const int16_t *c = sc->cbuf + (size_t)j * (size_t)sc->block;
-        for (int32_t d = 0; d < dim; ++d) {
-            const int8_t *t = rows + (size_t)(j * dim + d) * (size_t)stride;
-            int64_t s = 0;
-            int32_t k = 0;
-            for (; k + 8 <= n; k += 8) {
-                s = vmlaldavaq_s16(s, vldrhq_s16(c + k), vldrbq_s16(t + k));
-            }
-            if (k < n) {
-                const mve_pred16_t p = vctp16q((uint32_t)(n - k));
-                s = vmlaldavaq_p_s16(s, vldrhq_z_s16(c + k, p), vldrbq_z_s16(t + k, p), p);
-            }
-            sc->acc[j * dim + d] += s;
+        int64_t *acc = sc->acc + (size_t)j * (size_t)dim;
+        const size_t row = (size_t)j * (size_t)dim;
+        int32_t d = 0;
+        for (; d + 4 <= dim; d += 4) {
+            c_dims(bk, c, row + (size_t)d, acc + d, 4);
+        }
+        if (dim - d == 3) {
+            c_dims(bk, c, row + (size_t)d, acc + d, 3);
+        } else if (dim - d == 2) {
+            c_dims(bk, c, row + (size_t)d, acc + d, 2);
+        } else if (dim - d == 1) {
+            c_dims(bk, c, row + (size_t)d, acc + d, 1);
         }
     }
 }
@@ -312,14 +544,12 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
 
     for (int32_t r = 0; r < params->routings; ++r) {
         memset(sc->acc, 0, (size_t)md * sizeof(int64_t));
-        /* stored rows: iteration 0 in one block */
-        const int32_t block0 = src->stored_t != NULL ? n_in : sc->block;
         if (r == 0) {
+            /* stored tiles: all capsules in one pass */
+            const int32_t block0 = src->stored != NULL ? n_in : sc->block;
             for (int32_t i0 = 0; i0 < n_in; i0 += block0) {
-                const int32_t n = n_in - i0 < block0 ? n_in - i0 : block0;
-                int32_t stride;
-                const int8_t *rows = block_rows(src, sc, dims, i0, n, &stride);
-                sum_rows(rows, stride, n, md, sc->acc);
+                const hl_block bk = block_tiles(src, sc, dims, i0, MIN32(block0, n_in - i0));
+                sum_rows(&bk, sc->acc);
             }
         } else {
             build_exp_table(sc->table, params->exp_beta[r - 1]);
@@ -341,12 +571,10 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
                 }
             }
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
-                const int32_t n = n_in - i0 < sc->block ? n_in - i0 : sc->block;
-                int32_t stride;
-                const int8_t *rows = block_rows(src, sc, dims, i0, n, &stride);
-                phase_a(&up, rows, stride, output, sc->logits, n_in, i0, n, n_out, dim);
-                phase_b(sc, rows, stride, dims, i0, n);
-                phase_c(sc, rows, stride, n, n_out, dim);
+                const hl_block bk = block_tiles(src, sc, dims, i0, MIN32(sc->block, n_in - i0));
+                phase_a(&up, &bk, output, sc->logits + (size_t)i0 * (size_t)n_out, n_out, dim);
+                phase_b(sc, &bk, i0, n_out, dim);
+                phase_c(sc, &bk, n_out, dim);
             }
         }
         caps_nn_routing_sums_s8(sc->acc, md, r, p, params->s[r].multiplier, params->s[r].shift,
@@ -385,7 +613,7 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
     const int32_t routing_bytes = caps_dynamic_routing_s8_get_buffer_size(dims);
     uint8_t *base = (uint8_t *)ctx->buf;
-    /* [routing][u_hat (transposed), or one row only the portable kernel uses][predictions] */
+    /* [routing][u_hat tiles, or one row only the portable kernel uses][predictions] */
     int8_t *uhat = (int8_t *)base + routing_bytes;
     const size_t uhat_bytes = store_predictions ? A8((size_t)dims->n_in * md) : A8(md);
     void *pred_buf = base + routing_bytes + uhat_bytes;
@@ -396,8 +624,13 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
     caps_hl_pred_init(&pc, dims, &params->pred, pred_buf);
     hl_source src = {NULL, NULL, &pc, input, weights};
     if (store_predictions) {
-        caps_hl_predict(&pc, input, weights, uhat, dims->n_in, dims->n_in, 1);
-        src.stored_t = uhat;
+        for (int32_t i0 = 0; i0 < dims->n_in; i0 += (int32_t)CAPS_HL_TILE) {
+            const int32_t w = MIN32((int32_t)CAPS_HL_TILE, dims->n_in - i0);
+            caps_hl_predict(&pc, input + (size_t)i0 * (size_t)dims->dim_in,
+                            weights + (size_t)i0 * md * (size_t)dims->dim_in,
+                            uhat + (size_t)i0 * md, w, w, 1);
+        }
+        src.stored = uhat;
     }
     return routing_core(dims, &params->routing, &src, &sc, output);
 }
