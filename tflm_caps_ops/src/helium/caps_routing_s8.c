@@ -39,6 +39,13 @@
 
 #define MIN32(a, b) ((a) < (b) ? (a) : (b))
 
+/* Full unrolling of loops with constant trip counts (the published shapes). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define HL_UNROLL _Pragma("GCC unroll 16")
+#else
+#define HL_UNROLL
+#endif
+
 /* The prediction tiles of one block: the tile of block capsules
  * [k0, k0 + w) starts at base + k0 md (k0 a multiple of tw), row r at
  * + r w, capsule k0 + c at + c. */
@@ -169,15 +176,14 @@ typedef struct {
     const int32_t *carry_tab; /* requantize(b, carry) at index (uint8_t)b */
 } hl_update;
 
-/* New logits of four capsules (tail: the first n, predicate p) of one
- * output capsule from their agreements a; logit of capsule l at
- * b + loffs[l] (logits [i][j]). */
-CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, uint32x4_t loffs,
-                            mve_pred16_t p, const int tail, const int carry, const int fast)
+/* New logits b[0..4) (tail: the lanes of p) of four capsules and one
+ * output capsule (logits [j][i]) from their agreements a. */
+CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, mve_pred16_t p,
+                            const int tail, const int carry, const int fast)
 {
     if (carry) {
-        const uint32x4_t old = tail ? vldrbq_gather_offset_z_u32((const uint8_t *)b, loffs, p)
-                                    : vldrbq_gather_offset_u32((const uint8_t *)b, loffs);
+        const uint32x4_t old =
+            tail ? vldrbq_z_u32((const uint8_t *)b, p) : vldrbq_u32((const uint8_t *)b);
         const int32x4_t share = tail ? vldrwq_gather_shifted_offset_z_s32(up->carry_tab, old, p)
                                      : vldrwq_gather_shifted_offset_s32(up->carry_tab, old);
         a = vqaddq_s32(a, share);
@@ -185,9 +191,9 @@ CAPS_HL_INLINE void update4(const hl_update *up, int32x4_t a, int8_t *b, uint32x
     const int32x4_t r = fast ? caps_hl_requant_rs(a, up->agree.mult, up->agree.nshift)
                              : caps_hl_requant(a, &up->agree);
     if (tail) {
-        vstrbq_scatter_offset_p_s32(b, loffs, caps_hl_sat8_lanes(r), p);
+        vstrbq_p_s32(b, caps_hl_sat8_lanes(r), p);
     } else {
-        vstrbq_scatter_offset_s32(b, loffs, caps_hl_sat8_lanes(r));
+        vstrbq_s32(b, caps_hl_sat8_lanes(r));
     }
 }
 
@@ -235,14 +241,14 @@ CAPS_HL_INLINE int32x4_t agree4(const int8_t *t, uint8x16_t off, int8x16_t va, i
  * patterns va and vb); else one capsule per gather (pattern va). */
 CAPS_HL_INLINE void agree_tile(const hl_update *up, const int8_t *t, int32_t w, int32_t dim,
                                uint8x16_t off, int8x16_t va, int8x16_t vb, int8_t *b,
-                               uint32x4_t loffs, size_t bstep, const int pair, const int carry,
+                               const int pair, const int carry,
                                const int fast)
 {
     int32_t c = 0;
     for (; c + 4 <= w; c += 4) {
-        update4(up, agree4(t, off, va, vb, pair), b, loffs, 0, 0, carry, fast);
+        update4(up, agree4(t, off, va, vb, pair), b, 0, 0, carry, fast);
         t += 4;
-        b += bstep;
+        b += 4;
     }
     if (c < w) {
         /* one capsule per gather (no partner beyond the tile is read) */
@@ -251,19 +257,18 @@ CAPS_HL_INLINE void agree_tile(const hl_update *up, const int8_t *t, int32_t w, 
         for (int32_t l = 0; l < w - c; ++l) {
             a[l] = vmladavq_s8(vldrbq_gather_offset_s8(t + l, off1), va);
         }
-        update4(up, vld1q_s32(a), b, loffs, vctp32q((uint32_t)(w - c)), 1, carry, fast);
+        update4(up, vld1q_s32(a), b, vctp32q((uint32_t)(w - c)), 1, carry, fast);
     }
 }
 
-/* Phase A, dim <= 16, over the block (flags constant).  Full tiles of 16
- * take a loop of four unrolled groups with constant pointer steps. */
+/* Phase A, dim <= 16, over the block (flags constant); logits: row j of
+ * the block's capsules at logits + j n_in.  Full tiles of 16 take a loop
+ * of four unrolled groups with constant pointer steps. */
 CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                   int8_t *logits, int32_t n_out, int32_t dim, const int pair,
-                                   const int carry, const int fast)
+                                   int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim,
+                                   const int pair, const int carry, const int fast)
 {
     const hl_update u = *up; /* a local copy: the logit stores could alias *up */
-    const uint32x4_t loffs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)n_out);
-    const size_t bstep = 4 * (size_t)n_out;
     const int32_t tw = bk->tw;
     const int32_t full = tw == (int32_t)CAPS_HL_TILE ? bk->n / tw : 0;
     const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
@@ -276,21 +281,20 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
         const int8x16_t vb = pair ? vshlcq_s8(vshlcq_s8(va, &carry_bits, 32), &carry_bits, 32)
                                   : va;
         const int8_t *t = bk->base + (size_t)j * (size_t)dim * CAPS_HL_TILE;
-        int8_t *b = logits + j;
+        int8_t *b = logits + (size_t)j * (size_t)n_in;
         for (int32_t q = 0; q < full; ++q) {
             for (int32_t g = 0; g < 4; ++g) {
-                update4(&u, agree4(t + 4 * g, off16, va, vb, pair), b + (size_t)g * bstep, loffs,
-                        0, 0, carry, fast);
+                update4(&u, agree4(t + 4 * g, off16, va, vb, pair), b + 4 * g, 0, 0, carry, fast);
             }
             t += tstep;
-            b += 4 * bstep;
+            b += CAPS_HL_TILE;
         }
         for (int32_t k0 = full * tw; k0 < bk->n; k0 += tw) {
             const int32_t w = MIN32(tw, bk->n - k0);
             const uint8x16_t off = tile_offsets(w, dim, pair);
             const int8_t *tt = tile_at(bk, k0) + (size_t)j * (size_t)dim * (size_t)w;
-            agree_tile(&u, tt, w, dim, off, va, vb, logits + (size_t)k0 * (size_t)n_out + j,
-                       loffs, bstep, pair, carry, fast);
+            agree_tile(&u, tt, w, dim, off, va, vb, logits + (size_t)j * (size_t)n_in + k0, pair,
+                       carry, fast);
         }
     }
 }
@@ -298,11 +302,10 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
 /* Phase A, any dim: four capsules of a tile per vector, u_hat(j|i)_d
  * loaded contiguously, VMLA by the scalar v_jd. */
 CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                  int8_t *logits, int32_t n_out, int32_t dim, const int carry,
-                                  const int fast)
+                                  int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim,
+                                  const int carry, const int fast)
 {
     const hl_update u = *up;
-    const uint32x4_t loffs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)n_out);
     for (int32_t j = 0; j < n_out; ++j) {
         const int8_t *vj = v + (size_t)j * (size_t)dim;
         for (int32_t k0 = 0; k0 < bk->n; k0 += bk->tw) {
@@ -316,115 +319,194 @@ CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const
                     a = vmlaq_n_s32(a, vldrbq_z_s32(tt, p), vj[d]);
                     tt += w;
                 }
-                update4(&u, a, logits + (size_t)(k0 + c) * (size_t)n_out + j, loffs, p, 1,
-                        carry, fast);
+                update4(&u, a, logits + (size_t)j * (size_t)n_in + k0 + c, p, 1, carry, fast);
             }
         }
     }
 }
 
 static CAPS_HL_NOINLINE void phase_a(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                     int8_t *logits, int32_t n_out, int32_t dim)
+                                     int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim)
 {
     const int carry = up->has_carry;
     const int fast = up->agree_fast;
     if (dim > 16) {
         if (carry) {
-            phase_a_lanes(up, bk, v, logits, n_out, dim, 1, fast);
+            phase_a_lanes(up, bk, v, logits, n_in, n_out, dim, 1, fast);
         } else {
-            phase_a_lanes(up, bk, v, logits, n_out, dim, 0, fast);
+            phase_a_lanes(up, bk, v, logits, n_in, n_out, dim, 0, fast);
         }
         return;
     }
     const int pair = dim <= 8;
     if (!fast) {
         if (pair) {
-            phase_a_gather(up, bk, v, logits, n_out, dim, 1, carry, 0);
+            phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, carry, 0);
         } else {
-            phase_a_gather(up, bk, v, logits, n_out, dim, 0, carry, 0);
+            phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, carry, 0);
         }
     } else if (pair && carry) {
-        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 1, 1);
+        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, 1, 1);
     } else if (pair) {
-        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 0, 1);
+        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, 0, 1);
     } else if (carry) {
-        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 1, 1);
+        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, 1, 1);
     } else {
-        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 0, 1);
+        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, 0, 1);
     }
 }
 
-/* Phase B for the input capsule whose logits are b[0..n_out): Q15
- * couplings into c[j * cstride]; returns the reciprocal of its
- * exponentials' sum and the largest logit.  Output capsules in lanes,
- * four per step and no predication: the last step's lanes past n_out
- * repeat its last logit (offsets `last`), are masked out of the sum
- * (`keep`) and store their (equal) couplings twice.  `chunks` =
- * ceil(n_out / 4) (a constant for the published shapes). */
-CAPS_HL_INLINE uint32_t softmax_capsule(const uint32_t *table, const int8_t *b,
-                                        const int32_t chunks, uint32x4_t last, uint32x4_t keep,
-                                        int16_t *c, uint32x4_t coffs, uint32x4_t coffs_last,
-                                        size_t cstep, int32_t *mx_out)
+/* caps_bm_softmax_recip(sum) = min(floor((2^62 + floor(sum/2)) / sum),
+ * 2^32 - 1) for sum = hi 2^16 + lo in [2^30, 2^53).  That quotient is
+ * floor(x + 1/2) with x = 2^62 / sum.  With a double-precision FPU (the
+ * Armv8.1-M cores have one): Q = x correctly rounded is within 2^-21 of x
+ * (x < 2^33), Q + 1/2 and its fraction f are exact in double, so
+ * floor(Q + 1/2) is the result whenever f is at least 2^-19 away from 0
+ * and 1; otherwise (rare; also the clamp, where the conversion saturates)
+ * the exact integer primitive decides. */
+CAPS_HL_INLINE uint32_t hl_softmax_recip(uint32_t hi, uint32_t lo)
 {
-    int32_t mx = -128;
-    for (int32_t q = 0; q + 1 < chunks; ++q) {
-        mx = vmaxvq_s32(mx, vldrbq_s32(b + 4 * q));
+#if defined(__ARM_FP) && (__ARM_FP & 8)
+    const double x = 4611686018427387904.0 /* 2^62 */ / ((double)hi * 65536.0 + (double)lo);
+    const double t = x + 0.5;
+    const uint32_t q = (uint32_t)t; /* truncates (VCVT saturates) */
+    const double f = t - (double)q;
+    if (f > 0x1p-19 && f < 1.0 - 0x1p-19) {
+        return q;
     }
-    const int8_t *bl = b + 4 * (chunks - 1);
-    mx = vmaxvq_s32(mx, vldrbq_gather_offset_s32(bl, last));
-    const int32x4_t vmx = vdupq_n_s32(mx);
-    uint64_t sum = 0;
-    for (int32_t q = 0; q + 1 < chunks; ++q) {
-        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_s32(b + 4 * q)));
-        sum = vaddlvaq_u32(sum, vldrwq_gather_shifted_offset_u32(table, idx));
-    }
-    const uint32x4_t idx_last =
-        vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_gather_offset_s32(bl, last)));
-    const uint32x4_t e_last = vldrwq_gather_shifted_offset_u32(table, idx_last);
-    sum = vaddlvaq_u32(sum, vandq_u32(e_last, keep));
-    const uint32_t recip = caps_bm_softmax_recip(sum);
-    const uint32x4_t vr = vdupq_n_u32(recip);
-    const uint32x4_t cmax = vdupq_n_u32(32767);
-    for (int32_t q = 0; q + 1 < chunks; ++q) {
-        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_s32(b + 4 * q)));
-        const uint32x4_t e = vldrwq_gather_shifted_offset_u32(table, idx);
-        vstrhq_scatter_offset_u32((uint16_t *)(void *)c, coffs,
-                                  vminq_u32(vrshrq_n_u32(vmulhq_u32(e, vr), 15), cmax));
-        c += cstep;
-    }
-    vstrhq_scatter_offset_u32((uint16_t *)(void *)c, coffs_last,
-                              vminq_u32(vrshrq_n_u32(vmulhq_u32(e_last, vr), 15), cmax));
-    *mx_out = mx;
-    return recip;
+#endif
+    return caps_bm_softmax_recip(((uint64_t)hi << 16) + lo);
 }
 
-/* Phase B over one block, with the exactly-2^15 couplings' missing share. */
-CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int32_t i0,
-                              const int32_t n_out, int32_t dim)
+/* Exponentials of up to this many output capsules are kept (on the stack)
+ * between the sum and the couplings; beyond, they are gathered again. */
+#define HL_EBUF 64
+
+/* Phase B for four capsules (tail: the lanes of p) at logits column i
+ * (logits [j][i], row stride n_in), couplings into cbuf column k (row
+ * stride block).  Capsules in lanes: the max over j (VMAX), exponentials
+ * (gathers), their exact 64-bit sums as hi 2^16 + lo (three exponentials,
+ * each <= 2^30, add without overflow in 32 bits before being split),
+ * one reciprocal per capsule (hl_softmax_recip), couplings in lanes
+ * (VMULH by the reciprocals, rounded and saturated narrowing VQRSHRNB).
+ * Returns the lanes whose largest coupling is exactly 2^15. */
+/* One exponential: table[mx - b] for the next logit row at *bp. */
+CAPS_HL_INLINE uint32x4_t exp4(const uint32_t *table, int32x4_t mx, const int8_t **bp,
+                               size_t n_in, mve_pred16_t p, const int tail)
 {
-    const int32_t chunks = (n_out + 3) / 4;
-    const int32_t rem = n_out - 4 * (chunks - 1); /* 1..4 valid lanes in the last step */
-    /* lane l of the last step reads logit min(l, rem - 1) of it */
-    const uint32x4_t lane = vidupq_n_u32(0, 1);
-    const uint32x4_t last = vminq_u32(lane, vdupq_n_u32((uint32_t)(rem - 1)));
-    const uint32x4_t keep = vreinterpretq_u32_s32(
-        vshrq_n_s32(vreinterpretq_s32_u32(vsubq_u32(lane, vdupq_n_u32((uint32_t)rem))), 31));
-    const uint32_t cb = 2u * (uint32_t)sc->block; /* bytes between coupling rows */
-    const uint32x4_t coffs = vmulq_n_u32(lane, cb);
-    const uint32x4_t coffs_last = vmulq_n_u32(last, cb);
-    const size_t cstep = 4 * (size_t)sc->block;
-    const uint32_t top = sc->table[0];
-    const int8_t *b = sc->logits + (size_t)i0 * (size_t)n_out;
-    for (int32_t k = 0; k < bk->n; ++k, b += n_out) {
-        int32_t mx;
-        const uint32_t recip = softmax_capsule(sc->table, b, chunks, last, keep, sc->cbuf + k,
-                                               coffs, coffs_last, cstep, &mx);
-        if (caps_bm_softmax_q15(top, recip) > 32767) {
-            const int32_t k0 = k - k % bk->tw;
-            const int32_t w = MIN32(bk->tw, bk->n - k0);
-            const int8_t *t = tile_at(bk, k0) + (k - k0);
+    const int8_t *b = *bp;
+    *bp = b + n_in;
+    const int32x4_t x = tail ? vldrbq_z_s32(b, p) : vldrbq_s32(b);
+    return vldrwq_gather_shifted_offset_u32(table, vreinterpretq_u32_s32(vsubq_s32(mx, x)));
+}
+
+CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, size_t n_in,
+                                     const int32_t n_out, int16_t *c, size_t block, uint32_t thr,
+                                     mve_pred16_t p, const int tail)
+{
+    uint32x4_t ebuf[HL_EBUF];
+    const int keep = n_out <= HL_EBUF;
+    int32x4_t mx = vdupq_n_s32(-128);
+    const int8_t *bj = b;
+    for (int32_t j = n_out; j > 0; --j) {
+        mx = vmaxq_s32(mx, tail ? vldrbq_z_s32(bj, p) : vldrbq_s32(bj));
+        bj += n_in;
+    }
+    /* exponentials in groups of three (sum < 2^32), each group split into
+     * the 64-bit sum's two parts */
+    uint32x4_t hi = vdupq_n_u32(0), lo = vdupq_n_u32(0);
+    uint32x4_t *eb = ebuf;
+    bj = b;
+    int32_t j = n_out;
+    for (; j >= 3; j -= 3) {
+        const uint32x4_t e0 = exp4(table, mx, &bj, n_in, p, tail);
+        const uint32x4_t e1 = exp4(table, mx, &bj, n_in, p, tail);
+        const uint32x4_t e2 = exp4(table, mx, &bj, n_in, p, tail);
+        if (keep) {
+            eb[0] = e0;
+            eb[1] = e1;
+            eb[2] = e2;
+            eb += 3;
+        }
+        const uint32x4_t g = vaddq_u32(vaddq_u32(e0, e1), e2);
+        hi = vaddq_u32(hi, vshrq_n_u32(g, 16));
+        lo = vaddq_u32(lo, vmovlbq_u16(vreinterpretq_u16_u32(g)));
+    }
+    if (j > 0) {
+        uint32x4_t g = exp4(table, mx, &bj, n_in, p, tail);
+        if (keep) {
+            *eb++ = g;
+        }
+        if (j > 1) {
+            const uint32x4_t e1 = exp4(table, mx, &bj, n_in, p, tail);
+            if (keep) {
+                *eb++ = e1;
+            }
+            g = vaddq_u32(g, e1);
+        }
+        hi = vaddq_u32(hi, vshrq_n_u32(g, 16));
+        lo = vaddq_u32(lo, vmovlbq_u16(vreinterpretq_u16_u32(g)));
+    }
+    uint32_t h4[4], l4[4], r4[4];
+    vst1q_u32(h4, hi);
+    vst1q_u32(l4, lo);
+    for (int32_t l = 0; l < 4; ++l) {
+        r4[l] = hl_softmax_recip(h4[l], l4[l]);
+    }
+    const uint32x4_t r = vld1q_u32(r4);
+    eb = ebuf;
+    bj = b;
+    for (j = n_out; j > 0; --j) {
+        const uint32x4_t e = keep ? *eb++ : exp4(table, mx, &bj, n_in, p, tail);
+        /* (e recip) >> 32 < 2^30, rounded >> 15 and saturated to int16 (a
+         * coupling of 2^15 becomes 2^15 - 1) in each lane's low half (the
+         * narrowing writes into e's register, dead by then) */
+        const int32x4_t h = vreinterpretq_s32_u32(vmulhq_u32(e, r));
+        const int32x4_t cq =
+            vreinterpretq_s32_s16(vqrshrnbq_n_s32(vreinterpretq_s16_u32(e), h, 15));
+        if (tail) {
+            vstrhq_p_s32(c, cq, p);
+        } else {
+            vstrhq_s32(c, cq);
+        }
+        c += block;
+    }
+    /* the coupling of the largest logit is 2^15 iff recip >= thr */
+    return vcmpcsq_n_u32(r, thr) & (tail ? p : 0xFFFFu);
+}
+
+/* Phase B over one block, with the exactly-2^15 couplings' missing share:
+ * the u_hat rows of every output capsule holding the largest logit. */
+CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int32_t n_in,
+                              int32_t i0, const int32_t n_out, int32_t dim, uint32_t thr)
+{
+    const int8_t *logits = sc->logits + i0;
+    for (int32_t k = 0; k < bk->n; k += 4) {
+        const int tail = bk->n - k < 4;
+        const mve_pred16_t p = vctp32q((uint32_t)(bk->n - k));
+        const mve_pred16_t full =
+            tail ? softmax4(sc->table, logits + k, (size_t)n_in, n_out, sc->cbuf + k,
+                            (size_t)sc->block, thr, p, 1)
+                 : softmax4(sc->table, logits + k, (size_t)n_in, n_out, sc->cbuf + k,
+                            (size_t)sc->block, thr, 0, 0);
+        if (full == 0) {
+            continue;
+        }
+        for (int32_t l = 0; l < 4; ++l) {
+            if (!(full & (1u << (4 * l)))) {
+                continue;
+            }
+            const int32_t kk = k + l;
+            const int8_t *b = logits + kk;
+            int32_t mx = -128;
             for (int32_t j = 0; j < n_out; ++j) {
-                if (b[j] == mx) {
+                mx = b[(size_t)j * (size_t)n_in] > mx ? b[(size_t)j * (size_t)n_in] : mx;
+            }
+            const int32_t k0 = kk - kk % bk->tw;
+            const int32_t w = MIN32(bk->tw, bk->n - k0);
+            const int8_t *t = tile_at(bk, k0) + (kk - k0);
+            for (int32_t j = 0; j < n_out; ++j) {
+                if (b[(size_t)j * (size_t)n_in] == mx) {
                     for (int32_t d = 0; d < dim; ++d) {
                         sc->acc[j * dim + d] += t[(size_t)(j * dim + d) * (size_t)w];
                     }
@@ -434,13 +516,14 @@ CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int
     }
 }
 
-static CAPS_HL_NOINLINE void phase_b(const caps_hl_scratch *sc, const hl_block *bk, int32_t i0,
-                                     int32_t n_out, int32_t dim)
+static CAPS_HL_NOINLINE void phase_b(const caps_hl_scratch *sc, const hl_block *bk,
+                                     int32_t n_in, int32_t i0, int32_t n_out, int32_t dim,
+                                     uint32_t thr)
 {
     if (n_out == 10) {
-        phase_b_n(sc, bk, i0, 10, dim);
+        phase_b_n(sc, bk, n_in, i0, 10, dim, thr);
     } else {
-        phase_b_n(sc, bk, i0, n_out, dim);
+        phase_b_n(sc, bk, n_in, i0, n_out, dim, thr);
     }
 }
 
@@ -570,10 +653,16 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
                     b = vaddq_n_s32(b, 4);
                 }
             }
+            /* smallest reciprocal giving the largest logit (exp table[0]) a
+             * coupling of 2^15: caps_bm_softmax_q15(table[0], recip) > 32767
+             * iff (table[0] recip) >> 32 >= 2^30 - 2^14 */
+            const uint64_t need = (uint64_t)((1u << 30) - (1u << 14)) << 32;
+            const uint64_t thr64 = caps_bm_udiv64(need + sc->table[0] - 1u, sc->table[0]);
+            const uint32_t thr = thr64 > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)thr64;
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const hl_block bk = block_tiles(src, sc, dims, i0, MIN32(sc->block, n_in - i0));
-                phase_a(&up, &bk, output, sc->logits + (size_t)i0 * (size_t)n_out, n_out, dim);
-                phase_b(sc, &bk, i0, n_out, dim);
+                phase_a(&up, &bk, output, sc->logits + i0, n_in, n_out, dim);
+                phase_b(sc, &bk, n_in, i0, n_out, dim, thr);
                 phase_c(sc, &bk, n_out, dim);
             }
         }
