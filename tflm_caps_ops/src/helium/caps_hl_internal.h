@@ -56,11 +56,14 @@ CAPS_HL_INLINE int32x4_t caps_hl_requant(int32x4_t x, const caps_hl_rq *q)
     return vrshlq_n_s32(vaddq_s32(y, fix), q->nshift);
 }
 
-/* shift < 0 (the usual case: no left shift, a rounding right shift). */
+/* shift < 0 (the usual case: no left shift, a rounding right shift) with
+ * one multiplier: the ties-away correction -[y < 0] goes into the
+ * accumulator of VQRDMLAH, (fix 2^32 + 2 x M + 2^31) >> 32 = SRDHM(x, M)
+ * - [x < 0] (exact: y < 0 only if x < 0, and a negative x with y = 0
+ * rounds to 0 either way); no saturation can occur (|SRDHM| <= |x|). */
 CAPS_HL_INLINE int32x4_t caps_hl_requant_rs(int32x4_t x, int32_t mult, int32_t nshift)
 {
-    const int32x4_t y = vqrdmulhq_n_s32(x, mult);
-    return vrshlq_n_s32(vaddq_s32(y, vshrq_n_s32(y, 31)), nshift);
+    return vrshlq_n_s32(vqrdmlahq_n_s32(vshrq_n_s32(x, 31), x, mult), nshift);
 }
 
 /* Per-lane params, all shifts < 0 (nshift lanes = shift). */
@@ -156,6 +159,15 @@ CAPS_HL_INLINE uint32_t caps_hl_squared_norm(const int8_t *x, int32_t dim, int32
     return (uint32_t)acc;
 }
 
+/* 16 bytes at *p, *p advanced by 16 (one post-indexed VLDRB; GCC 12
+ * otherwise spends a copy and an add of the pointer per pair of loads). */
+CAPS_HL_INLINE int8x16_t caps_hl_load16(const int8_t **p)
+{
+    int8x16_t v;
+    __asm__("vldrb.8 %q0, [%1], #16" : "=w"(v), "+r"(*p) : "m"(*(const int8_t(*)[16]) * p));
+    return v;
+}
+
 /* Four scalars into one vector, lane l = a_l, with two dual-lane VMOVs
  * (VMOV Qd[2], Qd[0], Rt, Rt2 writes Rt to lane 0 and Rt2 to lane 2).
  * Inline assembly: GCC 12's vcreateq swaps the two halves.  Two
@@ -182,7 +194,9 @@ enum {
 enum {
     CAPS_HL_RQ_FAST = 0,    /* every shift < 0, scalar params per run of rows */
     CAPS_HL_RQ_GENERAL = 1, /* some shift >= 0: the full requantization */
-    CAPS_HL_RQ_TABLE = 2    /* shifts < 0, per-capsule scales, per-row table */
+    CAPS_HL_RQ_TABLE = 2,   /* shifts < 0, per-capsule scales, per-row table */
+    CAPS_HL_RQ_GROUPS = 3   /* shifts < 0, per-capsule scales, dim_out a multiple
+                               of 4: one (scalar) params pair per group of 4 rows */
 };
 /* Rows of the per-row requantization table (a multiple of 4). */
 #define CAPS_HL_PRED_TABLE_ROWS 128
@@ -201,7 +215,8 @@ typedef struct {
     int32_t kind;   /* CAPS_HL_PRED_* */
     int32_t mode;   /* CAPS_HL_RQ_* */
     int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch) */
-    const int32_t *rq_mult;  /* CAPS_HL_RQ_TABLE: per row (the tables below) */
+    const int32_t *rq_mult;  /* CAPS_HL_RQ_TABLE: per row, CAPS_HL_RQ_GROUPS: per
+                                group of 4 rows (the tables below) */
     const int32_t *rq_shift;
 } caps_hl_pred_core;
 

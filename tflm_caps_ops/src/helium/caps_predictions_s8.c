@@ -85,7 +85,7 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, cons
         a2 = vmladavq_s16(w23, up->p16[0]);
         a3 = vmladavq_s16(w23, up->p16[1]);
     } else if (kind == CAPS_HL_PRED_D4_S8) {
-        const int8x16_t w4 = vldrbq_s8(w);
+        const int8x16_t w4 = caps_hl_load16(&w);
         a0 = vmladavq_s8(w4, up->p8[0]);
         a2 = vmladavq_s8(w4, up->p8[2]);
         a1 = vmladavq_s8(w4, up->p8[1]);
@@ -96,8 +96,8 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, cons
         a2 = vmladavq_s16(vldrbq_s16(w + 16), up->p16[0]);
         a3 = vmladavq_s16(vldrbq_s16(w + 24), up->p16[0]);
     } else if (kind == CAPS_HL_PRED_D8_S8) {
-        const int8x16_t w01 = vldrbq_s8(w);
-        const int8x16_t w23 = vldrbq_s8(w + 16);
+        const int8x16_t w01 = caps_hl_load16(&w);
+        const int8x16_t w23 = caps_hl_load16(&w);
         a0 = vmladavq_s8(w01, up->p8[0]);
         a1 = vmladavq_s8(w01, up->p8[1]);
         a2 = vmladavq_s8(w23, up->p8[0]);
@@ -109,10 +109,12 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, cons
         a2 = dot_any(pc, w + 2 * k);
         a3 = dot_any(pc, w + 3 * k);
     }
-    /* a constant step for the fixed kinds */
-    if (kind == CAPS_HL_PRED_D4 || kind == CAPS_HL_PRED_D4_S8) {
+    /* a constant step for the fixed kinds (the int8 ones advanced w) */
+    if (kind == CAPS_HL_PRED_D4_S8 || kind == CAPS_HL_PRED_D8_S8) {
+        *wp = w;
+    } else if (kind == CAPS_HL_PRED_D4) {
         *wp = w + 16;
-    } else if (kind == CAPS_HL_PRED_D8 || kind == CAPS_HL_PRED_D8_S8) {
+    } else if (kind == CAPS_HL_PRED_D8) {
         *wp = w + 32;
     } else {
         *wp = w + 4 * (size_t)pc->dim_in;
@@ -207,6 +209,24 @@ CAPS_HL_INLINE void rows_table(const caps_hl_pred_core *pc, const upat *up, cons
     *wp = w;
 }
 
+/* All rows of one input capsule with one scalar params pair per group of
+ * 4 rows (shifts < 0, md a multiple of 4). */
+CAPS_HL_INLINE void rows_groups(const caps_hl_pred_core *pc, const upat *up, const int8_t **wp,
+                                int8_t *o, int32_t rstride, uint32x4_t offs, const int kind)
+{
+    const int8_t *w = *wp;
+    const int32_t *tm = pc->rq_mult;
+    const int32_t *ts = pc->rq_shift;
+    const int32_t *const end = tm + (pc->md >> 2);
+    const size_t ostep = 4 * (size_t)rstride;
+    do {
+        const int32x4_t acc = rows4(pc, up, &w, kind);
+        store4(o, offs, caps_hl_requant_rs(acc, *tm++, *ts++));
+        o += ostep;
+    } while (tm != end);
+    *wp = w;
+}
+
 /* All rows of one input capsule (kind a constant); *wp advanced past its
  * weights. */
 CAPS_HL_INLINE void capsule_kind(const caps_hl_pred_core *pc, const int8_t *u, const int8_t **wp,
@@ -219,6 +239,10 @@ CAPS_HL_INLINE void capsule_kind(const caps_hl_pred_core *pc, const int8_t *u, c
         rows_table(pc, &up, wp, o, rstride, offs, kind);
         return;
     }
+    if (mode == CAPS_HL_RQ_GROUPS) {
+        rows_groups(pc, &up, wp, o, rstride, offs, kind);
+        return;
+    }
     const int32_t *mult = pc->multipliers;
     const int32_t *shift = pc->shifts;
     if (pc->num_scales == 1) {
@@ -228,7 +252,16 @@ CAPS_HL_INLINE void capsule_kind(const caps_hl_pred_core *pc, const int8_t *u, c
     }
     const int32_t *const mult_end = mult + pc->n_out;
     const int32_t dim_out = pc->dim_out;
-    if (mode == CAPS_HL_RQ_FAST) {
+    if (mode == CAPS_HL_RQ_FAST && dim_out == 16) {
+        /* runs of a constant 16 rows (the published 16-D class capsules) */
+        for (; mult != mult_end; ++mult, ++shift) {
+            run_scalar(pc, &up, wp, &o, rstride, offs, 16, *mult, *shift, kind, 0);
+        }
+    } else if (mode == CAPS_HL_RQ_FAST && dim_out == 8) {
+        for (; mult != mult_end; ++mult, ++shift) {
+            run_scalar(pc, &up, wp, &o, rstride, offs, 8, *mult, *shift, kind, 0);
+        }
+    } else if (mode == CAPS_HL_RQ_FAST) {
         for (; mult != mult_end; ++mult, ++shift) {
             run_scalar(pc, &up, wp, &o, rstride, offs, dim_out, *mult, *shift, kind, 0);
         }
@@ -262,8 +295,15 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
         }
     }
     pc->mode = fast ? CAPS_HL_RQ_FAST : CAPS_HL_RQ_GENERAL;
-    if (fast && params->num_scales != 1 && dims->dim_out % 4 != 0 &&
-        pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
+    if (fast && params->num_scales != 1 && dims->dim_out % 4 == 0 &&
+        pc->md / 4 <= CAPS_HL_PRED_TABLE_ROWS) {
+        pc->mode = CAPS_HL_RQ_GROUPS;
+        for (int32_t g = 0; g < pc->md / 4; ++g) {
+            pred->rq_mult[g] = params->multipliers[4 * g / dims->dim_out];
+            pred->rq_shift[g] = params->shifts[4 * g / dims->dim_out];
+        }
+    } else if (fast && params->num_scales != 1 && dims->dim_out % 4 != 0 &&
+               pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
         pc->mode = CAPS_HL_RQ_TABLE;
         for (int32_t r = 0; r < ((pc->md + 3) & ~3); ++r) {
             /* a last partial group gets (ignored) params of row 0 */

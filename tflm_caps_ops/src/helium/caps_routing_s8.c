@@ -261,17 +261,19 @@ CAPS_HL_INLINE void agree_tile(const hl_update *up, const int8_t *t, int32_t w, 
     }
 }
 
-/* Phase A, dim <= 16, over the block (flags constant); logits: row j of
- * the block's capsules at logits + j n_in.  Full tiles of 16 take a loop
- * of four unrolled groups with constant pointer steps. */
+/* Phase A, dim <= 16, over the block (flags constant).  Logits and
+ * couplings share the prediction tiles' layout: the logit of tile capsule
+ * c and output capsule j at logits + k0 n_out + j w + c (logits: the
+ * block's first).  Full tiles of 16 take a loop of four unrolled groups. */
 CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                   int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim,
-                                   const int pair, const int carry, const int fast)
+                                   int8_t *logits, int32_t n_out, int32_t dim, const int pair,
+                                   const int carry, const int fast)
 {
     const hl_update u = *up; /* a local copy: the logit stores could alias *up */
     const int32_t tw = bk->tw;
     const int32_t full = tw == (int32_t)CAPS_HL_TILE ? bk->n / tw : 0;
     const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
+    const size_t lstep = (size_t)CAPS_HL_TILE * (size_t)n_out;
     const uint8x16_t off16 = tile_offsets((int32_t)CAPS_HL_TILE, dim, pair);
     for (int32_t j = 0; j < n_out; ++j) {
         const int8_t *vj = v + (size_t)j * (size_t)dim;
@@ -281,20 +283,21 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
         const int8x16_t vb = pair ? vshlcq_s8(vshlcq_s8(va, &carry_bits, 32), &carry_bits, 32)
                                   : va;
         const int8_t *t = bk->base + (size_t)j * (size_t)dim * CAPS_HL_TILE;
-        int8_t *b = logits + (size_t)j * (size_t)n_in;
+        int8_t *b = logits + (size_t)j * CAPS_HL_TILE;
         for (int32_t q = 0; q < full; ++q) {
             for (int32_t g = 0; g < 4; ++g) {
                 update4(&u, agree4(t + 4 * g, off16, va, vb, pair), b + 4 * g, 0, 0, carry, fast);
             }
             t += tstep;
-            b += CAPS_HL_TILE;
+            b += lstep;
         }
         for (int32_t k0 = full * tw; k0 < bk->n; k0 += tw) {
             const int32_t w = MIN32(tw, bk->n - k0);
             const uint8x16_t off = tile_offsets(w, dim, pair);
             const int8_t *tt = tile_at(bk, k0) + (size_t)j * (size_t)dim * (size_t)w;
-            agree_tile(&u, tt, w, dim, off, va, vb, logits + (size_t)j * (size_t)n_in + k0, pair,
-                       carry, fast);
+            agree_tile(&u, tt, w, dim, off, va, vb,
+                       logits + (size_t)k0 * (size_t)n_out + (size_t)j * (size_t)w, pair, carry,
+                       fast);
         }
     }
 }
@@ -302,8 +305,8 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
 /* Phase A, any dim: four capsules of a tile per vector, u_hat(j|i)_d
  * loaded contiguously, VMLA by the scalar v_jd. */
 CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                  int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim,
-                                  const int carry, const int fast)
+                                  int8_t *logits, int32_t n_out, int32_t dim, const int carry,
+                                  const int fast)
 {
     const hl_update u = *up;
     for (int32_t j = 0; j < n_out; ++j) {
@@ -311,6 +314,7 @@ CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const
         for (int32_t k0 = 0; k0 < bk->n; k0 += bk->tw) {
             const int32_t w = MIN32(bk->tw, bk->n - k0);
             const int8_t *t = tile_at(bk, k0) + (size_t)j * (size_t)dim * (size_t)w;
+            int8_t *b = logits + (size_t)k0 * (size_t)n_out + (size_t)j * (size_t)w;
             for (int32_t c = 0; c < w; c += 4) {
                 const mve_pred16_t p = vctp32q((uint32_t)(w - c));
                 int32x4_t a = vdupq_n_s32(0);
@@ -319,40 +323,40 @@ CAPS_HL_INLINE void phase_a_lanes(const hl_update *up, const hl_block *bk, const
                     a = vmlaq_n_s32(a, vldrbq_z_s32(tt, p), vj[d]);
                     tt += w;
                 }
-                update4(&u, a, logits + (size_t)j * (size_t)n_in + k0 + c, p, 1, carry, fast);
+                update4(&u, a, b + c, p, 1, carry, fast);
             }
         }
     }
 }
 
 static CAPS_HL_NOINLINE void phase_a(const hl_update *up, const hl_block *bk, const int8_t *v,
-                                     int8_t *logits, int32_t n_in, int32_t n_out, int32_t dim)
+                                     int8_t *logits, int32_t n_out, int32_t dim)
 {
     const int carry = up->has_carry;
     const int fast = up->agree_fast;
     if (dim > 16) {
         if (carry) {
-            phase_a_lanes(up, bk, v, logits, n_in, n_out, dim, 1, fast);
+            phase_a_lanes(up, bk, v, logits, n_out, dim, 1, fast);
         } else {
-            phase_a_lanes(up, bk, v, logits, n_in, n_out, dim, 0, fast);
+            phase_a_lanes(up, bk, v, logits, n_out, dim, 0, fast);
         }
         return;
     }
     const int pair = dim <= 8;
     if (!fast) {
         if (pair) {
-            phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, carry, 0);
+            phase_a_gather(up, bk, v, logits, n_out, dim, 1, carry, 0);
         } else {
-            phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, carry, 0);
+            phase_a_gather(up, bk, v, logits, n_out, dim, 0, carry, 0);
         }
     } else if (pair && carry) {
-        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, 1, 1);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 1, 1);
     } else if (pair) {
-        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 1, 0, 1);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 1, 0, 1);
     } else if (carry) {
-        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, 1, 1);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 1, 1);
     } else {
-        phase_a_gather(up, bk, v, logits, n_in, n_out, dim, 0, 0, 1);
+        phase_a_gather(up, bk, v, logits, n_out, dim, 0, 0, 1);
     }
 }
 
@@ -370,8 +374,8 @@ CAPS_HL_INLINE uint32_t hl_softmax_recip(uint32_t hi, uint32_t lo)
     const double x = 4611686018427387904.0 /* 2^62 */ / ((double)hi * 65536.0 + (double)lo);
     const double t = x + 0.5;
     const uint32_t q = (uint32_t)t; /* truncates (VCVT saturates) */
-    const double f = t - (double)q;
-    if (f > 0x1p-19 && f < 1.0 - 0x1p-19) {
+    const double f = t - (double)q - 0.5; /* in [-1/2, 1/2) unless saturated */
+    if (__builtin_fabs(f) < 0.5 - 0x1p-19) {
         return q;
     }
 #endif
@@ -382,26 +386,27 @@ CAPS_HL_INLINE uint32_t hl_softmax_recip(uint32_t hi, uint32_t lo)
  * between the sum and the couplings; beyond, they are gathered again. */
 #define HL_EBUF 64
 
-/* Phase B for four capsules (tail: the lanes of p) at logits column i
- * (logits [j][i], row stride n_in), couplings into cbuf column k (row
- * stride block).  Capsules in lanes: the max over j (VMAX), exponentials
- * (gathers), their exact 64-bit sums as hi 2^16 + lo (three exponentials,
- * each <= 2^30, add without overflow in 32 bits before being split),
- * one reciprocal per capsule (hl_softmax_recip), couplings in lanes
- * (VMULH by the reciprocals, rounded and saturated narrowing VQRSHRNB).
- * Returns the lanes whose largest coupling is exactly 2^15. */
-/* One exponential: table[mx - b] for the next logit row at *bp. */
+/* One exponential per lane: table[mx - b] for the logit row at *bp, *bp
+ * advanced by the row stride. */
 CAPS_HL_INLINE uint32x4_t exp4(const uint32_t *table, int32x4_t mx, const int8_t **bp,
-                               size_t n_in, mve_pred16_t p, const int tail)
+                               size_t stride, mve_pred16_t p, const int tail)
 {
     const int8_t *b = *bp;
-    *bp = b + n_in;
+    *bp = b + stride;
     const int32x4_t x = tail ? vldrbq_z_s32(b, p) : vldrbq_s32(b);
     return vldrwq_gather_shifted_offset_u32(table, vreinterpretq_u32_s32(vsubq_s32(mx, x)));
 }
 
-CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, size_t n_in,
-                                     const int32_t n_out, int16_t *c, size_t block, uint32_t thr,
+/* Phase B for four capsules (tail: the lanes of p) of one tile: logits at
+ * b, couplings to c, both with row stride `w` (output capsule j at
+ * + j w; 16 in full tiles).  Capsules in lanes: the max over j (VMAX),
+ * exponentials (gathers), their exact 64-bit sums as hi 2^16 + lo (three
+ * exponentials, each <= 2^30, add without overflow in 32 bits before
+ * being split), one reciprocal per capsule (hl_softmax_recip), couplings
+ * in lanes (VMULH by the reciprocals, rounded and saturated narrowing
+ * VQRSHRNB).  Returns the lanes whose largest coupling is exactly 2^15. */
+CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int16_t *c,
+                                     const int32_t w, const int32_t n_out, uint32_t thr,
                                      mve_pred16_t p, const int tail)
 {
     uint32x4_t ebuf[HL_EBUF];
@@ -410,7 +415,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, siz
     const int8_t *bj = b;
     for (int32_t j = n_out; j > 0; --j) {
         mx = vmaxq_s32(mx, tail ? vldrbq_z_s32(bj, p) : vldrbq_s32(bj));
-        bj += n_in;
+        bj += w;
     }
     /* exponentials in groups of three (sum < 2^32), each group split into
      * the 64-bit sum's two parts */
@@ -419,9 +424,9 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, siz
     bj = b;
     int32_t j = n_out;
     for (; j >= 3; j -= 3) {
-        const uint32x4_t e0 = exp4(table, mx, &bj, n_in, p, tail);
-        const uint32x4_t e1 = exp4(table, mx, &bj, n_in, p, tail);
-        const uint32x4_t e2 = exp4(table, mx, &bj, n_in, p, tail);
+        const uint32x4_t e0 = exp4(table, mx, &bj, (size_t)w, p, tail);
+        const uint32x4_t e1 = exp4(table, mx, &bj, (size_t)w, p, tail);
+        const uint32x4_t e2 = exp4(table, mx, &bj, (size_t)w, p, tail);
         if (keep) {
             eb[0] = e0;
             eb[1] = e1;
@@ -433,12 +438,12 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, siz
         lo = vaddq_u32(lo, vmovlbq_u16(vreinterpretq_u16_u32(g)));
     }
     if (j > 0) {
-        uint32x4_t g = exp4(table, mx, &bj, n_in, p, tail);
+        uint32x4_t g = exp4(table, mx, &bj, (size_t)w, p, tail);
         if (keep) {
             *eb++ = g;
         }
         if (j > 1) {
-            const uint32x4_t e1 = exp4(table, mx, &bj, n_in, p, tail);
+            const uint32x4_t e1 = exp4(table, mx, &bj, (size_t)w, p, tail);
             if (keep) {
                 *eb++ = e1;
             }
@@ -457,7 +462,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, siz
     eb = ebuf;
     bj = b;
     for (j = n_out; j > 0; --j) {
-        const uint32x4_t e = keep ? *eb++ : exp4(table, mx, &bj, n_in, p, tail);
+        const uint32x4_t e = keep ? *eb++ : exp4(table, mx, &bj, (size_t)w, p, tail);
         /* (e recip) >> 32 < 2^30, rounded >> 15 and saturated to int16 (a
          * coupling of 2^15 becomes 2^15 - 1) in each lane's low half (the
          * narrowing writes into e's register, dead by then) */
@@ -469,47 +474,52 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, siz
         } else {
             vstrhq_s32(c, cq);
         }
-        c += block;
+        c += w;
     }
     /* the coupling of the largest logit is 2^15 iff recip >= thr */
     return vcmpcsq_n_u32(r, thr) & (tail ? p : 0xFFFFu);
 }
 
-/* Phase B over one block, with the exactly-2^15 couplings' missing share:
- * the u_hat rows of every output capsule holding the largest logit. */
-CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int32_t n_in,
-                              int32_t i0, const int32_t n_out, int32_t dim, uint32_t thr)
+/* The missing 1 * u_hat of capsule c of a tile (width w) whose largest
+ * coupling is 2^15: the u_hat rows of every output capsule holding the
+ * largest logit. */
+static void full_coupling(int64_t *acc, const int8_t *t, const int8_t *b, int32_t w,
+                          int32_t n_out, int32_t dim)
 {
-    const int8_t *logits = sc->logits + i0;
-    for (int32_t k = 0; k < bk->n; k += 4) {
-        const int tail = bk->n - k < 4;
-        const mve_pred16_t p = vctp32q((uint32_t)(bk->n - k));
-        const mve_pred16_t full =
-            tail ? softmax4(sc->table, logits + k, (size_t)n_in, n_out, sc->cbuf + k,
-                            (size_t)sc->block, thr, p, 1)
-                 : softmax4(sc->table, logits + k, (size_t)n_in, n_out, sc->cbuf + k,
-                            (size_t)sc->block, thr, 0, 0);
-        if (full == 0) {
-            continue;
+    int32_t mx = -128;
+    for (int32_t j = 0; j < n_out; ++j) {
+        mx = b[(size_t)j * (size_t)w] > mx ? b[(size_t)j * (size_t)w] : mx;
+    }
+    for (int32_t j = 0; j < n_out; ++j) {
+        if (b[(size_t)j * (size_t)w] == mx) {
+            for (int32_t d = 0; d < dim; ++d) {
+                acc[j * dim + d] += t[(size_t)(j * dim + d) * (size_t)w];
+            }
         }
-        for (int32_t l = 0; l < 4; ++l) {
-            if (!(full & (1u << (4 * l)))) {
-                continue;
+    }
+}
+
+/* Phase B over the tiles of one block (logits: the block's first). */
+CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk,
+                              const int8_t *logits, const int32_t n_out, int32_t dim,
+                              uint32_t thr)
+{
+    const uint32_t *table = sc->table;
+    for (int32_t k0 = 0; k0 < bk->n; k0 += bk->tw) {
+        const int32_t w = MIN32(bk->tw, bk->n - k0);
+        const int8_t *lt = logits + (size_t)k0 * (size_t)n_out;
+        int16_t *ct = sc->cbuf + (size_t)k0 * (size_t)n_out;
+        for (int32_t c = 0; c < w; c += 4) {
+            mve_pred16_t full;
+            if (w == (int32_t)CAPS_HL_TILE) {
+                full = softmax4(table, lt + c, ct + c, (int32_t)CAPS_HL_TILE, n_out, thr, 0, 0);
+            } else {
+                const mve_pred16_t p = vctp32q((uint32_t)(w - c));
+                full = softmax4(table, lt + c, ct + c, w, n_out, thr, p, 1);
             }
-            const int32_t kk = k + l;
-            const int8_t *b = logits + kk;
-            int32_t mx = -128;
-            for (int32_t j = 0; j < n_out; ++j) {
-                mx = b[(size_t)j * (size_t)n_in] > mx ? b[(size_t)j * (size_t)n_in] : mx;
-            }
-            const int32_t k0 = kk - kk % bk->tw;
-            const int32_t w = MIN32(bk->tw, bk->n - k0);
-            const int8_t *t = tile_at(bk, k0) + (kk - k0);
-            for (int32_t j = 0; j < n_out; ++j) {
-                if (b[(size_t)j * (size_t)n_in] == mx) {
-                    for (int32_t d = 0; d < dim; ++d) {
-                        sc->acc[j * dim + d] += t[(size_t)(j * dim + d) * (size_t)w];
-                    }
+            for (int32_t l = 0; l < 4 && full != 0; ++l, full >>= 4) {
+                if (full & 1u) {
+                    full_coupling(sc->acc, tile_at(bk, k0) + c + l, lt + c + l, w, n_out, dim);
                 }
             }
         }
@@ -517,29 +527,29 @@ CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk, int
 }
 
 static CAPS_HL_NOINLINE void phase_b(const caps_hl_scratch *sc, const hl_block *bk,
-                                     int32_t n_in, int32_t i0, int32_t n_out, int32_t dim,
+                                     const int8_t *logits, int32_t n_out, int32_t dim,
                                      uint32_t thr)
 {
     if (n_out == 10) {
-        phase_b_n(sc, bk, n_in, i0, 10, dim, thr);
+        phase_b_n(sc, bk, logits, 10, dim, thr);
     } else {
-        phase_b_n(sc, bk, n_in, i0, n_out, dim, thr);
+        phase_b_n(sc, bk, logits, n_out, dim, thr);
     }
 }
 
-/* Phase C for `nd` (a constant, 1..4) consecutive dims of one output
- * capsule: 32-bit sums over the block, one VMLADAV per 8 capsules and dim,
- * the couplings loaded once for all nd dims.  row0: the first dim's row.
- * Full tiles of 16: the nd rows at constant offsets from one pointer. */
-CAPS_HL_INLINE void c_dims(const hl_block *bk, const int16_t *c, size_t row0, int64_t *acc,
-                           const int nd)
+/* Phase C for `nd` (a constant, 1..4) consecutive dims of output capsule
+ * j: 32-bit sums over the block, one VMLADAV per 8 capsules and dim, the
+ * couplings loaded once for all nd dims.  row0: the first dim's row. */
+CAPS_HL_INLINE void c_dims(const hl_block *bk, const int16_t *cbuf, int32_t n_out, int32_t j,
+                           size_t row0, int64_t *acc, const int nd)
 {
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     const int32_t tw = bk->tw;
     const int32_t full = tw == (int32_t)CAPS_HL_TILE ? bk->n / tw : 0;
     const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
+    const size_t cstep = (size_t)CAPS_HL_TILE * (size_t)n_out;
     const int8_t *t = bk->base + row0 * CAPS_HL_TILE;
-    const int16_t *cc = c;
+    const int16_t *cc = cbuf + (size_t)j * CAPS_HL_TILE;
     for (int32_t q = 0; q < full; ++q) {
         for (int32_t h = 0; h < 16; h += 8) {
             const int16x8_t cv = vldrhq_s16(cc + h);
@@ -554,7 +564,7 @@ CAPS_HL_INLINE void c_dims(const hl_block *bk, const int16_t *c, size_t row0, in
                 s3 = vmladavaq_s16(s3, cv, vldrbq_s16(t + 48 + h));
             }
         }
-        cc += 16;
+        cc += cstep;
         t += tstep;
     }
     for (int32_t k0 = full * tw; k0 < bk->n; k0 += tw) {
@@ -563,7 +573,7 @@ CAPS_HL_INLINE void c_dims(const hl_block *bk, const int16_t *c, size_t row0, in
         const int8_t *t1 = t0 + w;
         const int8_t *t2 = t1 + w;
         const int8_t *t3 = t2 + w;
-        const int16_t *ck = c + k0;
+        const int16_t *ck = cbuf + (size_t)k0 * (size_t)n_out + (size_t)j * (size_t)w;
         for (int32_t k = 0; k < w; k += 8) {
             const mve_pred16_t p = vctp16q((uint32_t)(w - k));
             const int16x8_t cv = vldrhq_z_s16(ck + k, p);
@@ -596,19 +606,18 @@ static CAPS_HL_NOINLINE void phase_c(const caps_hl_scratch *sc, const hl_block *
                                      int32_t dim)
 {
     for (int32_t j = 0; j < n_out; ++j) {
-        const int16_t *c = sc->cbuf + (size_t)j * (size_t)sc->block;
         int64_t *acc = sc->acc + (size_t)j * (size_t)dim;
         const size_t row = (size_t)j * (size_t)dim;
         int32_t d = 0;
         for (; d + 4 <= dim; d += 4) {
-            c_dims(bk, c, row + (size_t)d, acc + d, 4);
+            c_dims(bk, sc->cbuf, n_out, j, row + (size_t)d, acc + d, 4);
         }
         if (dim - d == 3) {
-            c_dims(bk, c, row + (size_t)d, acc + d, 3);
+            c_dims(bk, sc->cbuf, n_out, j, row + (size_t)d, acc + d, 3);
         } else if (dim - d == 2) {
-            c_dims(bk, c, row + (size_t)d, acc + d, 2);
+            c_dims(bk, sc->cbuf, n_out, j, row + (size_t)d, acc + d, 2);
         } else if (dim - d == 1) {
-            c_dims(bk, c, row + (size_t)d, acc + d, 1);
+            c_dims(bk, sc->cbuf, n_out, j, row + (size_t)d, acc + d, 1);
         }
     }
 }
@@ -661,8 +670,9 @@ static caps_nn_status routing_core(const caps_class_caps_dims *dims,
             const uint32_t thr = thr64 > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)thr64;
             for (int32_t i0 = 0; i0 < n_in; i0 += sc->block) {
                 const hl_block bk = block_tiles(src, sc, dims, i0, MIN32(sc->block, n_in - i0));
-                phase_a(&up, &bk, output, sc->logits + i0, n_in, n_out, dim);
-                phase_b(sc, &bk, n_in, i0, n_out, dim, thr);
+                int8_t *logits = sc->logits + (size_t)i0 * (size_t)n_out;
+                phase_a(&up, &bk, output, logits, n_out, dim);
+                phase_b(sc, &bk, logits, n_out, dim, thr);
                 phase_c(sc, &bk, n_out, dim);
             }
         }
