@@ -89,8 +89,9 @@ static hl_block block_tiles(const hl_source *src, const caps_hl_scratch *sc,
     for (int32_t k0 = 0; k0 < n; k0 += bk.tw) {
         const int32_t w = MIN32(bk.tw, n - k0);
         int8_t *tile = sc->rowbuf + (size_t)k0 * (size_t)md;
-        if (src->natural != NULL) {
-            /* transpose: four elements of a row per step into four tile rows */
+        if (src->natural != NULL && 7 * md > 65535) {
+            /* transpose, large rows: four elements of a capsule per step into
+             * four tile rows (a byte scatter) */
             const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)w);
             for (int32_t c = 0; c < w; ++c) {
                 const int8_t *x = src->natural + (size_t)(i0 + k0 + c) * (size_t)md;
@@ -99,6 +100,29 @@ static hl_block block_tiles(const hl_source *src, const caps_hl_scratch *sc,
                     const mve_pred16_t p = vctp32q((uint32_t)(md - r));
                     vstrbq_scatter_offset_p_s32(t, offs, vldrbq_z_s32(x + r, p), p);
                     t += 4 * (size_t)w;
+                }
+            }
+        } else if (src->natural != NULL) {
+            /* transpose: tile row r = element r of 8 capsules per step (a
+             * halfword-lane byte gather md apart), stored as 8 bytes */
+            const uint16x8_t offs = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)md);
+            const int8_t *x = src->natural + (size_t)(i0 + k0) * (size_t)md;
+            int8_t *t = tile;
+            if (w == (int32_t)CAPS_HL_TILE) {
+                const int8_t *x8 = x + 8 * (size_t)md;
+                for (int32_t r = 0; r < md; ++r) {
+                    vstrbq_s16(t, vldrbq_gather_offset_s16(x + r, offs));
+                    vstrbq_s16(t + 8, vldrbq_gather_offset_s16(x8 + r, offs));
+                    t += CAPS_HL_TILE;
+                }
+            } else {
+                for (int32_t h = 0; h < w; h += 8) {
+                    const mve_pred16_t p = vctp16q((uint32_t)(w - h));
+                    const int8_t *xh = x + (size_t)h * (size_t)md;
+                    for (int32_t r = 0; r < md; ++r) {
+                        vstrbq_p_s16(t + (size_t)r * (size_t)w + h,
+                                     vldrbq_gather_offset_z_s16(xh + r, offs, p), p);
+                    }
                 }
             }
         } else {
