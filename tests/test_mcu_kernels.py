@@ -297,7 +297,7 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
              "-Wmissing-field-initializers", "-Wstrict-aliasing", "-Wno-unused-parameter",
              "-Wimplicit-function-declaration", "-std=c11", "-O2", "-c"]
     for target, backend in (("cortex-m7", "cortex_m"), ("cortex-m55", "cortex_m"),
-                            ("rv32imac", "riscv")):
+                            ("cortex-m55", "helium"), ("rv32imac", "riscv")):
         require(target)
         t = mcu_build.get_target(target)
         own = sorted((mcu_build.OPS_DIR / "src" / backend).glob("*.c"))
