@@ -7,11 +7,15 @@ portable C build with the optimized backends:
 
 - Cortex-M7 (mps2-an500, -O2 -mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard;
   SysTick ticks of 40 instructions): portable vs the cortex_m backend;
+- Cortex-M55 (mps3-an547, -O2 -mcpu=cortex-m55 -mfloat-abi=hard; SysTick
+  ticks of 31.25 instructions): the scalar cortex_m backend vs helium (MVE);
 - RV32IMAC (QEMU virt, minstret, exact): the riscv backend on 1 core and on
   8 emulated cluster cores (busiest-core critical path from the per-core
   counters).
 
-Every call is also checked bit for bit against the numpy reference.  Each
+Every call is also checked bit for bit against the numpy reference, and the
+SysTick rate of each Arm board is calibrated first against a loop of a known
+instruction count (reported as instructions per tick).  Each
 kernel gets exactly the scratch caps_*_get_buffer_size reports (what TFLM
 firmware gets); the squash gets its gain table, filled outside the timed
 call as TFLM Prepare does, and is also timed without one.
@@ -37,9 +41,16 @@ import mcu_vectors  # noqa: E402
 from tflm_caps.reference import vectors as vec  # noqa: E402
 
 # Published int8 CapsNet kernels (Costa et al. 2022 on Cortex-M7), and the
-# goals of this project for the same layers with stored predictions.
+# goals of this project for the same layers with stored predictions, per
+# optimized configuration.
 PUBLISHED = {"costa2022-mnist": 9.0e6, "sabour2017-mnist": 23.9e6, "squash 1024x4": 133e3}
 GOALS = {"costa2022-mnist": 2.0e6, "sabour2017-mnist": 6.0e6, "squash 1024x4": 30e3}
+GOALS_BY_CONFIG = {
+    "m7-cortex_m": GOALS,
+    "m55-helium": {"costa2022-mnist": 0.6e6, "sabour2017-mnist": 1.6e6, "squash 1024x4": 12e3},
+}
+# The configuration each optimized one is compared with (>= 2x fewer).
+BASELINE = {"m7-cortex_m": "m7-portable", "m55-helium": "m55-cortex_m"}
 RISCV_CORES = 8
 
 # name, target, backend, kernel defines
@@ -77,6 +88,45 @@ def shape_text(case):
         return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{case[3].routing.routings}"
     x = np.asarray(case[1])
     return f"{x.shape[0]}x{x.shape[1]}D"
+
+
+# A counted loop of exactly 2 instructions per iteration between two counter
+# reads (the same program the harness tests use).
+CALIBRATION_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "mcu_harness.h"
+int main(void)
+{
+    uint32_t n = CALIBRATION_LOOPS;
+    mcu_counter_start();
+    const uint64_t a = mcu_counter_read();
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    const uint64_t b = mcu_counter_read();
+    printf("CALIBRATION counts=%llu\n", (unsigned long long)(b - a));
+    return 0;
+}
+"""
+CALIBRATION_LOOPS = 2_000_000
+
+
+def calibrate(target, tmp, cache, timeout):
+    """Instructions per raw counter unit, measured on `target` (Arm: a
+    SysTick tick) with a loop of 2 * CALIBRATION_LOOPS instructions; raises
+    if it differs from the board clock mcu_build assumes."""
+    t = mcu_build.get_target(target)
+    src = Path(tmp) / f"calibrate_{target}.c"
+    src.write_text(CALIBRATION_MAIN)
+    elf = Path(tmp) / f"calibrate_{target}.elf"
+    mcu_build.build(target, [src], elf, defines=[f"CALIBRATION_LOOPS={CALIBRATION_LOOPS}"],
+                    cache_dir=cache)
+    result = mcu_build.run(target, elf, timeout=timeout)
+    (row,) = result.records("CALIBRATION")
+    per_count = 2 * CALIBRATION_LOOPS / row["counts"]
+    if abs(per_count - t.instructions_per_count) > 0.01 * t.instructions_per_count:
+        raise RuntimeError(f"{target}: the counter advances once per {per_count:.3f} instructions, "
+                           f"not {t.instructions_per_count:g} as mcu_build assumes")
+    return round(per_count, 3)
 
 
 def run_config(config, header_dir, calls, labels, cache, timeout):
@@ -124,18 +174,18 @@ def summarize(rows):
         return None
 
     checks = []
-    for layer, goal in GOALS.items():
-        kernel = "squash" if layer.startswith("squash") else "class_caps_store"
-        port = get("m7-portable", layer, kernel)
-        for cfg in ("m7-cortex_m",):
+    for cfg, goals in GOALS_BY_CONFIG.items():
+        for layer, goal in goals.items():
+            kernel = "squash" if layer.startswith("squash") else "class_caps_store"
             opt = get(cfg, layer, kernel)
             if opt is None:
                 continue
             checks.append((f"{cfg} {layer} {kernel} <= {goal / 1e6:g} M instructions",
                            opt["instructions"], goal, opt["instructions"] <= goal))
-            if port is not None:
-                ratio = port["instructions"] / opt["instructions"]
-                checks.append((f"{cfg} {layer} {kernel}: >= 2x fewer than portable",
+            base = get(BASELINE[cfg], layer, kernel)
+            if base is not None:
+                ratio = base["instructions"] / opt["instructions"]
+                checks.append((f"{cfg} {layer} {kernel}: >= 2x fewer than {BASELINE[cfg]}",
                                round(ratio, 2), 2.0, ratio >= 2.0))
     for layer in GOALS:
         kernels = (["squash"] if layer.startswith("squash")
@@ -151,7 +201,7 @@ def summarize(rows):
     return checks
 
 
-def print_table(rows, checks, file=sys.stdout):
+def print_table(rows, checks, file=sys.stdout, calibration=None):
     configs = list(dict.fromkeys(r["config"] for r in rows))
     keys = list(dict.fromkeys((r["layer"], r["kernel"], r["shape"], r["macs"]) for r in rows))
     by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
@@ -179,6 +229,10 @@ def print_table(rows, checks, file=sys.stdout):
         print(f"  [{'ok' if ok else 'MISSED'}] {desc}: {value:,} (limit {limit:,})", file=file)
     print("\nPublished int8 CapsNet kernels on Cortex-M7 (Costa et al. 2022): "
           + ", ".join(f"{k} {v / 1e6:g} M" for k, v in PUBLISHED.items()), file=file)
+    if calibration:
+        print("SysTick, measured against a counted loop (-icount shift=0): "
+              + ", ".join(f"{k} {v:g} instructions per tick" for k, v in calibration.items())
+              + "; counts are instructions, not cycles", file=file)
 
 
 def add_arguments(parser):
@@ -218,17 +272,25 @@ def run(args, progress=True):
         if progress and tqdm is not None:
             bar = tqdm(configs, desc="mcu bench", unit="config", file=sys.stderr)
             it = bar
+        calibration = {}
         for config in it:
             if bar is not None:
                 bar.set_postfix_str(config[0])
+            target = config[1]
+            if target not in calibration and mcu_build.get_target(target).arch == "arm":
+                calibration[target] = calibrate(target, tmp, cache, args.timeout)
             rows += run_config(config, header_dir, calls, labels, cache, args.timeout)
     checks = summarize(rows)
     report = {"rows": rows, "checks": [{"check": d, "value": v, "limit": lim, "ok": ok}
                                        for d, v, lim, ok in checks],
               "published": PUBLISHED, "seconds": round(time.time() - t0, 1),
+              "instructions_per_tick": calibration,
               "notes": {"cortex-m7": "mps2-an500, -O2 -mcpu=cortex-m7 -mfpu=fpv5-d16 "
                                      "-mfloat-abi=hard, SysTick under -icount shift=0 "
                                      "(40 instructions per tick)",
+                        "cortex-m55": "mps3-an547, -O2 -mcpu=cortex-m55 -mfloat-abi=hard, "
+                                      "SysTick under -icount shift=0 (31.25 instructions "
+                                      "per tick)",
                         "rv32imac": "QEMU virt, -O2 -march=rv32imac, minstret (exact); cluster "
                                     "cores emulated one after the other"}}
     return report
@@ -240,7 +302,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     report = run(args)
     print_table(report["rows"], [(c["check"], c["value"], c["limit"], c["ok"])
-                                 for c in report["checks"]])
+                                 for c in report["checks"]],
+                calibration=report["instructions_per_tick"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")

@@ -73,7 +73,8 @@ def run(args):
         print(json.dumps(report, indent=2))
         return 0
     bench.print_table(report["rows"], [(c["check"], c["value"], c["limit"], c["ok"])
-                                       for c in report["checks"]])
+                                       for c in report["checks"]],
+                      calibration=report.get("instructions_per_tick"))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")
