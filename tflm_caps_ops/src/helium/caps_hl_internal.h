@@ -168,6 +168,23 @@ CAPS_HL_INLINE int8x16_t caps_hl_load16(const int8_t **p)
     return v;
 }
 
+/* Post-indexed loads and stores with a constant step (the tile row
+ * stride), which GCC 12 otherwise turns into pointer copies and adds:
+ * four int8 widened to int32, four uint32, four int16 stores of the low
+ * halves of int32 lanes (the widening/narrowing forms take r0-r7). */
+#define CAPS_HL_LDRB_S32_POST(v, p, step)                                              \
+    __asm__("vldrb.s32 %q0, [%1], #" #step                                           \
+            : "=w"(v), "+l"(p)                                                       \
+            : "m"(*(const int8_t(*)[4])(p)))
+#define CAPS_HL_LDRW_POST(v, p, step)                                                  \
+    __asm__("vldrw.u32 %q0, [%1], #" #step                                           \
+            : "=w"(v), "+r"(p)                                                       \
+            : "m"(*(const uint32_t(*)[4])(p)))
+#define CAPS_HL_STRW_POST(v, p, step)                                                  \
+    __asm__("vstrw.32 %q2, [%0], #" #step : "+r"(p), "=m"(*(uint32_t(*)[4])(p)) : "w"(v))
+#define CAPS_HL_STRH_S32_POST(v, p, step)                                              \
+    __asm__("vstrh.32 %q2, [%0], #" #step : "+l"(p), "=m"(*(int16_t(*)[4])(p)) : "w"(v))
+
 /* Four scalars into one vector, lane l = a_l, with two dual-lane VMOVs
  * (VMOV Qd[2], Qd[0], Rt, Rt2 writes Rt to lane 0 and Rt2 to lane 2).
  * Inline assembly: GCC 12's vcreateq swaps the two halves.  Two

@@ -238,17 +238,18 @@ CAPS_HL_INLINE uint8x16_t tile_offsets(int32_t w, int32_t dim, const int pair)
     return vmulq_n_u8(vpselq_u8(lane, vdupq_n_u8(0), vctp8q((uint32_t)dim)), (uint8_t)w);
 }
 
-/* Four agreements of capsules t, t+1, t+2, t+3 (pair: two gathers). */
-CAPS_HL_INLINE int32x4_t agree4(const int8_t *t, uint8x16_t off, int8x16_t va, int8x16_t vb,
-                                const int pair)
+/* Four agreements of capsules t, t+1, t+2, t+3 (pair: two gathers, the
+ * second through offsets 2 higher, off2). */
+CAPS_HL_INLINE int32x4_t agree4(const int8_t *t, uint8x16_t off, uint8x16_t off2, int8x16_t va,
+                                int8x16_t vb, const int pair)
 {
     int32_t a0, a1, a2, a3;
     if (pair) {
         const int8x16_t g01 = vldrbq_gather_offset_s8(t, off);
-        const int8x16_t g23 = vldrbq_gather_offset_s8(t + 2, off);
+        const int8x16_t g23 = vldrbq_gather_offset_s8(t, off2);
         a0 = vmladavq_s8(g01, va);
-        a1 = vmladavq_s8(g01, vb);
         a2 = vmladavq_s8(g23, va);
+        a1 = vmladavq_s8(g01, vb);
         a3 = vmladavq_s8(g23, vb);
     } else {
         a0 = vmladavq_s8(vldrbq_gather_offset_s8(t, off), va);
@@ -268,9 +269,10 @@ CAPS_HL_INLINE void agree_tile(const hl_update *up, const int8_t *t, int32_t w, 
                                const int pair, const int carry,
                                const int fast)
 {
+    const uint8x16_t off2 = vaddq_n_u8(off, 2);
     int32_t c = 0;
     for (; c + 4 <= w; c += 4) {
-        update4(up, agree4(t, off, va, vb, pair), b, 0, 0, carry, fast);
+        update4(up, agree4(t, off, off2, va, vb, pair), b, 0, 0, carry, fast);
         t += 4;
         b += 4;
     }
@@ -299,6 +301,7 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
     const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)bk->md;
     const size_t lstep = (size_t)CAPS_HL_TILE * (size_t)n_out;
     const uint8x16_t off16 = tile_offsets((int32_t)CAPS_HL_TILE, dim, pair);
+    const uint8x16_t off16b = vaddq_n_u8(off16, 2);
     for (int32_t j = 0; j < n_out; ++j) {
         const int8_t *vj = v + (size_t)j * (size_t)dim;
         const int8x16_t va = vldrbq_z_s8(vj, vctp8q((uint32_t)dim));
@@ -309,8 +312,13 @@ CAPS_HL_INLINE void phase_a_gather(const hl_update *up, const hl_block *bk, cons
         const int8_t *t = bk->base + (size_t)j * (size_t)dim * CAPS_HL_TILE;
         int8_t *b = logits + (size_t)j * CAPS_HL_TILE;
         for (int32_t q = 0; q < full; ++q) {
+            const int8_t *tg = t;
+            int8_t *bg = b;
+            HL_UNROLL
             for (int32_t g = 0; g < 4; ++g) {
-                update4(&u, agree4(t + 4 * g, off16, va, vb, pair), b + 4 * g, 0, 0, carry, fast);
+                update4(&u, agree4(tg, off16, off16b, va, vb, pair), bg, 0, 0, carry, fast);
+                tg += 4;
+                bg += 4;
             }
             t += tstep;
             b += lstep;
@@ -504,6 +512,60 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int
     return vcmpcsq_n_u32(r, thr) & (tail ? p : 0xFFFFu);
 }
 
+/* softmax4 for four capsules of a full tile (row stride 16) and a
+ * constant n_out <= HL_EBUF: the same steps with post-indexed loads and
+ * stores (constant steps), exponentials of three rows at a time. */
+CAPS_HL_INLINE mve_pred16_t softmax4_full(const uint32_t *table, const int8_t *b, int16_t *c,
+                                          const int32_t n_out, uint32_t thr)
+{
+    uint32x4_t ebuf[HL_EBUF];
+    int32x4_t mx = vdupq_n_s32(-128);
+    const int8_t *bj = b;
+    HL_UNROLL
+    for (int32_t j = 0; j < n_out; ++j) {
+        int32x4_t x;
+        CAPS_HL_LDRB_S32_POST(x, bj, 16);
+        mx = vmaxq_s32(mx, x);
+    }
+    uint32x4_t hi = vdupq_n_u32(0), lo = vdupq_n_u32(0);
+    uint32_t *eb = (uint32_t *)(void *)ebuf;
+    bj = b;
+    for (int32_t j = 0; j < n_out; j += 3) {
+        uint32x4_t g = vdupq_n_u32(0);
+        HL_UNROLL
+        for (int32_t q = 0; q < 3; ++q) {
+            if (j + q < n_out) {
+                int32x4_t x;
+                CAPS_HL_LDRB_S32_POST(x, bj, 16);
+                const uint32x4_t e = vldrwq_gather_shifted_offset_u32(
+                    table, vreinterpretq_u32_s32(vsubq_s32(mx, x)));
+                CAPS_HL_STRW_POST(e, eb, 16);
+                g = vaddq_u32(g, e);
+            }
+        }
+        hi = vaddq_u32(hi, vshrq_n_u32(g, 16));
+        lo = vaddq_u32(lo, vmovlbq_u16(vreinterpretq_u16_u32(g)));
+    }
+    uint32_t h4[4], l4[4], r4[4];
+    vst1q_u32(h4, hi);
+    vst1q_u32(l4, lo);
+    for (int32_t l = 0; l < 4; ++l) {
+        r4[l] = hl_softmax_recip(h4[l], l4[l]);
+    }
+    const uint32x4_t r = vld1q_u32(r4);
+    const uint32_t *ec = (const uint32_t *)(const void *)ebuf;
+    HL_UNROLL
+    for (int32_t j = 0; j < n_out; ++j) {
+        uint32x4_t e;
+        CAPS_HL_LDRW_POST(e, ec, 16);
+        const int32x4_t h = vreinterpretq_s32_u32(vmulhq_u32(e, r));
+        const int32x4_t cq =
+            vreinterpretq_s32_s16(vqrshrnbq_n_s32(vreinterpretq_s16_u32(e), h, 15));
+        CAPS_HL_STRH_S32_POST(cq, c, 32);
+    }
+    return vcmpcsq_n_u32(r, thr);
+}
+
 /* The missing 1 * u_hat of capsule c of a tile (width w) whose largest
  * coupling is 2^15: the u_hat rows of every output capsule holding the
  * largest logit. */
@@ -535,7 +597,9 @@ CAPS_HL_INLINE void phase_b_n(const caps_hl_scratch *sc, const hl_block *bk,
         int16_t *ct = sc->cbuf + (size_t)k0 * (size_t)n_out;
         for (int32_t c = 0; c < w; c += 4) {
             mve_pred16_t full;
-            if (w == (int32_t)CAPS_HL_TILE) {
+            if (w == (int32_t)CAPS_HL_TILE && n_out <= HL_EBUF) {
+                full = softmax4_full(table, lt + c, ct + c, n_out, thr);
+            } else if (w == (int32_t)CAPS_HL_TILE) {
                 full = softmax4(table, lt + c, ct + c, (int32_t)CAPS_HL_TILE, n_out, thr, 0, 0);
             } else {
                 const mve_pred16_t p = vctp32q((uint32_t)(w - c));
