@@ -68,6 +68,14 @@ def _cases():
     out.append(cases.length_case(rng, 33, 5, scale=0.02, zp=-7))
     out.append(cases.length_case(rng, 9, 16, scale=1.0 / 128, zp=0))
     out.append(("length", zeros, q.length_params(0.5, 0)))
+    # D = 4 with capsule counts that leave 1..3 capsules for the predicated
+    # last step of the four-capsules-per-vector loops (Helium), and dims
+    # around the vector widths
+    for n_caps, dim, scale, zp in ((13, 4, 0.2, -5), (2, 4, 0.01, 127), (1027, 4, 0.05, 0),
+                                   (5, 3, 0.1, 1), (9, 8, 0.03, -2), (3, 17, 0.02, 4)):
+        out.append(cases.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
+        out.append(cases.length_case(rng, n_caps, dim, scale=scale, zp=zp))
     return out
 
 
@@ -140,6 +148,8 @@ CONFIGS = [
     ("cortex-m7", "cortex_m", ("CAPS_SCRATCH_OFFSET=2", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m33", "cortex_m", ("CAPS_SCRATCH_OFFSET=3",)),
     ("cortex-m55", "cortex_m", ("CAPS_SCRATCH_OFFSET=1",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=2",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=3", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m4", "portable", ()),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=2", "CAPS_SCRATCH_OFFSET=3")),
@@ -231,7 +241,7 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
              "-Wmissing-field-initializers", "-Wstrict-aliasing", "-Wno-unused-parameter",
              "-Wimplicit-function-declaration", "-std=c11", "-O2", "-c"]
     for target, backend in (("cortex-m7", "cortex_m"), ("cortex-m55", "cortex_m"),
-                            ("rv32imac", "riscv")):
+                            ("cortex-m55", "helium"), ("rv32imac", "riscv")):
         require_target(target)
         t = get_target(target)
         own = sorted((ops_sources() / "src" / backend).glob("*.c"))
