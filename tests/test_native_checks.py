@@ -24,7 +24,7 @@ import pytest
 
 from tflm_caps import native
 from tflm_caps.reference import quant as q
-from tflm_caps.reference import vectors as V
+from tflm_caps.baremetal import vectors as V
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = os.path.join(ROOT, "tflm_caps_ops")
