@@ -72,6 +72,7 @@ def test_committed_corpus_replays_clean_under_gcc_sanitizers(name, build_dir):
 def test_libfuzzer_harness_finds_nothing_in_a_short_run(name, build_dir, tmp_path):
     exe = _build(name, "fuzz", build_dir)
     result = fuzz.run(name, exe, tmp_path, seconds=SMOKE_SECONDS, seed=1)
+    print(result.summary())
     assert result.findings == 0, f"{result.summary()}\n{result.log[-8000:]}"
     # it really fuzzed: the corpus replayed and new inputs ran
     assert result.inputs >= 1000, result.summary()

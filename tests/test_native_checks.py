@@ -24,7 +24,9 @@ import pytest
 
 from tflm_caps import native
 from tflm_caps.reference import quant as q
-from tflm_caps.reference import vectors as V
+from tflm_caps.baremetal import vectors as V
+from tflm_caps.baremetal.build import HARNESS_DIR
+from support.toolchains import require_tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = os.path.join(ROOT, "tflm_caps_ops")
@@ -42,9 +44,9 @@ def _sources(backend):
 
 
 def _build(driver, backend, out):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
+    require_tools("gcc")
     cmd = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", *SANITIZE, "-I", INCLUDE,
+           "-I", str(HARNESS_DIR / "common"),
            *BACKENDS[backend], os.path.join(ROOT, "tests", "c", driver), *_sources(backend),
            "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)

@@ -119,13 +119,15 @@ def test_export_arena_below_the_measured_minimum(tmp_path, capsys):
     err = _user_error(["export", SEED, "--out", tmp_path / "a", "--arena-size", "112"], capsys,
                       "tiny8.tflite", "arena size 112 bytes", "--allow-small-arena")
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    # the need on a 32-bit MCU: host minimum less the 64-bit bookkeeping
     measured = int(err.split("below the ")[1].split(" bytes")[0])
     assert measured > 1000
     rc, out, _ = _cli(["export", SEED, "--out", tmp_path / "b", "--arena-size", "112",
                        "--allow-small-arena", "--json"], capsys)
     assert rc == 0
     report = json.loads(out)
-    assert report["arena_size"] == 112 and report["arena_measured"] == measured
+    assert report["arena_size"] == 112
+    assert report["arena_measured"] - report["arena_32bit_saving"] == measured
     rc, out, _ = _cli(["export", SEED, "--out", tmp_path / "c", "--arena-size",
                        str(measured), "--json"], capsys)
     assert rc == 0 and json.loads(out)["arena_size"] >= measured

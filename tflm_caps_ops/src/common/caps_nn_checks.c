@@ -43,8 +43,9 @@ caps_nn_status caps_class_caps_dims_check(const caps_class_caps_dims *dims)
      * predictions (the others are smaller) */
     const int64_t md = (int64_t)dims->n_out * dims->dim_out;
     if ((int64_t)dims->n_in * md * dims->dim_in > INT32_MAX ||
-        (int64_t)dims->n_in * dims->n_out > CAPS_NN_MAX_BUFFER / 4 ||
-        (int64_t)dims->n_in * md > CAPS_NN_MAX_BUFFER / 2 ||
+        /* the two large terms of the scratch: bounding them first keeps the
+         * layout's size_t sums from wrapping on a 32-bit target */
+        (int64_t)dims->n_in * dims->n_out + (int64_t)dims->n_in * md > CAPS_NN_MAX_BUFFER ||
         class_caps_bytes(dims, 1) > CAPS_NN_MAX_BUFFER) {
         return CAPS_NN_ARG_ERROR;
     }
