@@ -295,12 +295,14 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
         }
     }
     pc->mode = fast ? CAPS_HL_RQ_FAST : CAPS_HL_RQ_GENERAL;
-    if (fast && params->num_scales != 1 && dims->dim_out % 4 == 0 &&
+    if (fast && (params->num_scales == 1 ? pc->md % 4 == 0 : dims->dim_out % 4 == 0) &&
         pc->md / 4 <= CAPS_HL_PRED_TABLE_ROWS) {
+        /* every group of 4 rows within one output capsule (or one scale) */
         pc->mode = CAPS_HL_RQ_GROUPS;
         for (int32_t g = 0; g < pc->md / 4; ++g) {
-            pred->rq_mult[g] = params->multipliers[4 * g / dims->dim_out];
-            pred->rq_shift[g] = params->shifts[4 * g / dims->dim_out];
+            const int32_t j = params->num_scales == 1 ? 0 : 4 * g / dims->dim_out;
+            pred->rq_mult[g] = params->multipliers[j];
+            pred->rq_shift[g] = params->shifts[j];
         }
     } else if (fast && params->num_scales != 1 && dims->dim_out % 4 != 0 &&
                pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
@@ -318,6 +320,53 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
         pc->kind = pc->zp == 0 ? CAPS_HL_PRED_D8_S8 : CAPS_HL_PRED_D8;
     } else {
         pc->kind = CAPS_HL_PRED_ANY;
+    }
+}
+
+/* dim_in 4, zp 0, every group of 4 rows with table params (per-row
+ * vectors or per-group scalars): the published 4-D primary capsules, in a
+ * loop that keeps only what it needs live (a separate function, so the
+ * general paths' state does not crowd its registers). */
+CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *input,
+                                  const int8_t *weights, int8_t *out, int32_t n_in,
+                                  int32_t rstride, int32_t istride, const int rows)
+{
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)rstride);
+    const size_t ostep = 4 * (size_t)rstride;
+    const int32_t *const tm0 = pc->rq_mult;
+    const int32_t *const ts0 = pc->rq_shift;
+    const int32_t *const tm_end = tm0 + (rows ? pc->md : pc->md >> 2);
+    const int8_t *w = weights;
+    const mve_pred16_t p4 = vctp8q(4);
+    for (int32_t i = n_in; i > 0; --i) {
+        uint32_t carry = 0;
+        const int8x16_t p0 = vldrbq_z_s8(input, p4);
+        const int8x16_t p1 = vshlcq_s8(p0, &carry, 32);
+        const int8x16_t p2 = vshlcq_s8(p1, &carry, 32);
+        const int8x16_t p3 = vshlcq_s8(p2, &carry, 32);
+        input += 4;
+        const int32_t *tm = tm0;
+        const int32_t *ts = ts0;
+        int8_t *o = out;
+        out += istride;
+        do {
+            const int8x16_t w4 = caps_hl_load16(&w);
+            const int32_t a0 = vmladavq_s8(w4, p0);
+            const int32_t a2 = vmladavq_s8(w4, p2);
+            const int32_t a1 = vmladavq_s8(w4, p1);
+            const int32_t a3 = vmladavq_s8(w4, p3);
+            const int32x4_t acc = caps_hl_vec4(a0, a1, a2, a3);
+            int32x4_t r;
+            if (rows) {
+                r = caps_hl_requant_rs_v(acc, vld1q_s32(tm), vld1q_s32(ts));
+                tm += 4;
+                ts += 4;
+            } else {
+                r = caps_hl_requant_rs(acc, *tm++, *ts++);
+            }
+            vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
+            o += ostep;
+        } while (tm != tm_end);
     }
 }
 
@@ -341,6 +390,15 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
                      int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
 {
     const caps_hl_pred_core *pc = &pred->core;
+    if (pc->kind == CAPS_HL_PRED_D4_S8 && pc->md % 4 == 0 &&
+        (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
+        if (pc->mode == CAPS_HL_RQ_TABLE) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1);
+        } else {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0);
+        }
+        return;
+    }
     switch (pc->kind) {
     case CAPS_HL_PRED_D4:
         predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D4);
