@@ -56,6 +56,13 @@ def _cases():
         (rc, (7, 4, 10, 5), 3, True),
         (rc, (5, 8, 4, 8), 2, False),
         (rc, (6, 4, 3, 6), 3, True),
+        # more output capsules than the Helium softmax keeps in registers,
+        # over whole 16-capsule tiles; rows beyond the predictions' param
+        # tables (runs of 16, 8 and 5 rows)
+        (rc, (20, 3, 17, 2), 2, True),
+        (cc, (3, 4, 20, 16), 2, True),
+        (rc, (2, 8, 40, 8), 1, True),
+        (rc, (5, 4, 13, 5), 2, True),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)

@@ -215,7 +215,7 @@ enum {
                                of 4: one (scalar) params pair per group of 4 rows */
 };
 /* Rows of the per-row requantization table (a multiple of 4). */
-#define CAPS_HL_PRED_TABLE_ROWS 128
+#define CAPS_HL_PRED_TABLE_ROWS 64
 
 /* Prepared predictions of one layer: the scalars the loops use (copied
  * into locals per call) and the per-row requantization table. */

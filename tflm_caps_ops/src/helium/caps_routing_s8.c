@@ -416,7 +416,7 @@ CAPS_HL_INLINE uint32_t hl_softmax_recip(uint32_t hi, uint32_t lo)
 
 /* Exponentials of up to this many output capsules are kept (on the stack)
  * between the sum and the couplings; beyond, they are gathered again. */
-#define HL_EBUF 64
+#define HL_EBUF 16
 
 /* One exponential per lane: table[mx - b] for the logit row at *bp, *bp
  * advanced by the row stride. */
