@@ -63,6 +63,10 @@ def _cases():
         (cc, (3, 4, 20, 16), 2, True),
         (rc, (2, 8, 40, 8), 1, True),
         (rc, (5, 4, 13, 5), 2, True),
+        # couplings of exactly 2^15 inside whole tiles (one output capsule;
+        # two with logits far apart)
+        (rc, (18, 3, 1, 5), 2, True),
+        (rc, (32, 4, 2, 3), 3, True),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)

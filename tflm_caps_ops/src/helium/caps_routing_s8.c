@@ -586,29 +586,55 @@ static void full_coupling(int64_t *acc, const int8_t *t, const int8_t *b, int32_
 }
 
 /* Phase B over the tiles of one block (logits: the block's first). */
+/* The missing shares of the lanes of `full` (capsules c.. of a tile). */
+static CAPS_HL_NOINLINE void full_couplings(const caps_nn_routing_buffers *sc, const hl_block *bk,
+                                            int32_t k0, int32_t c, const int8_t *lt,
+                                            mve_pred16_t full, int32_t n_out, int32_t dim)
+{
+    const int32_t w = MIN32(bk->tw, bk->n - k0);
+    for (int32_t l = 0; l < 4; ++l, full >>= 4) {
+        if (full & 1u) {
+            full_coupling(sc->acc, tile_at(bk, k0) + c + l, lt + c + l, w, n_out, dim);
+        }
+    }
+}
+
 CAPS_HL_INLINE void phase_b_n(const caps_nn_routing_buffers *sc, const hl_block *bk,
                               const int8_t *logits, const int32_t n_out, int32_t dim,
                               uint32_t thr)
 {
     const uint32_t *table = sc->table;
-    for (int32_t k0 = 0; k0 < bk->n; k0 += bk->tw) {
+    int32_t k0 = 0;
+    if (bk->tw == (int32_t)CAPS_HL_TILE && n_out <= HL_EBUF) {
+        /* whole tiles: four groups of four capsules, constant steps */
+        const size_t tstep = (size_t)CAPS_HL_TILE * (size_t)n_out;
+        const int8_t *lt = logits;
+        int16_t *ct = sc->cbuf;
+        for (; k0 + (int32_t)CAPS_HL_TILE <= bk->n; k0 += (int32_t)CAPS_HL_TILE) {
+            for (int32_t c = 0; c < (int32_t)CAPS_HL_TILE; c += 4) {
+                const mve_pred16_t full = softmax4_full(table, lt + c, ct + c, n_out, thr);
+                if (full != 0) {
+                    full_couplings(sc, bk, k0, c, lt, full, n_out, dim);
+                }
+            }
+            lt += tstep;
+            ct += tstep;
+        }
+    }
+    for (; k0 < bk->n; k0 += bk->tw) {
         const int32_t w = MIN32(bk->tw, bk->n - k0);
         const int8_t *lt = logits + (size_t)k0 * (size_t)n_out;
         int16_t *ct = sc->cbuf + (size_t)k0 * (size_t)n_out;
         for (int32_t c = 0; c < w; c += 4) {
             mve_pred16_t full;
-            if (w == (int32_t)CAPS_HL_TILE && n_out <= HL_EBUF) {
-                full = softmax4_full(table, lt + c, ct + c, n_out, thr);
-            } else if (w == (int32_t)CAPS_HL_TILE) {
+            if (w == (int32_t)CAPS_HL_TILE) {
                 full = softmax4(table, lt + c, ct + c, (int32_t)CAPS_HL_TILE, n_out, thr, 0, 0);
             } else {
                 const mve_pred16_t p = vctp32q((uint32_t)(w - c));
                 full = softmax4(table, lt + c, ct + c, w, n_out, thr, p, 1);
             }
-            for (int32_t l = 0; l < 4 && full != 0; ++l, full >>= 4) {
-                if (full & 1u) {
-                    full_coupling(sc->acc, tile_at(bk, k0) + c + l, lt + c + l, w, n_out, dim);
-                }
+            if (full != 0) {
+                full_couplings(sc, bk, k0, c, lt, full, n_out, dim);
             }
         }
     }
