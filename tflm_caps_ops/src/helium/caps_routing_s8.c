@@ -142,28 +142,43 @@ static CAPS_HL_NOINLINE void sum_rows(const hl_block *bk, int64_t *acc)
     const size_t tstep = (size_t)bk->tw * (size_t)md;
     const int32_t full = bk->n / bk->tw;
     const int32_t rest = bk->n - full * bk->tw;
-    for (int32_t r = 0; r < md; ++r) {
+    int32_t r = 0;
+    if (bk->tw == (int32_t)CAPS_HL_TILE) {
+        /* four rows per visit of a tile (constant offsets) */
+        for (; r + 4 <= md; r += 4) {
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            const int8_t *t = bk->base + (size_t)r * CAPS_HL_TILE;
+            for (int32_t q = 0; q < full; ++q) {
+                s0 = vaddvaq_s8(s0, vldrbq_s8(t));
+                s1 = vaddvaq_s8(s1, vldrbq_s8(t + 16));
+                s2 = vaddvaq_s8(s2, vldrbq_s8(t + 32));
+                s3 = vaddvaq_s8(s3, vldrbq_s8(t + 48));
+                t += tstep;
+            }
+            acc[r] += s0;
+            acc[r + 1] += s1;
+            acc[r + 2] += s2;
+            acc[r + 3] += s3;
+        }
+    }
+    for (; r < md; ++r) {
         int32_t s = 0;
         const int8_t *t = bk->base + (size_t)r * (size_t)bk->tw;
-        if (bk->tw == (int32_t)CAPS_HL_TILE) {
-            for (int32_t q = 0; q < full; ++q) {
-                s = vaddvaq_s8(s, vldrbq_s8(t));
-                t += tstep;
-            }
-        } else {
-            const mve_pred16_t p = vctp8q((uint32_t)bk->tw);
-            for (int32_t q = 0; q < full; ++q) {
-                s = vaddvaq_p_s8(s, vldrbq_z_s8(t, p), p);
-                t += tstep;
-            }
-        }
-        if (rest > 0) {
-            /* the last tile is rest wide: its row r starts at r * rest */
-            const int8_t *tl = bk->base + (size_t)full * tstep + (size_t)r * (size_t)rest;
-            const mve_pred16_t p = vctp8q((uint32_t)rest);
-            s = vaddvaq_p_s8(s, vldrbq_z_s8(tl, p), p);
+        const mve_pred16_t p = vctp8q((uint32_t)bk->tw);
+        for (int32_t q = 0; q < full; ++q) {
+            s = vaddvaq_p_s8(s, vldrbq_z_s8(t, p), p);
+            t += tstep;
         }
         acc[r] += s;
+    }
+    if (rest > 0) {
+        /* the last tile is rest wide: its row r starts at r * rest */
+        const mve_pred16_t p = vctp8q((uint32_t)rest);
+        const int8_t *tl = bk->base + (size_t)full * tstep;
+        for (r = 0; r < md; ++r) {
+            acc[r] += vaddvaq_p_s8(0, vldrbq_z_s8(tl, p), p);
+            tl += rest;
+        }
     }
 }
 
