@@ -266,6 +266,89 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
             assert proc.returncode == 0, f"{target} {src.name}:\n{proc.stderr}"
 
 
+# caps_hl_softmax_recip (Helium: a double-precision division with an exact
+# integer fallback near ties) against the exact reciprocal of the contract:
+# random sums over the routing's whole range, sums whose quotient lies next
+# to a half (the fallback), and the ends of the range.
+HL_RECIP_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "caps_hl_internal.h"
+
+static uint64_t g_state = 0x9E3779B97F4A7C15ull;
+static uint64_t next64(void)
+{
+    g_state ^= g_state << 13;
+    g_state ^= g_state >> 7;
+    g_state ^= g_state << 17;
+    return g_state;
+}
+
+static uint32_t exact(uint64_t sum)
+{
+    const uint64_t q = caps_nn_softmax_recip(sum);
+    return q > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)q;
+}
+
+static long g_bad, g_near;
+
+static void check(uint64_t sum)
+{
+    const uint32_t got = caps_hl_softmax_recip((uint32_t)(sum >> 16), (uint32_t)(sum & 0xFFFFu));
+    if (got != exact(sum)) {
+        if (g_bad < 5) {
+            printf("MISMATCH sum=%llu got=%lu want=%lu\n", (unsigned long long)sum,
+                   (unsigned long)got, (unsigned long)exact(sum));
+        }
+        ++g_bad;
+    }
+    /* the quotient's fraction within 2^-19 of a half: the fallback */
+    const double x = 4611686018427387904.0 / (double)sum + 0.5;
+    const double f = x - (double)(uint32_t)x - 0.5;
+    g_near += (f > 0.5 - 0x1p-19 || f < -0.5 + 0x1p-19);
+}
+
+int main(void)
+{
+    const uint64_t ends[] = {1ull << 30, (1ull << 30) + 1, (1ull << 31) - 1, 1ull << 31,
+                             (1ull << 32) - 1, 1ull << 32, (1ull << 32) + 1, 3ull << 30,
+                             10ull << 30, (1ull << 41) - 1, 1ull << 40, 1023ull << 30};
+    for (unsigned k = 0; k < sizeof(ends) / sizeof(ends[0]); ++k) {
+        check(ends[k]);
+    }
+    for (long n = 0; n < 200000; ++n) {
+        const int bits = 30 + (int)(next64() % 11);               /* 2^30 .. 2^41 */
+        check((1ull << bits) + (next64() & ((1ull << bits) - 1)));
+    }
+    for (long n = 0; n < 100000; ++n) {
+        /* sum near 2^63 / (2q + 1): 2^62 / sum near q + 1/2 (within
+         * about q^2 / 2^62, so near a tie for the larger sums) */
+        const uint64_t q = (1ull << 21) + next64() % (3ull << 21);
+        const uint64_t s = (1ull << 63) / (2 * q + 1) + (next64() % 3);
+        if (s >= (1ull << 30)) {
+            check(s);
+        }
+    }
+    printf("RECIP bad=%ld near=%ld\n", g_bad, g_near);
+    return g_bad != 0;
+}
+"""
+
+
+def test_helium_softmax_reciprocal(tmp_path):
+    require("cortex-m55")
+    src = tmp_path / "hl_recip.c"
+    src.write_text(HL_RECIP_MAIN)
+    helium = mcu_build.OPS_DIR / "src" / "helium"
+    elf = mcu_build.build("cortex-m55", [src, helium / "caps_hl_math.c"], tmp_path / "recip.elf",
+                          include_dirs=[helium])
+    result = mcu_build.run("cortex-m55", elf, timeout=300)
+    (row,) = result.records("RECIP")
+    assert row["bad"] == 0, result.output[-2000:]
+    assert row["near"] > 1000  # the exact fallback really ran
+    assert result.returncode == 0
+
+
 def test_shapes_used_by_the_benchmark_are_the_published_ones():
     assert cases.SHAPES["costa2022-mnist"] == (1024, 4, 10, 6)
     assert cases.SHAPES["sabour2017-mnist"] == (1152, 8, 10, 16)

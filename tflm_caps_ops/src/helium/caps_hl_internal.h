@@ -98,6 +98,28 @@ CAPS_HL_INLINE int8x16_t caps_hl_sat8_interleave4(int32x4_t v0, int32x4_t v1, in
     return vqmovntq_s16(vqmovnbq_s16(vreinterpretq_s8_s16(even), even), odd);
 }
 
+/* caps_bm_softmax_recip(sum) = min(floor((2^62 + floor(sum/2)) / sum),
+ * 2^32 - 1) for sum = hi 2^16 + lo in [2^30, 2^53).  That quotient is
+ * floor(x + 1/2) with x = 2^62 / sum.  With a double-precision FPU (the
+ * Armv8.1-M cores have one): Q = x correctly rounded is within 2^-21 of x
+ * (x < 2^33), Q + 1/2 and its fraction f are exact in double, so
+ * floor(Q + 1/2) is the result whenever f is at least 2^-19 away from 0
+ * and 1; otherwise (rare; also the clamp, where the conversion saturates)
+ * the exact integer primitive decides. */
+CAPS_HL_INLINE uint32_t caps_hl_softmax_recip(uint32_t hi, uint32_t lo)
+{
+#if defined(__ARM_FP) && (__ARM_FP & 8)
+    const double x = 4611686018427387904.0 /* 2^62 */ / ((double)hi * 65536.0 + (double)lo);
+    const double t = x + 0.5;
+    const uint32_t q = (uint32_t)t; /* truncates (VCVT saturates) */
+    const double f = t - (double)q - 0.5; /* in [-1/2, 1/2) unless saturated */
+    if (__builtin_fabs(f) < 0.5 - 0x1p-19) {
+        return q;
+    }
+#endif
+    return caps_bm_softmax_recip(((uint64_t)hi << 16) + lo);
+}
+
 /* ---------------------------------------------------------------------
  * Four 4-D capsules, one per lane (squash and length of D = 4): element k
  * of capsule l is gathered from x + 4 l + k; y_k = x_k - zp; the squared

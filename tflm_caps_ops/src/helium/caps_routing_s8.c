@@ -407,28 +407,6 @@ static CAPS_HL_NOINLINE void phase_a(const hl_update *up, const hl_block *bk, co
     }
 }
 
-/* caps_bm_softmax_recip(sum) = min(floor((2^62 + floor(sum/2)) / sum),
- * 2^32 - 1) for sum = hi 2^16 + lo in [2^30, 2^53).  That quotient is
- * floor(x + 1/2) with x = 2^62 / sum.  With a double-precision FPU (the
- * Armv8.1-M cores have one): Q = x correctly rounded is within 2^-21 of x
- * (x < 2^33), Q + 1/2 and its fraction f are exact in double, so
- * floor(Q + 1/2) is the result whenever f is at least 2^-19 away from 0
- * and 1; otherwise (rare; also the clamp, where the conversion saturates)
- * the exact integer primitive decides. */
-CAPS_HL_INLINE uint32_t hl_softmax_recip(uint32_t hi, uint32_t lo)
-{
-#if defined(__ARM_FP) && (__ARM_FP & 8)
-    const double x = 4611686018427387904.0 /* 2^62 */ / ((double)hi * 65536.0 + (double)lo);
-    const double t = x + 0.5;
-    const uint32_t q = (uint32_t)t; /* truncates (VCVT saturates) */
-    const double f = t - (double)q - 0.5; /* in [-1/2, 1/2) unless saturated */
-    if (__builtin_fabs(f) < 0.5 - 0x1p-19) {
-        return q;
-    }
-#endif
-    return caps_bm_softmax_recip(((uint64_t)hi << 16) + lo);
-}
-
 /* Exponentials of up to this many output capsules are kept (on the stack)
  * between the sum and the couplings; beyond, they are gathered again. */
 #define HL_EBUF 16
@@ -449,7 +427,7 @@ CAPS_HL_INLINE uint32x4_t exp4(const uint32_t *table, int32x4_t mx, const int8_t
  * + j w; 16 in full tiles).  Capsules in lanes: the max over j (VMAX),
  * exponentials (gathers), their exact 64-bit sums as hi 2^16 + lo (three
  * exponentials, each <= 2^30, add without overflow in 32 bits before
- * being split), one reciprocal per capsule (hl_softmax_recip), couplings
+ * being split), one reciprocal per capsule (caps_hl_softmax_recip), couplings
  * in lanes (VMULH by the reciprocals, rounded and saturated narrowing
  * VQRSHRNB).  Returns the lanes whose largest coupling is exactly 2^15. */
 CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int16_t *c,
@@ -503,7 +481,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int
     vst1q_u32(h4, hi);
     vst1q_u32(l4, lo);
     for (int32_t l = 0; l < 4; ++l) {
-        r4[l] = hl_softmax_recip(h4[l], l4[l]);
+        r4[l] = caps_hl_softmax_recip(h4[l], l4[l]);
     }
     const uint32x4_t r = vld1q_u32(r4);
     eb = ebuf;
@@ -565,7 +543,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4_full(const uint32_t *table, const int8_t *b
     vst1q_u32(h4, hi);
     vst1q_u32(l4, lo);
     for (int32_t l = 0; l < 4; ++l) {
-        r4[l] = hl_softmax_recip(h4[l], l4[l]);
+        r4[l] = caps_hl_softmax_recip(h4[l], l4[l]);
     }
     const uint32x4_t r = vld1q_u32(r4);
     const uint32_t *ec = (const uint32_t *)(const void *)ebuf;
