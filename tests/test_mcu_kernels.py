@@ -67,6 +67,10 @@ def _cases():
         # two with logits far apart)
         (rc, (18, 3, 1, 5), 2, True),
         (rc, (32, 4, 2, 3), 3, True),
+        # the Helium 4-D predictions with one scale, and 6-D class capsules
+        # per pair of output capsules (two pairs)
+        (cc, (26, 4, 10, 6), 2, False),
+        (cc, (19, 4, 4, 6), 3, True),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
@@ -266,7 +270,7 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
             assert proc.returncode == 0, f"{target} {src.name}:\n{proc.stderr}"
 
 
-# caps_hl_softmax_recip (Helium: a double-precision division with an exact
+# caps_hl_softmax_recip4 (Helium: double-precision divisions with an exact
 # integer fallback near ties) against the exact reciprocal of the contract:
 # random sums over the routing's whole range, sums whose quotient lies next
 # to a half (the fallback), and the ends of the range.
@@ -291,21 +295,37 @@ static uint32_t exact(uint64_t sum)
 }
 
 static long g_bad, g_near;
+static uint64_t g_sums[4];
+static unsigned g_fill;
 
+/* four sums per call of the four-lane reciprocal */
 static void check(uint64_t sum)
 {
-    const uint32_t got = caps_hl_softmax_recip((uint32_t)(sum >> 16), (uint32_t)(sum & 0xFFFFu));
-    if (got != exact(sum)) {
-        if (g_bad < 5) {
-            printf("MISMATCH sum=%llu got=%lu want=%lu\n", (unsigned long long)sum,
-                   (unsigned long)got, (unsigned long)exact(sum));
-        }
-        ++g_bad;
+    g_sums[g_fill++] = sum;
+    if (g_fill < 4) {
+        return;
     }
-    /* the quotient's fraction within 2^-19 of a half: the fallback */
-    const double x = 4611686018427387904.0 / (double)sum + 0.5;
-    const double f = x - (double)(uint32_t)x - 0.5;
-    g_near += (f > 0.5 - 0x1p-19 || f < -0.5 + 0x1p-19);
+    g_fill = 0;
+    uint32_t h[4], l[4], r[4];
+    for (unsigned k = 0; k < 4; ++k) {
+        h[k] = (uint32_t)(g_sums[k] >> 16);
+        l[k] = (uint32_t)(g_sums[k] & 0xFFFFu);
+    }
+    caps_hl_softmax_recip4(h, l, r);
+    for (unsigned k = 0; k < 4; ++k) {
+        const uint64_t s = g_sums[k];
+        if (r[k] != exact(s)) {
+            if (g_bad < 5) {
+                printf("MISMATCH sum=%llu got=%lu want=%lu\n", (unsigned long long)s,
+                       (unsigned long)r[k], (unsigned long)exact(s));
+            }
+            ++g_bad;
+        }
+        /* the quotient's fraction within 2^-19 of a half: the fallback */
+        const double x = 4611686018427387904.0 / (double)s + 0.5;
+        const double f = x - (double)(uint32_t)x - 0.5;
+        g_near += (f > 0.5 - 0x1p-19 || f < -0.5 + 0x1p-19);
+    }
 }
 
 int main(void)
@@ -315,6 +335,7 @@ int main(void)
                              10ull << 30, (1ull << 41) - 1, 1ull << 40, 1023ull << 30};
     for (unsigned k = 0; k < sizeof(ends) / sizeof(ends[0]); ++k) {
         check(ends[k]);
+        check((1ull << 33) + k); /* other lanes beside the ends */
     }
     for (long n = 0; n < 200000; ++n) {
         const int bits = 30 + (int)(next64() % 11);               /* 2^30 .. 2^41 */
@@ -328,6 +349,9 @@ int main(void)
         if (s >= (1ull << 30)) {
             check(s);
         }
+    }
+    while (g_fill != 0) {
+        check(1ull << 31);
     }
     printf("RECIP bad=%ld near=%ld\n", g_bad, g_near);
     return g_bad != 0;

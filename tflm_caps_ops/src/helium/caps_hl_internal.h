@@ -98,26 +98,55 @@ CAPS_HL_INLINE int8x16_t caps_hl_sat8_interleave4(int32x4_t v0, int32x4_t v1, in
     return vqmovntq_s16(vqmovnbq_s16(vreinterpretq_s8_s16(even), even), odd);
 }
 
-/* caps_bm_softmax_recip(sum) = min(floor((2^62 + floor(sum/2)) / sum),
- * 2^32 - 1) for sum = hi 2^16 + lo in [2^30, 2^53).  That quotient is
- * floor(x + 1/2) with x = 2^62 / sum.  With a double-precision FPU (the
- * Armv8.1-M cores have one): Q = x correctly rounded is within 2^-21 of x
- * (x < 2^33), Q + 1/2 and its fraction f are exact in double, so
- * floor(Q + 1/2) is the result whenever f is at least 2^-19 away from 0
- * and 1; otherwise (rare; also the clamp, where the conversion saturates)
- * the exact integer primitive decides. */
-CAPS_HL_INLINE uint32_t caps_hl_softmax_recip(uint32_t hi, uint32_t lo)
+/* r[l] = caps_bm_softmax_recip(h[l] 2^16 + l[l]) = min(floor((2^62 +
+ * floor(sum/2)) / sum), 2^32 - 1) for four sums in [2^30, 2^53): that
+ * quotient is floor(x + 1/2) with x = 2^62 / sum.  With a double-precision
+ * FPU (the Armv8.1-M cores have one): sum is exact in double, X = x
+ * correctly rounded is within 2^-21 of x (x <= 2^32), VCVTA rounds X to
+ * the nearest integer Q (ties away; saturating) and X - Q is exact, so Q
+ * is the result whenever |X - Q| < 1/2 - 2^-19 (x then is not within
+ * 2^-20 of a half).  The four |X - Q| go through one max and one compare;
+ * otherwise (rare: a near tie, or the clamp at sum = 2^30 where Q
+ * saturates to 2^32 - 1 and |X - Q| = 1) the exact integer primitive
+ * decides all four. */
+#if defined(__ARM_FP) && (__ARM_FP & 8)
+CAPS_HL_INLINE double caps_hl_recip_lane(const uint32_t *h, const uint32_t *l, uint32_t *r,
+                                         double c62, double c16)
+{
+    float a, b;
+    double x, y;
+    __asm__("vldr %[a], %[hm]\n\t"
+            "vldr %[b], %[lm]\n\t"
+            "vcvt.f64.u32 %P[x], %[a]\n\t"
+            "vcvt.f64.u32 %P[y], %[b]\n\t"
+            "vfma.f64 %P[y], %P[x], %P[k]\n\t" /* hi 2^16 + lo, exact */
+            "vdiv.f64 %P[x], %P[c], %P[y]\n\t"
+            "vcvta.u32.f64 %[a], %P[x]\n\t"
+            "vcvt.f64.u32 %P[y], %[a]\n\t"
+            "vstr %[a], %[rm]\n\t"
+            "vsub.f64 %P[x], %P[x], %P[y]\n\t"
+            "vabs.f64 %P[x], %P[x]"
+            : [a] "=&t"(a), [b] "=&t"(b), [x] "=&w"(x), [y] "=&w"(y), [rm] "=Uv"(*r)
+            : [hm] "Uv"(*h), [lm] "Uv"(*l), [c] "w"(c62), [k] "w"(c16));
+    return x;
+}
+#endif
+
+CAPS_HL_INLINE void caps_hl_softmax_recip4(const uint32_t h[4], const uint32_t l[4], uint32_t r[4])
 {
 #if defined(__ARM_FP) && (__ARM_FP & 8)
-    const double x = 4611686018427387904.0 /* 2^62 */ / ((double)hi * 65536.0 + (double)lo);
-    const double t = x + 0.5;
-    const uint32_t q = (uint32_t)t; /* truncates (VCVT saturates) */
-    const double f = t - (double)q - 0.5; /* in [-1/2, 1/2) unless saturated */
-    if (__builtin_fabs(f) < 0.5 - 0x1p-19) {
-        return q;
+    const double c62 = 4611686018427387904.0, c16 = 65536.0;
+    const double f0 = caps_hl_recip_lane(h, l, r, c62, c16);
+    const double f1 = caps_hl_recip_lane(h + 1, l + 1, r + 1, c62, c16);
+    const double f2 = caps_hl_recip_lane(h + 2, l + 2, r + 2, c62, c16);
+    const double f3 = caps_hl_recip_lane(h + 3, l + 3, r + 3, c62, c16);
+    if (__builtin_fmax(__builtin_fmax(f0, f1), __builtin_fmax(f2, f3)) < 0.5 - 0x1p-19) {
+        return;
     }
 #endif
-    return caps_bm_softmax_recip(((uint64_t)hi << 16) + lo);
+    for (int32_t k = 0; k < 4; ++k) {
+        r[k] = caps_bm_softmax_recip(((uint64_t)h[k] << 16) + l[k]);
+    }
 }
 
 /* ---------------------------------------------------------------------
@@ -201,6 +230,10 @@ CAPS_HL_INLINE int8x16_t caps_hl_load16(const int8_t **p)
     __asm__("vldrw.u32 %q0, [%1], #" #step                                           \
             : "=w"(v), "+r"(p)                                                       \
             : "m"(*(const uint32_t(*)[4])(p)))
+#define CAPS_HL_LDRD_POST(a, b, p)                                                     \
+    __asm__("ldrd %0, %1, [%2], #8"                                                  \
+            : "=r"(a), "=r"(b), "+r"(p)                                              \
+            : "m"(*(const int32_t(*)[2])(p)))
 #define CAPS_HL_STRW_POST(v, p, step)                                                  \
     __asm__("vstrw.32 %q2, [%0], #" #step : "+r"(p), "=m"(*(uint32_t(*)[4])(p)) : "w"(v))
 #define CAPS_HL_STRH_S32_POST(v, p, step)                                              \
@@ -233,8 +266,11 @@ enum {
     CAPS_HL_RQ_FAST = 0,    /* every shift < 0, scalar params per run of rows */
     CAPS_HL_RQ_GENERAL = 1, /* some shift >= 0: the full requantization */
     CAPS_HL_RQ_TABLE = 2,   /* shifts < 0, per-capsule scales, per-row table */
-    CAPS_HL_RQ_GROUPS = 3   /* shifts < 0, per-capsule scales, dim_out a multiple
+    CAPS_HL_RQ_GROUPS = 3,  /* shifts < 0, per-capsule scales, dim_out a multiple
                                of 4: one (scalar) params pair per group of 4 rows */
+    CAPS_HL_RQ_PERIOD6 = 4  /* shifts < 0, per-capsule scales, dim_out 6, dim_in 4,
+                               zp 0: per 12 rows (two capsules), scalar params of
+                               the first and third groups, vectors of the second */
 };
 /* Rows of the per-row requantization table (a multiple of 4). */
 #define CAPS_HL_PRED_TABLE_ROWS 64
@@ -254,7 +290,8 @@ typedef struct {
     int32_t mode;   /* CAPS_HL_RQ_* */
     int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch) */
     const int32_t *rq_mult;  /* CAPS_HL_RQ_TABLE: per row, CAPS_HL_RQ_GROUPS: per
-                                group of 4 rows (the tables below) */
+                                group of 4 rows, CAPS_HL_RQ_PERIOD6: per 12 rows
+                                {m0, s0, m2, s2, m1[4], s1[4]} (the tables below) */
     const int32_t *rq_shift;
 } caps_hl_pred_core;
 

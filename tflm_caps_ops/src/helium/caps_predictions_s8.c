@@ -295,7 +295,25 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
         }
     }
     pc->mode = fast ? CAPS_HL_RQ_FAST : CAPS_HL_RQ_GENERAL;
-    if (fast && (params->num_scales == 1 ? pc->md % 4 == 0 : dims->dim_out % 4 == 0) &&
+    if (fast && params->num_scales != 1 && dims->dim_out == 6 && dims->dim_in == 4 &&
+        pc->zp == 0 && pc->md % 12 == 0 && pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
+        /* the published 6-D class capsules: of each three groups of 4 rows,
+         * the first and third lie in one output capsule (scalar params, the
+         * VQRDMLAH requantization), the second in two */
+        pc->mode = CAPS_HL_RQ_PERIOD6;
+        for (int32_t g = 0; g < pc->md / 12; ++g) {
+            int32_t *t = pred->rq_mult + 12 * g;
+            const int32_t j = 2 * g;
+            t[0] = params->multipliers[j];
+            t[1] = params->shifts[j];
+            t[2] = params->multipliers[j + 1];
+            t[3] = params->shifts[j + 1];
+            for (int32_t l = 0; l < 4; ++l) {
+                t[4 + l] = params->multipliers[j + l / 2];
+                t[8 + l] = params->shifts[j + l / 2];
+            }
+        }
+    } else if (fast && (params->num_scales == 1 ? pc->md % 4 == 0 : dims->dim_out % 4 == 0) &&
         pc->md / 4 <= CAPS_HL_PRED_TABLE_ROWS) {
         /* every group of 4 rows within one output capsule (or one scale) */
         pc->mode = CAPS_HL_RQ_GROUPS;
@@ -323,10 +341,24 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
     }
 }
 
-/* dim_in 4, zp 0, every group of 4 rows with table params (per-row
- * vectors or per-group scalars): the published 4-D primary capsules, in a
- * loop that keeps only what it needs live (a separate function, so the
- * general paths' state does not crowd its registers). */
+/* The dot products of the next four rows (16 weights at *w) of a
+ * capsule with dim_in 4 and zp 0 (patterns p0..p3, see make_patterns). */
+CAPS_HL_INLINE int32x4_t d4s8_rows4(const int8_t **w, int8x16_t p0, int8x16_t p1, int8x16_t p2,
+                                    int8x16_t p3)
+{
+    const int8x16_t w4 = caps_hl_load16(w);
+    const int32_t a0 = vmladavq_s8(w4, p0);
+    const int32_t a2 = vmladavq_s8(w4, p2);
+    const int32_t a1 = vmladavq_s8(w4, p1);
+    const int32_t a3 = vmladavq_s8(w4, p3);
+    return caps_hl_vec4(a0, a1, a2, a3);
+}
+
+/* dim_in 4, zp 0, params per group of 4 rows (rows 0: per group scalars,
+ * 1: per-row vectors, 2: CAPS_HL_RQ_PERIOD6, 3: one scale): the
+ * published 4-D primary capsules, in a loop that keeps only what it needs
+ * live (a separate function, so the general paths' state does not crowd
+ * its registers). */
 CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *input,
                                   const int8_t *weights, int8_t *out, int32_t n_in,
                                   int32_t rstride, int32_t istride, const int rows)
@@ -349,13 +381,38 @@ CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *inp
         const int32_t *ts = ts0;
         int8_t *o = out;
         out += istride;
+        if (rows == 2) {
+            do {
+                int32_t m, sh;
+                int32x4_t mv, sv;
+                CAPS_HL_LDRD_POST(m, sh, tm);
+                int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
+                o += ostep;
+                CAPS_HL_LDRD_POST(m, sh, tm);
+                const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3);
+                CAPS_HL_LDRW_POST(mv, tm, 16);
+                CAPS_HL_LDRW_POST(sv, tm, 16);
+                r = caps_hl_requant_rs_v(acc, mv, sv);
+                vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
+                o += ostep;
+                r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
+                o += ostep;
+            } while (tm != tm_end);
+            continue;
+        }
+        if (rows == 3) {
+            const int32_t m = pc->multipliers[0], sh = pc->shifts[0];
+            for (int32_t g = pc->md >> 2; g > 0; --g) {
+                const int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
+                o += ostep;
+            }
+            continue;
+        }
         do {
-            const int8x16_t w4 = caps_hl_load16(&w);
-            const int32_t a0 = vmladavq_s8(w4, p0);
-            const int32_t a2 = vmladavq_s8(w4, p2);
-            const int32_t a1 = vmladavq_s8(w4, p1);
-            const int32_t a3 = vmladavq_s8(w4, p3);
-            const int32x4_t acc = caps_hl_vec4(a0, a1, a2, a3);
+            const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3);
             int32x4_t r;
             if (rows) {
                 r = caps_hl_requant_rs_v(acc, vld1q_s32(tm), vld1q_s32(ts));
@@ -390,9 +447,15 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
                      int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
 {
     const caps_hl_pred_core *pc = &pred->core;
+    if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies CAPS_HL_PRED_D4_S8 */
+        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2);
+        return;
+    }
     if (pc->kind == CAPS_HL_PRED_D4_S8 && pc->md % 4 == 0 &&
         (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
-        if (pc->mode == CAPS_HL_RQ_TABLE) {
+        if (pc->num_scales == 1) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3);
+        } else if (pc->mode == CAPS_HL_RQ_TABLE) {
             d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1);
         } else {
             d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0);

@@ -427,7 +427,7 @@ CAPS_HL_INLINE uint32x4_t exp4(const uint32_t *table, int32x4_t mx, const int8_t
  * + j w; 16 in full tiles).  Capsules in lanes: the max over j (VMAX),
  * exponentials (gathers), their exact 64-bit sums as hi 2^16 + lo (three
  * exponentials, each <= 2^30, add without overflow in 32 bits before
- * being split), one reciprocal per capsule (caps_hl_softmax_recip), couplings
+ * being split), one reciprocal per capsule (caps_hl_softmax_recip4), couplings
  * in lanes (VMULH by the reciprocals, rounded and saturated narrowing
  * VQRSHRNB).  Returns the lanes whose largest coupling is exactly 2^15. */
 CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int16_t *c,
@@ -480,9 +480,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int
     uint32_t h4[4], l4[4], r4[4];
     vst1q_u32(h4, hi);
     vst1q_u32(l4, lo);
-    for (int32_t l = 0; l < 4; ++l) {
-        r4[l] = caps_hl_softmax_recip(h4[l], l4[l]);
-    }
+    caps_hl_softmax_recip4(h4, l4, r4);
     const uint32x4_t r = vld1q_u32(r4);
     eb = ebuf;
     bj = b;
@@ -507,24 +505,19 @@ CAPS_HL_INLINE mve_pred16_t softmax4(const uint32_t *table, const int8_t *b, int
 
 /* softmax4 for four capsules of a full tile (row stride 16) and a
  * constant n_out <= HL_EBUF: the same steps with post-indexed loads and
- * stores (constant steps), exponentials of three rows at a time. */
+ * stores (constant steps), the maxima given (mxb: the tile's, per
+ * capsule, see phase_b_n), exponentials of three rows at a time. */
 CAPS_HL_INLINE mve_pred16_t softmax4_full(const uint32_t *table, const int8_t *b, int16_t *c,
-                                          const int32_t n_out, uint32_t thr)
+                                          const int8_t *mxb, const int32_t n_out, uint32_t thr)
 {
     uint32x4_t ebuf[HL_EBUF];
-    int32x4_t mx = vdupq_n_s32(-128);
-    const int8_t *bj = b;
-    HL_UNROLL
-    for (int32_t j = 0; j < n_out; ++j) {
-        int32x4_t x;
-        CAPS_HL_LDRB_S32_POST(x, bj, 16);
-        mx = vmaxq_s32(mx, x);
-    }
+    const int32x4_t mx = vldrbq_s32(mxb);
     uint32x4_t hi = vdupq_n_u32(0), lo = vdupq_n_u32(0);
     uint32_t *eb = (uint32_t *)(void *)ebuf;
-    bj = b;
+    const int8_t *bj = b;
+    HL_UNROLL
     for (int32_t j = 0; j < n_out; j += 3) {
-        uint32x4_t g = vdupq_n_u32(0);
+        uint32x4_t g;
         HL_UNROLL
         for (int32_t q = 0; q < 3; ++q) {
             if (j + q < n_out) {
@@ -533,7 +526,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4_full(const uint32_t *table, const int8_t *b
                 const uint32x4_t e = vldrwq_gather_shifted_offset_u32(
                     table, vreinterpretq_u32_s32(vsubq_s32(mx, x)));
                 CAPS_HL_STRW_POST(e, eb, 16);
-                g = vaddq_u32(g, e);
+                g = q == 0 ? e : vaddq_u32(g, e);
             }
         }
         hi = vaddq_u32(hi, vshrq_n_u32(g, 16));
@@ -542,9 +535,7 @@ CAPS_HL_INLINE mve_pred16_t softmax4_full(const uint32_t *table, const int8_t *b
     uint32_t h4[4], l4[4], r4[4];
     vst1q_u32(h4, hi);
     vst1q_u32(l4, lo);
-    for (int32_t l = 0; l < 4; ++l) {
-        r4[l] = caps_hl_softmax_recip(h4[l], l4[l]);
-    }
+    caps_hl_softmax_recip4(h4, l4, r4);
     const uint32x4_t r = vld1q_u32(r4);
     const uint32_t *ec = (const uint32_t *)(const void *)ebuf;
     HL_UNROLL
@@ -604,8 +595,17 @@ CAPS_HL_INLINE void phase_b_n(const caps_nn_routing_buffers *sc, const hl_block 
         const int8_t *lt = logits;
         int16_t *ct = sc->cbuf;
         for (; k0 + (int32_t)CAPS_HL_TILE <= bk->n; k0 += (int32_t)CAPS_HL_TILE) {
+            /* the maxima of the tile's 16 capsules, one per byte lane */
+            int8_t mxb[CAPS_HL_TILE];
+            int8x16_t m = vldrbq_s8(lt);
+            HL_UNROLL
+            for (int32_t j = 1; j < n_out; ++j) {
+                m = vmaxq_s8(m, vldrbq_s8(lt + 16 * j));
+            }
+            vstrbq_s8(mxb, m);
             for (int32_t c = 0; c < (int32_t)CAPS_HL_TILE; c += 4) {
-                const mve_pred16_t full = softmax4_full(table, lt + c, ct + c, n_out, thr);
+                const mve_pred16_t full =
+                    softmax4_full(table, lt + c, ct + c, mxb + c, n_out, thr);
                 if (full != 0) {
                     full_couplings(sc, bk, k0, c, lt, full, n_out, dim);
                 }
