@@ -360,13 +360,13 @@ int main(void)
 
 
 def test_helium_softmax_reciprocal(tmp_path):
-    require("cortex-m55")
+    require_target("cortex-m55")
     src = tmp_path / "hl_recip.c"
     src.write_text(HL_RECIP_MAIN)
-    helium = mcu_build.OPS_DIR / "src" / "helium"
-    elf = mcu_build.build("cortex-m55", [src, helium / "caps_hl_math.c"], tmp_path / "recip.elf",
-                          include_dirs=[helium])
-    result = mcu_build.run("cortex-m55", elf, timeout=300)
+    src_dir = ops_sources() / "src"
+    elf = build.build("cortex-m55", [src, src_dir / "common" / "caps_nn_backend_math.c"],
+                          tmp_path / "recip.elf", include_dirs=[src_dir / "helium"])
+    result = qemu.run("cortex-m55", elf, timeout=300)
     (row,) = result.records("RECIP")
     assert row["bad"] == 0, result.output[-2000:]
     assert row["near"] > 1000  # the exact fallback really ran
