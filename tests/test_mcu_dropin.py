@@ -70,6 +70,16 @@ def make_show(tmp_path, **variables):
 @pytest.mark.parametrize("variables,backend", [
     ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m4+fp"}, "cortex_m"),
     ({"TARGET": "linux", "OPTIMIZED_KERNEL_DIR": "cmsis_nn"}, "cortex_m"),
+    # Helium cores, with and without CMSIS-NN, unless MVE is dropped
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55"}, "helium"),
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m85",
+      "OPTIMIZED_KERNEL_DIR": "cmsis_nn"}, "helium"),
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55+nomve.fp"}, "helium"),
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55+nomve",
+      "OPTIMIZED_KERNEL_DIR": "cmsis_nn"}, "cortex_m"),
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55+nodsp+nofp"}, "cortex_m"),
+    ({"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55",
+      "CAPS_NN_BACKEND": "cortex_m"}, "cortex_m"),
     ({"TARGET": "riscv32_generic"}, "riscv"),
     ({"TARGET": "linux"}, "portable"),
     ({"TARGET": "cortex_m_generic", "CAPS_NN_BACKEND": "portable"}, "portable"),
@@ -92,7 +102,7 @@ def test_make_fragment_options_and_errors(tmp_path):
     assert rc == 0 and "-DCAPS_NN_NUM_CORES=8" in out["CCFLAGS"] and "-DCAPS_NN_PULP" in out["CCFLAGS"]
     assert not any("CMSIS_NN" in f for f in out["CCFLAGS"])
     rc, err = make_show(tmp_path, CAPS_NN_BACKEND="avx")
-    assert rc != 0 and "CAPS_NN_BACKEND must be portable, cortex_m or riscv" in err
+    assert rc != 0 and "CAPS_NN_BACKEND must be portable, cortex_m, helium or riscv" in err
 
 
 @pytest.mark.parametrize("variables", [
@@ -112,6 +122,7 @@ def test_make_fragment_refuses_the_removed_cmsis_nn_route(tmp_path, variables):
 
 @pytest.mark.parametrize("target,variables", [
     ("cortex-m7", {"TARGET": "cortex_m_generic"}),
+    ("cortex-m55", {"TARGET": "cortex_m_generic", "TARGET_ARCH": "cortex-m55"}),
     ("rv32imac", {"TARGET": "riscv32_generic", "CAPS_NN_NUM_CORES": 8}),
 ])
 def test_make_selected_sources_compile_with_tflm_warning_flags(tmp_path, target, variables):
@@ -132,6 +143,7 @@ def test_make_selected_sources_compile_with_tflm_warning_flags(tmp_path, target,
 
 @pytest.mark.parametrize("target,processor,backend", [
     ("cortex-m7", "cortex-m7", "cortex_m"),
+    ("cortex-m55", "cortex-m55", "helium"),
     ("rv32imac", "riscv32", "riscv"),
 ])
 def test_cmake_builds_kernel_library_for_target(tmp_path, target, processor, backend):
@@ -166,7 +178,7 @@ def test_cmake_rejects_bad_backend(tmp_path):
     cfg = subprocess.run(["cmake", "-S", str(OPS), "-B", str(tmp_path / "b"),
                           "-DCAPS_NN_BACKEND=avx"], capture_output=True, text=True)
     assert cfg.returncode != 0
-    assert "CAPS_NN_BACKEND must be portable, cortex_m or riscv" in cfg.stdout + cfg.stderr
+    assert "CAPS_NN_BACKEND must be portable, cortex_m, helium or riscv" in cfg.stdout + cfg.stderr
 
 
 def test_cmake_refuses_the_removed_cmsis_nn_route(tmp_path):

@@ -56,6 +56,21 @@ def _cases():
         (rc, (7, 4, 10, 5), 3, True),
         (rc, (5, 8, 4, 8), 2, False),
         (rc, (6, 4, 3, 6), 3, True),
+        # more output capsules than the Helium softmax keeps in registers,
+        # over whole 16-capsule tiles; rows beyond the predictions' param
+        # tables (runs of 16, 8 and 5 rows)
+        (rc, (20, 3, 17, 2), 2, True),
+        (cc, (3, 4, 20, 16), 2, True),
+        (rc, (2, 8, 40, 8), 1, True),
+        (rc, (5, 4, 13, 5), 2, True),
+        # couplings of exactly 2^15 inside whole tiles (one output capsule;
+        # two with logits far apart)
+        (rc, (18, 3, 1, 5), 2, True),
+        (rc, (32, 4, 2, 3), 3, True),
+        # the Helium 4-D predictions with one scale, and 6-D class capsules
+        # per pair of output capsules (two pairs)
+        (cc, (26, 4, 10, 6), 2, False),
+        (cc, (19, 4, 4, 6), 3, True),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
@@ -68,6 +83,14 @@ def _cases():
     out.append(cases.length_case(rng, 33, 5, scale=0.02, zp=-7))
     out.append(cases.length_case(rng, 9, 16, scale=1.0 / 128, zp=0))
     out.append(("length", zeros, q.length_params(0.5, 0)))
+    # D = 4 with capsule counts that leave 1..3 capsules for the predicated
+    # last step of the four-capsules-per-vector loops (Helium), and dims
+    # around the vector widths
+    for n_caps, dim, scale, zp in ((13, 4, 0.2, -5), (2, 4, 0.01, 127), (1027, 4, 0.05, 0),
+                                   (5, 3, 0.1, 1), (9, 8, 0.03, -2), (3, 17, 0.02, 4)):
+        out.append(cases.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
+        out.append(cases.length_case(rng, n_caps, dim, scale=scale, zp=zp))
     return out
 
 
@@ -140,6 +163,8 @@ CONFIGS = [
     ("cortex-m7", "cortex_m", ("CAPS_SCRATCH_OFFSET=2", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m33", "cortex_m", ("CAPS_SCRATCH_OFFSET=3",)),
     ("cortex-m55", "cortex_m", ("CAPS_SCRATCH_OFFSET=1",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=2",)),
+    ("cortex-m55", "helium", ("CAPS_SCRATCH_OFFSET=3", "CAPS_EXTRA_BLOCK_SCRATCH=1")),
     ("cortex-m4", "portable", ()),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
     ("rv32imac", "riscv", ("CAPS_NN_NUM_CORES=2", "CAPS_SCRATCH_OFFSET=3")),
@@ -231,7 +256,7 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
              "-Wmissing-field-initializers", "-Wstrict-aliasing", "-Wno-unused-parameter",
              "-Wimplicit-function-declaration", "-std=c11", "-O2", "-c"]
     for target, backend in (("cortex-m7", "cortex_m"), ("cortex-m55", "cortex_m"),
-                            ("rv32imac", "riscv")):
+                            ("cortex-m55", "helium"), ("rv32imac", "riscv")):
         require_target(target)
         t = get_target(target)
         own = sorted((ops_sources() / "src" / backend).glob("*.c"))
@@ -243,6 +268,109 @@ def test_backends_compile_warning_free_with_tflm_flags(tmp_path):
             cmd.insert(1, "-mthumb" if t.arch == "arm" else "--specs=picolibc.specs")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             assert proc.returncode == 0, f"{target} {src.name}:\n{proc.stderr}"
+
+
+# caps_hl_softmax_recip4 (Helium: double-precision divisions with an exact
+# integer fallback near ties) against the exact reciprocal of the contract:
+# random sums over the routing's whole range, sums whose quotient lies next
+# to a half (the fallback), and the ends of the range.
+HL_RECIP_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "caps_hl_internal.h"
+
+static uint64_t g_state = 0x9E3779B97F4A7C15ull;
+static uint64_t next64(void)
+{
+    g_state ^= g_state << 13;
+    g_state ^= g_state >> 7;
+    g_state ^= g_state << 17;
+    return g_state;
+}
+
+static uint32_t exact(uint64_t sum)
+{
+    const uint64_t q = caps_nn_softmax_recip(sum);
+    return q > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)q;
+}
+
+static long g_bad, g_near;
+static uint64_t g_sums[4];
+static unsigned g_fill;
+
+/* four sums per call of the four-lane reciprocal */
+static void check(uint64_t sum)
+{
+    g_sums[g_fill++] = sum;
+    if (g_fill < 4) {
+        return;
+    }
+    g_fill = 0;
+    uint32_t h[4], l[4], r[4];
+    for (unsigned k = 0; k < 4; ++k) {
+        h[k] = (uint32_t)(g_sums[k] >> 16);
+        l[k] = (uint32_t)(g_sums[k] & 0xFFFFu);
+    }
+    caps_hl_softmax_recip4(h, l, r);
+    for (unsigned k = 0; k < 4; ++k) {
+        const uint64_t s = g_sums[k];
+        if (r[k] != exact(s)) {
+            if (g_bad < 5) {
+                printf("MISMATCH sum=%llu got=%lu want=%lu\n", (unsigned long long)s,
+                       (unsigned long)r[k], (unsigned long)exact(s));
+            }
+            ++g_bad;
+        }
+        /* the quotient's fraction within 2^-19 of a half: the fallback */
+        const double x = 4611686018427387904.0 / (double)s + 0.5;
+        const double f = x - (double)(uint32_t)x - 0.5;
+        g_near += (f > 0.5 - 0x1p-19 || f < -0.5 + 0x1p-19);
+    }
+}
+
+int main(void)
+{
+    const uint64_t ends[] = {1ull << 30, (1ull << 30) + 1, (1ull << 31) - 1, 1ull << 31,
+                             (1ull << 32) - 1, 1ull << 32, (1ull << 32) + 1, 3ull << 30,
+                             10ull << 30, (1ull << 41) - 1, 1ull << 40, 1023ull << 30};
+    for (unsigned k = 0; k < sizeof(ends) / sizeof(ends[0]); ++k) {
+        check(ends[k]);
+        check((1ull << 33) + k); /* other lanes beside the ends */
+    }
+    for (long n = 0; n < 200000; ++n) {
+        const int bits = 30 + (int)(next64() % 11);               /* 2^30 .. 2^41 */
+        check((1ull << bits) + (next64() & ((1ull << bits) - 1)));
+    }
+    for (long n = 0; n < 100000; ++n) {
+        /* sum near 2^63 / (2q + 1): 2^62 / sum near q + 1/2 (within
+         * about q^2 / 2^62, so near a tie for the larger sums) */
+        const uint64_t q = (1ull << 21) + next64() % (3ull << 21);
+        const uint64_t s = (1ull << 63) / (2 * q + 1) + (next64() % 3);
+        if (s >= (1ull << 30)) {
+            check(s);
+        }
+    }
+    while (g_fill != 0) {
+        check(1ull << 31);
+    }
+    printf("RECIP bad=%ld near=%ld\n", g_bad, g_near);
+    return g_bad != 0;
+}
+"""
+
+
+def test_helium_softmax_reciprocal(tmp_path):
+    require_target("cortex-m55")
+    src = tmp_path / "hl_recip.c"
+    src.write_text(HL_RECIP_MAIN)
+    src_dir = ops_sources() / "src"
+    elf = build.build("cortex-m55", [src, src_dir / "common" / "caps_nn_backend_math.c"],
+                          tmp_path / "recip.elf", include_dirs=[src_dir / "helium"])
+    result = qemu.run("cortex-m55", elf, timeout=300)
+    (row,) = result.records("RECIP")
+    assert row["bad"] == 0, result.output[-2000:]
+    assert row["near"] > 1000  # the exact fallback really ran
+    assert result.returncode == 0
 
 
 def test_shapes_used_by_the_benchmark_are_the_published_ones():

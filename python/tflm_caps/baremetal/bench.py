@@ -7,11 +7,15 @@ portable C build with the optimized backends:
 
 - Cortex-M7 (mps2-an500, -O2 -mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard;
   SysTick ticks of 40 instructions): portable vs the cortex_m backend;
+- Cortex-M55 (mps3-an547, -O2 -mcpu=cortex-m55 -mfloat-abi=hard; SysTick
+  ticks of 31.25 instructions): the scalar cortex_m backend vs helium (MVE);
 - RV32IMAC (QEMU virt, minstret, exact): the riscv backend on 1 core and on
   8 emulated cluster cores (busiest-core critical path from the per-core
   counters).
 
-Every call is also checked bit for bit against the numpy reference.  Each
+Every call is also checked bit for bit against the numpy reference, and the
+SysTick rate of each Arm board is calibrated first against a loop of a known
+instruction count (reported as instructions per tick).  Each
 kernel gets exactly the scratch caps_*_get_buffer_size reports (what TFLM
 firmware gets); the squash gets its gain table, filled outside the timed
 call as TFLM Prepare does, and is also timed without one.
@@ -29,15 +33,24 @@ from tflm_caps.baremetal.build import KERNEL_VECTORS_MAIN, build, kernel_sources
 from tflm_caps.baremetal.targets import counts_to_instructions, get_target, missing_tools
 
 # Published int8 CapsNet kernels (Costa et al. 2022 on Cortex-M7), and the
-# goals of this project for the same layers with stored predictions.
+# goals of this project for the same layers with stored predictions, per
+# optimized configuration.
 PUBLISHED = {"costa2022-mnist": 9.0e6, "sabour2017-mnist": 23.9e6, "squash 1024x4": 133e3}
 GOALS = {"costa2022-mnist": 2.0e6, "sabour2017-mnist": 6.0e6, "squash 1024x4": 30e3}
+GOALS_BY_CONFIG = {
+    "m7-cortex_m": GOALS,
+    "m55-helium": {"costa2022-mnist": 0.6e6, "sabour2017-mnist": 1.6e6, "squash 1024x4": 12e3},
+}
+# The configuration each optimized one is compared with (>= 2x fewer).
+BASELINE = {"m7-cortex_m": "m7-portable", "m55-helium": "m55-cortex_m"}
 RISCV_CORES = 8
 
 # name, target, backend, kernel defines
 CONFIGS = [
     ("m7-portable", "cortex-m7", "portable", ()),
     ("m7-cortex_m", "cortex-m7", "cortex_m", ()),
+    ("m55-cortex_m", "cortex-m55", "cortex_m", ()),
+    ("m55-helium", "cortex-m55", "helium", ()),
     ("rv32-riscv-1core", "rv32imac", "riscv", ("CAPS_NN_NUM_CORES=1",)),
     ("rv32-riscv-8core", "rv32imac", "riscv",
      (f"CAPS_NN_NUM_CORES={RISCV_CORES}", "CAPS_NN_RISCV_PROFILE")),
@@ -46,6 +59,8 @@ CONFIG_NAMES = tuple(c[0] for c in CONFIGS)
 
 NOTES = {"cortex-m7": "mps2-an500, -O2 -mcpu=cortex-m7 -mfpu=fpv5-d16 -mfloat-abi=hard, "
                       "SysTick under -icount shift=0 (40 instructions per tick)",
+         "cortex-m55": "mps3-an547, -O2 -mcpu=cortex-m55 -mfloat-abi=hard, "
+                       "SysTick under -icount shift=0 (31.25 instructions per tick)",
          "rv32imac": "QEMU virt, -O2 -march=rv32imac, minstret (exact); cluster cores "
                      "emulated one after the other"}
 
@@ -73,6 +88,48 @@ def shape_text(case):
         return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{case[3].routing.routings}"
     x = np.asarray(case[1])
     return f"{x.shape[0]}x{x.shape[1]}D"
+
+
+# A counted loop of exactly 2 instructions per iteration between two counter
+# reads (the same program the harness tests use).
+CALIBRATION_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "mcu_harness.h"
+int main(void)
+{
+    uint32_t n = CALIBRATION_LOOPS;
+    mcu_counter_start();
+    const uint64_t a = mcu_counter_read();
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    const uint64_t b = mcu_counter_read();
+    printf("CALIBRATION counts=%llu\n", (unsigned long long)(b - a));
+    return 0;
+}
+"""
+CALIBRATION_LOOPS = 2_000_000
+
+
+def calibrate(target, tmp, cache, timeout):
+    """Instructions per raw counter unit, measured on `target` (Arm: a
+    SysTick tick) with a loop of 2 * CALIBRATION_LOOPS instructions; raises
+    McuError if it differs from the board clock the targets assume."""
+    t = get_target(target)
+    src = Path(tmp) / f"calibrate_{target}.c"
+    src.write_text(CALIBRATION_MAIN)
+    elf = Path(tmp) / f"calibrate_{target}.elf"
+    build(target, [src], elf, defines=[f"CALIBRATION_LOOPS={CALIBRATION_LOOPS}"],
+          cache_dir=cache)
+    result = qemu.run(target, elf, timeout=timeout)
+    records = result.records("CALIBRATION")
+    if result.returncode != 0 or len(records) != 1:
+        raise McuError(f"{target}: calibration run failed (exit {result.returncode}):\n"
+                       f"{result.output[-3000:]}")
+    per_count = 2 * CALIBRATION_LOOPS / records[0]["counts"]
+    if abs(per_count - t.instructions_per_count) > 0.01 * t.instructions_per_count:
+        raise McuError(f"{target}: the counter advances once per {per_count:.3f} instructions, "
+                       f"not {t.instructions_per_count:g} as the target assumes")
+    return round(per_count, 3)
 
 
 def run_config(config, header_dir, calls, labels, cache, timeout):
@@ -119,18 +176,19 @@ def goal_checks(rows):
     def check(desc, value, limit, ok):
         checks.append({"check": desc, "value": value, "limit": limit, "ok": bool(ok)})
 
-    for layer, goal in GOALS.items():
-        kernel = "squash" if layer.startswith("squash") else "class_caps_store"
-        port = by.get(("m7-portable", layer, kernel))
-        opt = by.get(("m7-cortex_m", layer, kernel))
-        if opt is None:
-            continue
-        check(f"m7-cortex_m {layer} {kernel} <= {goal / 1e6:g} M instructions",
-              opt["instructions"], goal, opt["instructions"] <= goal)
-        if port is not None:
-            ratio = port["instructions"] / opt["instructions"]
-            check(f"m7-cortex_m {layer} {kernel}: >= 2x fewer than portable",
-                  round(ratio, 2), 2.0, ratio >= 2.0)
+    for cfg, goals in GOALS_BY_CONFIG.items():
+        for layer, goal in goals.items():
+            kernel = "squash" if layer.startswith("squash") else "class_caps_store"
+            opt = by.get((cfg, layer, kernel))
+            if opt is None:
+                continue
+            check(f"{cfg} {layer} {kernel} <= {goal / 1e6:g} M instructions",
+                  opt["instructions"], goal, opt["instructions"] <= goal)
+            base = by.get((BASELINE[cfg], layer, kernel))
+            if base is not None:
+                ratio = base["instructions"] / opt["instructions"]
+                check(f"{cfg} {layer} {kernel}: >= 2x fewer than {BASELINE[cfg]}",
+                      round(ratio, 2), 2.0, ratio >= 2.0)
     for layer in GOALS:
         kernels = (["squash"] if layer.startswith("squash")
                    else ["class_caps_store", "class_caps_recompute"])
@@ -177,12 +235,17 @@ def print_table(report, file=sys.stdout):
               f"(limit {c['limit']:,})", file=file)
     print("\nPublished int8 CapsNet kernels on Cortex-M7 (Costa et al. 2022): "
           + ", ".join(f"{k} {v / 1e6:g} M" for k, v in PUBLISHED.items()), file=file)
+    calibration = report.get("instructions_per_tick")
+    if calibration:
+        print("SysTick, measured against a counted loop (-icount shift=0): "
+              + ", ".join(f"{k} {v:g} instructions per tick" for k, v in calibration.items())
+              + "; counts are instructions, not cycles", file=file)
 
 
 def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
     """Build, run and check every configuration named in `configs` (default:
     all of CONFIG_NAMES); returns the report {rows, checks, published,
-    seconds, notes}.  Raises ValueError for an unknown configuration and
+    seconds, instructions_per_tick, notes}.  Raises ValueError for an unknown configuration and
     McuError when a toolchain is missing or a run fails."""
     unknown = [c for c in configs or () if c not in CONFIG_NAMES]
     if unknown:
@@ -206,9 +269,14 @@ def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
         for call in calls:
             call["shape"] = shape_text(bench_cases[call["case"]])
         cache = header_dir / "objcache"
+        calibration = {}
         with progress_bar(selected, desc="bench", unit="config", enabled=progress) as bar:
             for config in bar:
                 bar.set_postfix_str(config[0])
+                target = config[1]
+                if target not in calibration and get_target(target).arch == "arm":
+                    calibration[target] = calibrate(target, tmp, cache, timeout)
                 rows += run_config(config, header_dir, calls, labels, cache, timeout)
     return {"rows": rows, "checks": goal_checks(rows), "published": PUBLISHED,
-            "seconds": round(time.time() - t0, 1), "notes": NOTES}
+            "seconds": round(time.time() - t0, 1), "instructions_per_tick": calibration,
+            "notes": NOTES}

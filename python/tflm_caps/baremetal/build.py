@@ -32,7 +32,7 @@ HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 # vectors.write_header() blob, counts each call's instructions.
 KERNEL_VECTORS_MAIN = HARNESS_DIR / "kernel_vectors_main.c"
 
-BACKENDS = ("portable", "cortex_m", "riscv")
+BACKENDS = ("portable", "cortex_m", "helium", "riscv")
 
 
 def kernel_sources(backend):
@@ -77,12 +77,16 @@ def _link_flags(target):
     code_origin, code_size = target.code
     ram_origin, ram_size = target.ram
     if target.arch == "arm":
-        return ["-Wl,--gc-sections", "-nostartfiles",
-                f"-T{HARNESS_DIR / 'cortex_m' / 'cortex_m.ld'}",
-                f"-Wl,--defsym=__code_origin={code_origin:#x}",
-                f"-Wl,--defsym=__code_size={code_size:#x}",
-                f"-Wl,--defsym=__ram_origin={ram_origin:#x}",
-                f"-Wl,--defsym=__ram_size={ram_size:#x}"]
+        flags = ["-Wl,--gc-sections", "-nostartfiles",
+                 f"-T{HARNESS_DIR / 'cortex_m' / 'cortex_m.ld'}",
+                 f"-Wl,--defsym=__code_origin={code_origin:#x}",
+                 f"-Wl,--defsym=__code_size={code_size:#x}",
+                 f"-Wl,--defsym=__ram_origin={ram_origin:#x}",
+                 f"-Wl,--defsym=__ram_size={ram_size:#x}"]
+        if target.const:
+            flags += [f"-Wl,--defsym=__const_origin={target.const[0]:#x}",
+                      f"-Wl,--defsym=__const_size={target.const[1]:#x}"]
+        return flags
     return ["-Wl,--gc-sections",
             f"-Wl,--defsym=__flash={code_origin:#x}",
             f"-Wl,--defsym=__flash_size={code_size:#x}",

@@ -22,6 +22,7 @@ class Target:
     clock_hz: int        # SysTick processor clock (Arm); unused on RISC-V
     backend: str         # optimized backend for this core
     note: str = ""
+    const: tuple = None  # (origin, size) of the constants, if not after the code
 
     @property
     def instructions_per_count(self):
@@ -62,8 +63,9 @@ TARGETS = {
     "cortex-m55": Target(
         "cortex-m55", "arm", "mps3-an547",
         ("-mcpu=cortex-m55", "-mfloat-abi=hard"),
-        (0x00000000, 512 * 1024), (0x20000000, 512 * 1024), 32_000_000, "cortex_m",
-        "MPS3 AN547, ITCM + DTCM, 32 MHz SysTick clock"),
+        (0x00000000, 512 * 1024), (0x21000000, 4 * _MB), 32_000_000, "helium",
+        "MPS3 AN547, code in ITCM, data in SRAM, constants in DDR, 32 MHz SysTick clock",
+        (0x60000000, 16 * _MB)),
     "rv32imac": Target(
         "rv32imac", "riscv", "virt",
         ("-march=rv32imac", "-mabi=ilp32", "-misa-spec=2.2"),

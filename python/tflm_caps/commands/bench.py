@@ -8,9 +8,10 @@ from tflm_caps.commands import options
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "bench", help="instruction counts of the kernels on emulated Cortex-M7 and RISC-V",
+        "bench", help="instruction counts of the kernels on emulated Cortex-M7/M55 and RISC-V",
         description="Build the kernels bare-metal for Cortex-M7 (portable vs Cortex-M "
-                    "backend) and RV32IMAC (RISC-V backend, 1 and 8 cores), run them under "
+                    "backend), Cortex-M55 (scalar Cortex-M vs Helium backend) and RV32IMAC "
+                    "(RISC-V backend, 1 and 8 cores), run them under "
                     "QEMU with exact instruction counting on the costa2022-mnist and "
                     "sabour2017-mnist class-capsule layers and a 1024x4D squash, check every "
                     "output against the numpy reference, and print a table and the "
