@@ -36,8 +36,10 @@ def _log(msg):
     print(f"[pruning] {msg}", file=sys.stderr, flush=True)
 
 
-def measure(model, ds, progress):
-    """Convert, run in TFLM, compare with the numpy reference and with Keras."""
+def measure(model, ds, progress, tflite_path=None):
+    """Convert, run in TFLM, compare with the numpy reference and with Keras.
+
+    ``tflite_path``: also write the converted int8 model there."""
     from tflm_caps.converter import convert_detailed
     from tflm_caps.converter.kernels import run_model
     from tflm_caps.pruning import model_cost
@@ -47,6 +49,9 @@ def measure(model, ds, progress):
     conv = convert_detailed(model, ds.calibration_subset(CALIBRATION_SAMPLES, seed=0),
                             num_samples=CALIBRATION_SAMPLES, metadata="auto",
                             progress=progress)
+    if tflite_path:
+        with open(tflite_path, "wb") as fh:
+            fh.write(conv.model)
     runner = TFLMRunner(conv.model)
     scale, zp = runner.info.input_tensors()[0].quantization
     raw_tflm = runner.predict(q.quantize(ds.x_test, scale, zp), dequantize=False)
@@ -133,6 +138,8 @@ def main(argv=None):
                     help="also keep this fraction of the channels of conv1 (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None, help="save the pruned .keras models here")
+    ap.add_argument("--tflite-dir", default=None,
+                    help="save the converted int8 .tflite models here")
     ap.add_argument("--json", help="write the rows as JSON")
     ap.add_argument("--png", help="write the plot")
     ap.add_argument("--no-progress", action="store_true")
@@ -163,16 +170,22 @@ def main(argv=None):
                        keep_channels=args.keep_channels if f > 0 else None, steps=args.steps,
                        finetune_epochs=args.finetune_epochs, seed=args.seed,
                        progress=progress)
+        suffix = f"-ch{round(100 * args.keep_channels)}" if args.keep_channels and f else ""
+        stem = f"{MODEL}-pruned{round(100 * f)}{suffix}"
         if args.workdir:
             os.makedirs(args.workdir, exist_ok=True)
-            suffix = f"-ch{round(100 * args.keep_channels)}" if args.keep_channels and f else ""
-            result.model.save(os.path.join(
-                args.workdir, f"{MODEL}-pruned{round(100 * f)}{suffix}.keras"))
+            result.model.save(os.path.join(args.workdir, stem + ".keras"))
+        tflite_path = None
+        if args.tflite_dir:
+            os.makedirs(args.tflite_dir, exist_ok=True)
+            tflite_path = os.path.join(args.tflite_dir, stem + ".tflite")
         _log("converting, running in TFLM, checking against the numpy reference")
         row = {"fraction_pruned": f, "kept_types": result.kept["types"],
                "conv1_channels": len(result.kept["conv1"]),
                "validation_accuracy": result.after["validation_accuracy"],
-               **measure(result.model, ds, progress)}
+               **measure(result.model, ds, progress, tflite_path)}
+        if tflite_path:
+            row["tflite"] = os.path.basename(tflite_path)
         rows.append(row)
         _log(json.dumps({k: v for k, v in row.items() if k != "kept_types"}))
 
