@@ -106,7 +106,8 @@ def test_model_report_shapes_macs_and_counts(cli_report, tiny_tflite):
 
 def test_class_caps_count_equals_the_kernel_bench_path(cli_report, tiny_tflite, tmp_path):
     """The same ClassCaps call built and run the way `tflm-caps bench` runs
-    its kernel cases gives the count the model report shows."""
+    its kernel cases, alone in its image, gives the count the model report
+    shows."""
     _, _, ops = bench_model.analyze(tiny_tflite.read_bytes(), seed=0)
     cop = next(o for o in ops if o.op == C.CLASS_CAPS)
     _, u, W, params, _ = cop.case
@@ -117,8 +118,11 @@ def test_class_caps_count_equals_the_kernel_bench_path(cli_report, tiny_tflite, 
     rows = bench.run_config(config, tmp_path, calls, ["tiny class caps"], tmp_path / "cache",
                             600.0)
     report_op = next(o for o in cli_report["capsule_ops"] if o["op"] == C.CLASS_CAPS)
-    assert rows[0]["kernel"] == "class_caps_store"
-    assert rows[0]["instructions"] == report_op["instructions"]["m7-cortex_m"] > 0
+    assert rows[0]["kernel"] == "class_caps_store" and rows[0]["instructions"] > 0
+    # equal up to the counter's resolution (a SysTick tick of 40 instructions:
+    # where the call starts within a tick depends on what ran before it)
+    assert rows[0]["resolution"] == 40.0
+    assert abs(rows[0]["instructions"] - report_op["instructions"]["m7-cortex_m"]) <= 40
 
 
 def test_table_output(cli_report, capsys):
