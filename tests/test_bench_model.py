@@ -167,6 +167,22 @@ def test_squash_chain_feeds_class_caps(tiny_tflite):
     assert np.array_equal(cc.case[1], ref.squash_s8(x, sp))
 
 
+def test_image_gives_the_model_activations(tiny_tflite, bundled_data):
+    """With an image, each capsule op gets the input TFLM computed for it:
+    the Squash's input is the primary convolution's int8 output (not the
+    seed's random bytes), and ClassCaps sees TFLM's Squash output, which is
+    the reference's squash of it."""
+    data = tiny_tflite.read_bytes()
+    image = bundled_data.x_test[:1]
+    _, _, ops = bench_model.analyze(data, image=image)
+    _, _, rand = bench_model.analyze(data, seed=0)
+    squash, cc = ops[0], ops[1]
+    assert not np.array_equal(squash.case[1], rand[0].case[1])
+    assert np.array_equal(cc.case[1], ref.squash_s8(squash.case[1], squash.case[2]))
+    with pytest.raises(bench_model.BenchModelError, match="the model takes"):
+        bench_model.analyze(data, image=bundled_data.x_test[:2])
+
+
 def test_unemulatable_ops_are_listed_with_a_reason(tiny_tflite):
     """A capsule op kind without a kernel case and a squash whose gain table
     does not fit are listed with their reason, never dropped; the arena of a

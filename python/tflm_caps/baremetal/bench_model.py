@@ -9,6 +9,10 @@ harness checks every output bit for bit against the numpy reference).  The
 op's input is random int8 from ``seed`` when a builtin (or the graph input)
 produces it, and the reference output of the capsule op before it
 otherwise (ClassCaps then sees unit-length capsules, as in the model).
+Given an image, every capsule op gets its real input instead: the model
+runs in the TFLM host interpreter and its tensors are read back.  The
+routing's instruction count depends on the data, so use an image for the
+numbers of a trained model.
 
 Also reported: MACs of every builtin layer (``tflite.summary.op_macs``:
 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED; other builtins None), the
@@ -116,7 +120,8 @@ def _int8_input(t, op):
 def _capsule_case(info, op, rng, produced):
     """(case, kernel, repeat, options) of one capsule op; ValueError with the
     reason when it cannot be emulated.  ``produced``: tensor index -> int8
-    array of the capsule ops already seen (their reference outputs)."""
+    array (the model's activations, or the reference outputs of the capsule
+    ops already seen)."""
     from tflm_caps.converter import options as caps_options
     from tflm_caps.reference import int8 as ref
     from tflm_caps.reference import quant as q
@@ -128,6 +133,9 @@ def _capsule_case(info, op, rng, produced):
     scale, zp = _int8_input(x_t, op)
     opts = caps_options.decode(op.op_name, op.custom_options)
     x = produced.get(op.inputs[0])
+    if x is not None and x.shape != tuple(x_t.shape):
+        raise ValueError(f"input {x_t.name!r}: activation of shape {list(x.shape)}, tensor "
+                         f"shape {list(x_t.shape)}")
     if x is None:
         x = rng.integers(-128, 128, size=x_t.shape).astype(np.int8)
     batch, n, dim = (int(d) for d in x_t.shape)
@@ -175,23 +183,43 @@ def _capsule_case(info, op, rng, produced):
         case = ("class_caps", x[0], W, params, flags)
         out = np.stack([ref.class_caps_s8(x[b], W, params) for b in range(batch)])
         repeat = batch  # the glue calls the kernel once per batch item
-    produced[op.outputs[0]] = np.asarray(out, np.int8)
+    produced.setdefault(op.outputs[0], np.asarray(out, np.int8))
     return case, kernel, repeat, opts
 
 
-def analyze(data, what="model", seed=0):
+def model_activations(data, image, what="model"):
+    """{tensor index: int8 array} of every non-constant tensor after one
+    inference of ``image`` (one model batch, float in the model's input
+    range or already in the input's type) in the TFLM host interpreter.
+    BenchModelError when the image does not fit the model's input."""
+    from tflm_caps.runtime import TFLMRunner
+
+    runner = TFLMRunner(data, preserve_all_tensors=True)
+    (t_in,) = runner.info.input_tensors()
+    image = np.asarray(image)
+    if image.shape != tuple(t_in.shape):
+        raise BenchModelError(f"{what}: input image of shape {list(image.shape)}, the model "
+                              f"takes {list(t_in.shape)}")
+    runner.predict(image, dequantize=False)
+    return {t.index: runner.tensor(t.index).reshape(t.shape)
+            for t in runner.info.tensors if not t.is_constant and t.type_name == "int8"}
+
+
+def analyze(data, what="model", seed=0, image=None):
     """Layers and capsule ops of a .tflite (bytes), without emulating.
 
-    Returns ``(info, layers, capsule_ops)``: ``layers`` one dict per
-    operator in execution order (index, op, kind, input/output shapes,
-    MACs), ``capsule_ops`` a CapsuleOp per custom op (emulatable or with
-    its reason).  Raises ModelFormatError for a malformed file."""
+    ``image``: one model batch whose activations feed the capsule ops
+    (default: random int8 inputs from ``seed``).  Returns ``(info, layers,
+    capsule_ops)``: ``layers`` one dict per operator in execution order
+    (index, op, kind, input/output shapes, MACs), ``capsule_ops`` a
+    CapsuleOp per custom op (emulatable or with its reason).  Raises
+    ModelFormatError for a malformed file."""
     from tflm_caps.tflite import check_model
     from tflm_caps.tflite.summary import op_macs
 
     info = check_model(bytes(data), what)
     rng = np.random.default_rng(seed)
-    produced = {}
+    produced = {} if image is None else model_activations(data, image, what)
     layers, capsule_ops = [], []
     for op in info.operators:
         shapes = [list(info.tensors[i].shape) for i in op.inputs if i >= 0]
@@ -262,9 +290,9 @@ def emulate(capsule_ops, configs=DEFAULT_CONFIGS, timeout=600.0, progress=True,
 
 
 def run(model, configs=DEFAULT_CONFIGS, seed=0, timeout=600.0, progress=True, arena=True,
-        cache_dir=None):
+        cache_dir=None, image=None):
     """Benchmark a converted model (path or bytes): the report dict of
-    ``tflm-caps bench MODEL.tflite --json``.
+    ``tflm-caps bench MODEL.tflite --json``.  ``image``: see ``analyze``.
 
     Raises BenchModelError (missing file, not a .tflite), ModelFormatError
     (malformed), ValueError (unknown configuration) and McuError (missing
@@ -278,10 +306,11 @@ def run(model, configs=DEFAULT_CONFIGS, seed=0, timeout=600.0, progress=True, ar
         data, name = bytes(model), "model"
     else:
         data, name = read_model(model), os.fspath(model)
-    info, layers, capsule_ops = analyze(data, name, seed)
+    info, layers, capsule_ops = analyze(data, name, seed, image)
     rows, calibration = emulate(capsule_ops, configs, timeout, progress, cache_dir)
 
     report = {"model": name, "model_bytes": len(data), "seed": seed,
+              "inputs": "random int8" if image is None else "model activations of an image",
               "configs": [{"name": c[0], "target": c[1], "backend": c[2]}
                           for c in CONFIGS if c[0] in configs],
               "layers": layers}

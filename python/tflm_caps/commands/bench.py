@@ -36,6 +36,11 @@ def add_parser(subparsers):
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="subset of the configurations, e.g. m7-cortex_m (default: all; with "
                         "MODEL: m7-cortex_m m55-helium; an unknown name lists them)")
+    p.add_argument("--data", default=None, metavar="SOURCE",
+                   help="with MODEL: run it in the TFLM host interpreter on the first test "
+                        "image of this data source (e.g. bundled) and give each capsule op its "
+                        "real input; the routing's count depends on the data (default: random "
+                        "int8 inputs from --seed)")
     p.add_argument("--timeout", type=float, default=600.0, help="per emulator run (s)")
     p.set_defaults(func=run)
     return p
@@ -54,6 +59,8 @@ def run(args):
     options.check_report_path(args.report)
     if args.model is not None:
         return run_model(args)
+    if args.data is not None:
+        raise CliError("--data applies to a MODEL")
 
     try:
         report = bench.run(args.configs, quick=args.quick, seed=args.seed,
@@ -77,6 +84,17 @@ def _write(report, args):
         print(text)
 
 
+def _first_test_image(source, model_bytes, name):
+    """The first model batch of the test split of ``source``."""
+    from tflm_caps import data as caps_data
+    from tflm_caps.tflite import check_model
+
+    shape = check_model(model_bytes, name).input_tensors()[0].shape
+    ds = caps_data.load(source)
+    batch = int(shape[0]) if shape else 1
+    return ds.x_test[:batch]
+
+
 def run_model(args):
     from tflm_caps.baremetal import McuError, bench_model
     from tflm_caps.commands.errors import CliError
@@ -85,9 +103,13 @@ def run_model(args):
         raise CliError("--quick selects the kernel benchmark's layers; it does not apply "
                        "to a MODEL")
     try:
+        image = None
+        if args.data is not None:
+            data = bench_model.read_model(args.model)
+            image = _first_test_image(args.data, data, args.model)
         report = bench_model.run(args.model, configs=args.configs or bench_model.DEFAULT_CONFIGS,
                                  seed=args.seed, timeout=args.timeout,
-                                 progress=options.show_progress(args))
+                                 progress=options.show_progress(args), image=image)
     except (bench_model.BenchModelError, McuError) as exc:
         raise CliError(str(exc)) from None
     _write(report, args)
