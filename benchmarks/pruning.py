@@ -91,7 +91,7 @@ MCU_CONFIGS = ("m7-cortex_m", "m55-helium")
 
 def mcu_bench(tflite_bytes, image, progress):
     """Per-op instructions and convolution MACs of a converted model
-    (``tflm-caps bench MODEL.tflite`` on the first held-out image)."""
+    (``tflm-caps bench MODEL.tflite --input-data bundled``)."""
     from tflm_caps.baremetal import bench_model
 
     rep = bench_model.run(tflite_bytes, configs=MCU_CONFIGS, image=image, arena=False,

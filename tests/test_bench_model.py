@@ -258,3 +258,9 @@ def test_missing_toolchain_and_option_errors(tiny_tflite, monkeypatch, capsys):
     assert code == 2 and "--quick" in err
     code, _, err = _run_cli(["bench", str(tiny_tflite), "--configs", "m9-nothing"], capsys)
     assert code == 2 and "unknown configuration 'm9-nothing'" in err
+    code, _, err = _run_cli(["bench", "--input-data", "bundled"], capsys)
+    assert code == 2 and "--input-data applies to a MODEL" in err
+    # 8x8 digits do not fit the 28x28 model: one line, before any emulation
+    code, _, err = _run_cli(["bench", str(tiny_tflite), "--input-data", "digits"], capsys)
+    assert code == 2 and "the model takes [1, 28, 28, 1]" in err
+    assert len(err.strip().splitlines()) == 1

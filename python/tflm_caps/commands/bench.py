@@ -36,7 +36,7 @@ def add_parser(subparsers):
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="subset of the configurations, e.g. m7-cortex_m (default: all; with "
                         "MODEL: m7-cortex_m m55-helium; an unknown name lists them)")
-    p.add_argument("--data", default=None, metavar="SOURCE",
+    p.add_argument("--input-data", default=None, metavar="SOURCE",
                    help="with MODEL: run it in the TFLM host interpreter on the first test "
                         "image of this data source (e.g. bundled) and give each capsule op its "
                         "real input; the routing's count depends on the data (default: random "
@@ -59,8 +59,8 @@ def run(args):
     options.check_report_path(args.report)
     if args.model is not None:
         return run_model(args)
-    if args.data is not None:
-        raise CliError("--data applies to a MODEL")
+    if args.input_data is not None:
+        raise CliError("--input-data applies to a MODEL")
 
     try:
         report = bench.run(args.configs, quick=args.quick, seed=args.seed,
@@ -104,9 +104,9 @@ def run_model(args):
                        "to a MODEL")
     try:
         image = None
-        if args.data is not None:
+        if args.input_data is not None:
             data = bench_model.read_model(args.model)
-            image = _first_test_image(args.data, data, args.model)
+            image = _first_test_image(args.input_data, data, args.model)
         report = bench_model.run(args.model, configs=args.configs or bench_model.DEFAULT_CONFIGS,
                                  seed=args.seed, timeout=args.timeout,
                                  progress=options.show_progress(args), image=image)
