@@ -112,7 +112,9 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     f = np.array([100 * r["fraction_pruned"] for r in rows])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    mcu = all("mcu" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if mcu else 2, figsize=(16 if mcu else 11, 4.2))
+    ax1, ax2 = axes[0], axes[-1]
     ax1.plot(f, [100 * r["float_accuracy"] for r in rows], "o-", label="Keras float")
     ax1.plot(f, [100 * r["int8_accuracy"] for r in rows], "s--", label="TFLM int8")
     base = rows[0]["float_accuracy"]
@@ -124,20 +126,32 @@ def plot(rows, path):
     ax1.set_ylabel("held-out accuracy (%)")
     ax1.set_title("costa2022-mnist, bundled MNIST (1,000 held-out)")
     ax1.legend(fontsize=8)
+    if mcu:
+        ax = axes[1]
+        for config, label, style in (("m7-cortex_m", "ClassCaps, Cortex-M7 instructions", "s-"),
+                                     ("m55-helium", "ClassCaps, Cortex-M55 (Helium) instr.",
+                                      "^-")):
+            ax.plot(f, [r["mcu"]["capsule_instructions"]["ClassCaps"][config] / 1e6
+                        for r in rows], style, label=label)
+        ax.plot(f, [r["mcu"]["tflite_conv_macs"][-1] / 1e6 for r in rows], "d--",
+                label="primary-capsule conv MACs")
+        ax.plot(f, [r["mcu"]["tflite_conv_macs"][0] / 1e6 for r in rows], "o--",
+                label="conv1 MACs")
+        ax.set_xlabel("primary capsule types removed (%)")
+        ax.set_ylabel("millions")
+        ax.set_ylim(bottom=0)
+        ax.set_title("compute: emulated instructions (QEMU), MACs")
+        ax.legend(fontsize=8)
     for key, label in (("macs", "MACs"), ("int8_tflite_bytes", "int8 .tflite bytes"),
                        ("arena_bytes", "tensor arena")):
         ax2.plot(f, [r[key] / rows[0][key] for r in rows], "o-", label=label)
-    if all("mcu" in r for r in rows):
-        for config, label, style in (("m7-cortex_m", "class caps, M7 instructions", "s--"),
-                                     ("m55-helium", "class caps, M55 instructions", "^--")):
-            vals = [r["mcu"]["capsule_instructions"]["ClassCaps"][config] for r in rows]
-            ax2.plot(f, [v / vals[0] for v in vals], style, label=label)
-        conv = [r["mcu"]["tflite_conv_macs"][-1] for r in rows]
-        ax2.plot(f, [v / conv[0] for v in conv], "d:", label="primary conv MACs")
+    if mcu:
+        vals = [r["mcu"]["capsule_total"]["m7-cortex_m"] for r in rows]
+        ax2.plot(f, [v / vals[0] for v in vals], "s--", label="capsule ops, M7 instructions")
     ax2.set_xlabel("primary capsule types removed (%)")
     ax2.set_ylabel("relative to unpruned")
     ax2.set_ylim(0, 1.05)
-    ax2.set_title("cost")
+    ax2.set_title("cost relative to the unpruned model")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
