@@ -71,6 +71,7 @@ def _cases():
         # per pair of output capsules (two pairs)
         (cc, (26, 4, 10, 6), 2, False),
         (cc, (19, 4, 4, 6), 3, True),
+        (cc, (7, 4, 4, 6), 3, False),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
