@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from support.model_builder import (TensorSpec, class_caps_model, class_caps_options,
+                                   length_model, single_op_model, squash_model)
 from tflm_caps.reference import quant as q
-from tflm_caps.runtime.model_builder import (TensorSpec, class_caps_model, class_caps_options,
-                                             length_model, single_op_model, squash_model)
 
 
 def _class_caps_parts():

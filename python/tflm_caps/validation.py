@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-CAPSULE_OPS = ("TFLMCaps_Squash", "TFLMCaps_ClassCaps", "TFLMCaps_Length")
+from tflm_caps import ops_contract as C
 
 
 def sqnr_db(reference, test):
@@ -59,23 +59,16 @@ def _weights_float(tensor):
     return raw * scale
 
 
-def _options(op):
-    from flatbuffers import flexbuffers
-    try:
-        return flexbuffers.GetRoot(op.custom_options).Value if op.custom_options else {}
-    except Exception:  # options were accepted by the op; decoding here is informational
-        return {}
-
-
 def _op_reference(info, op, deq_inputs):
     """Float reference of one capsule op on its dequantized int8 inputs."""
+    from tflm_caps.converter import options
     from tflm_caps.reference import float_ref
 
-    if op.op_name == "TFLMCaps_Squash":
+    if op.op_name == C.SQUASH:
         return float_ref.squash(deq_inputs[0])
-    if op.op_name == "TFLMCaps_Length":
+    if op.op_name == C.LENGTH:
         return float_ref.length(deq_inputs[0])
-    routings = int(_options(op).get("num_routing", 3))
+    routings = int(options.decode(op.op_name, op.custom_options)[C.OPT_NUM_ROUTING])
     w = _weights_float(info.tensors[op.inputs[1]])
     return float_ref.class_caps_float(deq_inputs[0], w, routings, return_intermediates=False)
 
@@ -165,7 +158,7 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
     if tuple(tflm_input.shape[1:]) != input_shape:
         raise ValueError(f"{int8_name} takes inputs of shape {list(tflm_input.shape[1:])}, the "
                          f"Keras model {list(input_shape)}: not the same model")
-    caps_ops = [op for op in info.operators if op.op_name in CAPSULE_OPS]
+    caps_ops = [op for op in info.operators if op.op_name in C.CUSTOM_OPS]
     needed = sorted({i for op in caps_ops for i in (op.inputs[:1] + op.outputs)} |
                     set(info.outputs))
     raw = runner.intermediates(x, needed, progress=progress)
@@ -322,7 +315,7 @@ def plot(report, path):
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = [f"{layer['name']}\n({layer['op'].replace('TFLMCaps_', '')})"
+    names = [f"{layer['name']}\n({layer['op'].replace(C.OP_PREFIX, '')})"
              for layer in report["layers"]]
     pos = np.arange(len(names))
     cum = [layer.get("sqnr_db") or 0.0 for layer in report["layers"]]

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from tflm_caps import ops_contract as C
 from tflm_caps.converter.errors import ConversionError
 
 
@@ -125,8 +126,8 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
     supported = (L.PrimaryCaps, L.Squash, L.ClassCaps, L.Length)
     training_only = (L.Mask, L.Decoder)
     class_caps, custom_ops = [], []
-    op_of = {L.PrimaryCaps: composites.SQUASH, L.Squash: composites.SQUASH,
-             L.ClassCaps: composites.CLASS_CAPS, L.Length: composites.LENGTH}
+    op_of = {L.PrimaryCaps: C.SQUASH, L.Squash: C.SQUASH, L.ClassCaps: C.CLASS_CAPS,
+             L.Length: C.LENGTH}
     for node, op in order:
         if isinstance(op, training_only):
             raise ConversionError(
@@ -138,6 +139,10 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
                 raise ConversionError(f"layer {op.name!r} (Squash): only axis=-1 (capsule "
                                       f"dimension) is supported, got axis={op.axis}")
             if isinstance(op, L.ClassCaps):
+                if not C.MIN_ROUTINGS <= op.routings <= C.MAX_ROUTINGS:
+                    raise ConversionError(
+                        f"layer {op.name!r} (ClassCaps): routings={op.routings}, the int8 "
+                        f"kernels run {C.MIN_ROUTINGS} to {C.MAX_ROUTINGS} routing iterations")
                 class_caps.append(ClassCapsInfo(op.name, int(op.routings),
                                                 np.asarray(op.W.numpy(), np.float32)))
             continue

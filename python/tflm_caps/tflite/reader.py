@@ -1,4 +1,4 @@
-"""Structural check of a ``.tflite`` flatbuffer before TFLM sees it.
+"""Bounds-checked reader of ``.tflite`` flatbuffers: the check TFLM needs.
 
 TFLM trusts the flatbuffer: a truncated or corrupt model makes the native
 interpreter read out of bounds and crash the Python process.  This module
@@ -10,7 +10,8 @@ the offending table or tensor.
 
 The result, :class:`ModelInfo`, is a light description of the graph (tensor
 shapes, dtypes, quantization, operators and their custom options) used by
-the runner and the validation.
+the runner, the validation and :func:`tflm_caps.tflite.summarize`.  Reading
+needs neither TensorFlow nor the schema module (but for builtin op names).
 """
 import struct
 from dataclasses import dataclass, field
@@ -18,27 +19,22 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-FILE_IDENTIFIER = b"TFL3"
-SCHEMA_VERSION = 3
-BUILTIN_CUSTOM = 32
-
-# TFLite TensorType -> numpy dtype (types whose element size is fixed).
-TENSOR_TYPES = {
-    0: np.dtype(np.float32), 1: np.dtype(np.float16), 2: np.dtype(np.int32),
-    3: np.dtype(np.uint8), 4: np.dtype(np.int64), 6: np.dtype(np.bool_),
-    7: np.dtype(np.int16), 9: np.dtype(np.int8), 10: np.dtype(np.float64),
-    12: np.dtype(np.uint64), 15: np.dtype(np.uint32), 16: np.dtype(np.uint16),
-}
-TENSOR_TYPE_NAMES = {
-    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
-    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
-    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
-    19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
-}
+from tflm_caps.tflite.tables import (BUILTIN_CUSTOM, FILE_IDENTIFIER, NUMPY_DTYPES,
+                                     SCHEMA_VERSION, TENSOR_TYPE_NAMES, builtin_name, type_name)
 
 
 class ModelFormatError(ValueError):
     """The bytes are not a well-formed .tflite model."""
+
+
+def check_identifier(data, what="model"):
+    """ModelFormatError unless ``data`` starts like a TFLite flatbuffer ('TFL3' at byte 4)."""
+    n = len(data)
+    if n < 8:
+        raise ModelFormatError(f"{what}: {n} bytes is too short to be a .tflite model")
+    if bytes(data[4:8]) != FILE_IDENTIFIER:
+        raise ModelFormatError(f"{what}: not a .tflite model (file identifier "
+                               f"{bytes(data[4:8])!r} at byte 4, expected {FILE_IDENTIFIER!r})")
 
 
 @dataclass
@@ -55,11 +51,11 @@ class TensorInfo:
 
     @property
     def dtype(self):
-        return TENSOR_TYPES.get(self.type_code)
+        return NUMPY_DTYPES.get(self.type_code)
 
     @property
     def type_name(self):
-        return TENSOR_TYPE_NAMES.get(self.type_code, f"type{self.type_code}")
+        return type_name(self.type_code)
 
     @property
     def is_constant(self):
@@ -259,11 +255,6 @@ class _Walker:
             self._fail(path, "string is not valid UTF-8")
 
 
-def _builtin_names():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-    return {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 # ----------------------------------------------------------------------------
 # The check
 # ----------------------------------------------------------------------------
@@ -282,11 +273,7 @@ def check_model(model, what="model"):
     """
     buf = _as_bytes(model)
     n = len(buf)
-    if n < 8:
-        raise ModelFormatError(f"{what}: {n} bytes is too short to be a .tflite model")
-    if buf[4:8] != FILE_IDENTIFIER:
-        raise ModelFormatError(f"{what}: not a .tflite model (file identifier {buf[4:8]!r}, "
-                               f"expected {FILE_IDENTIFIER!r})")
+    check_identifier(buf, what)
     walker = _Walker(buf)
     try:
         root = walker.table(walker._deref(0, "root"), _MODEL, "Model")
@@ -313,7 +300,6 @@ def check_model(model, what="model"):
             off, length = big_off, big_size
         buffer_data.append(bytes(buf[off:off + length]) if length else None)
 
-    names = None
     opcodes = []
     for k, oc in enumerate(root.get("operator_codes", [])):
         code = max(oc.get("deprecated_builtin_code", 0), oc.get("builtin_code", 0))
@@ -323,9 +309,7 @@ def check_model(model, what="model"):
                 fail(f"operator code {k} is CUSTOM but has no custom_code")
             opcodes.append((custom, custom))
         else:
-            if names is None:
-                names = _builtin_names()
-            opcodes.append((names.get(code, f"BUILTIN_{code}"), None))
+            opcodes.append((builtin_name(code), None))
 
     def describe(sg, sgi):
         raw_tensors = sg.get("tensors", [])
