@@ -286,6 +286,58 @@ CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, int32_t gain_q24)
     return caps_nn_sat_s8((int32_t)(((int64_t)y * gain_q24 + ((int64_t)1 << 23)) >> 24));
 }
 
+/* ---------------------------------------------------------------------
+ * Efficient-CapsNet: exponential squash and self-attention routing.
+ * ------------------------------------------------------------------- */
+
+/* Clamp an int64 into int16. */
+CAPS_NN_INLINE int16_t caps_nn_sat_s16(int64_t x)
+{
+    return (int16_t)(x > 32767 ? 32767 : (x < -32768 ? -32768 : x));
+}
+
+/* Gain G in Q24 of the Efficient-CapsNet squash for a capsule with squared
+ * offset norm sq (< 2^30):  G = 128 * (1 - exp(-S |y|)) / |y|.
+ *   r = floor(sqrt(sq) * 2^16)                         (|y|, Q16, < 2^31),
+ *   w = requantize(r, exp)                             (S |y| log2(e), Q16),
+ *   f = 2^30 - exp2_neg_q30(w)                          (1 - exp(-S|y|), Q30),
+ *   G = round(f * 2^17 / r)                             (Q24, <= 2^31).
+ * sq == 0 gives G = 0 (nothing is divided). */
+CAPS_NN_INLINE uint32_t caps_nn_efficient_squash_gain(uint32_t sq, int32_t exp_multiplier,
+                                                      int32_t exp_shift)
+{
+    if (sq == 0) {
+        return 0;
+    }
+    const uint32_t r = caps_nn_norm_q16(sq);
+    const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+    const uint64_t f = ((uint64_t)1 << 30) - caps_nn_exp2_neg_q30(w);
+    return (uint32_t)((f * ((uint64_t)1 << 17) + (r >> 1)) / r);
+}
+
+/* Gain-table entry k of the Efficient-CapsNet squash: the clamped gain of
+ * the index's representative (same index as the squash table). */
+CAPS_NN_INLINE int32_t caps_nn_efficient_squash_table_entry(uint32_t k, int32_t exp_multiplier,
+                                                            int32_t exp_shift)
+{
+    return caps_nn_squash_gain_s32(caps_nn_efficient_squash_gain(caps_nn_squash_index_rep(k),
+                                                                 exp_multiplier, exp_shift));
+}
+
+/* The gain the Efficient-CapsNet squash applies at squared norm sq. */
+CAPS_NN_INLINE int32_t caps_nn_efficient_squash_table_gain(uint32_t sq, int32_t exp_multiplier,
+                                                           int32_t exp_shift)
+{
+    return caps_nn_efficient_squash_table_entry(caps_nn_squash_index(sq), exp_multiplier,
+                                                exp_shift);
+}
+
+/* floor(2^30 / sqrt(n)) for n >= 1, exact: isqrt(floor(2^60 / n)). */
+CAPS_NN_INLINE uint32_t caps_nn_inv_sqrt_q30(uint32_t n)
+{
+    return (uint32_t)caps_nn_isqrt_u64(((uint64_t)1 << 60) / n);
+}
+
 #ifdef __cplusplus
 }
 #endif
