@@ -320,3 +320,11 @@ def test_self_attention_rejects_bad_calls():
         ref.self_attention_s8(u, W, bias.astype(np.float32), params)
     with pytest.raises(ValueError, match="bias must be integer"):
         native.self_attention(u, W, bias[:, :3], params)
+
+
+def test_runtime_scratch_formula_matches_c():
+    from tflm_caps.runtime.runner import self_attention_scratch_bytes
+    for dims in ((16, 8, 10, 16), (1, 1, 1, 1), (300, 4, 5, 128), (7, 3, 9, 5)):
+        n_in, d_in, n_out, d_out = dims
+        assert self_attention_scratch_bytes(n_in, n_out, d_out, d_in) == \
+            native.self_attention_buffer_size(dims)

@@ -71,6 +71,12 @@ TfLiteStatus CapsOptionScale(const char* op, const caps_flexbuf_ref* map, const 
 TfLiteStatus CapsOptionScales(const char* op, const caps_flexbuf_ref* map, const char* key,
                               int32_t count, float* out);
 
+// Capsule weights W [N_in, N_out, D_out, D_in] (ClassCaps, SelfAttentionCaps):
+// a constant int8 tensor, symmetric, 1 scale or one per output capsule along
+// dimension 1; returns the scale array and count.
+TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int32_t n_out,
+                                     const float** scales, int32_t* count);
+
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);
 

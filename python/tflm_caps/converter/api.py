@@ -292,6 +292,11 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     if len(routing_inputs) != len(ex.class_caps):
         raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
                               f"{len(ex.class_caps)} ClassCaps layers in the model")
+    attention_inputs = [recorder.samples(int(op.outputs[0]))
+                        for _, op in P.self_attention_ops(cal_model)]
+    if len(attention_inputs) != len(ex.self_attention):
+        raise ConversionError(f"internal: {len(attention_inputs)} SelfAttentionCaps ops in the "
+                              f"graph, {len(ex.self_attention)} layers in the model")
     P.set_fixed_output_ranges(cal_model)
 
     # Builtins quantized by TensorFlow (step 3).
@@ -327,8 +332,22 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
         cc_reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
                            "calibration_samples": int(len(u)), **q.to_dict()})
     P.quantize_class_caps(q_model, cc_int8)
+    sa_int8 = []
+    for (k, op), info, u in zip(P.self_attention_ops(q_model), ex.self_attention,
+                                attention_inputs):
+        scale, zp = P.activation_quant(q_model, op)
+        weights, bias = P.self_attention_constants(q_model, op)
+        q, w_int8, b_int32 = calibration.self_attention_quant(
+            info.layer_name, u, weights, bias, scale, zp, per_capsule)
+        opts = caps_options.encode(C.SELF_ATTENTION_CAPS, {
+            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALE: q.s_scale})
+        sa_int8.append(P.SelfAttentionInt8(w_int8, q.weight_scales, b_int32, opts,
+                                           f"{info.layer_name}/W", f"{info.layer_name}/b"))
+        cc_reports.append({"layer": info.layer_name, "routing": "self-attention",
+                           "calibration_samples": int(len(u)), **q.to_dict()})
+    P.quantize_self_attention(q_model, sa_int8)
     for k, name in P.caps_ops(q_model):
-        if name != C.CLASS_CAPS:
+        if name not in (C.CLASS_CAPS, C.SELF_ATTENTION_CAPS):
             G.set_custom_options(q_model.subgraphs[0].operators[k],
                                  caps_options.encode(name, {}))
     slim.strip_bias_quantization(q_model)
