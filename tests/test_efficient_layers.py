@@ -294,3 +294,26 @@ def test_mazzia_training_model_and_cli_zoo(capsys):
     assert cli.main(["zoo"]) == 0
     out = capsys.readouterr().out
     assert "mazzia2021-mnist" in out and "161,824" in out and "self-attention" in out
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_cli_trains_mazzia(tmp_path, capsys, bundled_data):
+    """`tflm-caps train --model mazzia2021-mnist` end to end (one epoch on a
+    400-image Keras-npz subset of the bundled digits, to keep it short)."""
+    part = bundled_data.subset(train=400, test=200, seed=0)
+    npz = tmp_path / "mnist.npz"
+    np.savez(npz, x_train=(part.x_train[..., 0] * 255).round().astype(np.uint8),
+             y_train=part.y_train, x_test=(part.x_test[..., 0] * 255).round().astype(np.uint8),
+             y_test=part.y_test)
+    out = tmp_path / "mazzia.keras"
+    assert cli.main(["train", "--model", "mazzia2021-mnist", "--data", f"mnist-npz:{npz}",
+                     "--epochs", "1", "--train-eval-samples", "0", "--out", str(out),
+                     "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "mazzia2021-mnist" and report["params"] == 162_400
+    assert report["learning_rate"] == 2e-3 and report["test_images"] == 200
+    loaded = keras.models.load_model(out)
+    scores = loaded.predict(part.x_test, verbose=0)
+    assert np.mean(scores.argmax(1) == part.y_test) == pytest.approx(report["test_accuracy"],
+                                                                     abs=1e-9)
+    assert report["test_accuracy"] > 0.2  # one short epoch already learns (chance: 0.1)

@@ -502,7 +502,7 @@ class EfficientSquashParamsC(ctypes.Structure):
 class SelfAttentionParamsC(ctypes.Structure):
     _fields_ = [("pred", PredictionsParamsC), ("n_in", _i32), ("n_out", _i32),
                 ("dim_out", _i32), ("acc_shift", _i32), ("coupling_shift", _i32),
-                ("exp_beta", Requant), ("s", Requant), ("squash", EfficientSquashParamsC)]
+                ("exp_beta", Requant), ("s", Requant), ("squash_exp", Requant)]
 
 
 class SelfAttentionQuantC(ctypes.Structure):
@@ -578,14 +578,14 @@ def self_attention_params(dims, quant, bias):
     pair = lambda x: (int(x.multiplier), int(x.shift))  # noqa: E731
     return q.SelfAttentionParams(pred, int(c.n_in), int(c.n_out), int(c.dim_out),
                                  int(c.acc_shift), int(c.coupling_shift), pair(c.exp_beta),
-                                 pair(c.s), _efficient_squash_py(c.squash))
+                                 pair(c.s), pair(c.squash_exp))
 
 
 def _self_attention_c(p):
     holder = _PredictionsHolder(p.pred)
     c = SelfAttentionParamsC(holder.c, p.n_in, p.n_out, p.dim_out, p.acc_shift,
                              p.coupling_shift, Requant(*p.exp_beta), Requant(*p.s),
-                             _efficient_squash_c(p.squash))
+                             Requant(*p.squash_exp))
     return holder, c
 
 

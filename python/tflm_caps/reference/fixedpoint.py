@@ -245,3 +245,22 @@ def normalize_q15(e):
 def sat16(x):
     """Clamp into int16 (result int64)."""
     return np.clip(_i64(x), -(1 << 15), (1 << 15) - 1)
+
+
+def efficient_squash_wide(y, exp_multiplier, exp_shift):
+    """Efficient-CapsNet squash of int16 capsules y [..., D] (D <= 128) to int8
+    at 1/128, the last step of the self-attention layer.
+
+    sq = sum y^2 (< 2^37); r = isqrt(sq 2^16) = floor(|y| 2^8);
+    w = requantize(r, exp) (S |y| log2(e) in Q16); f = 2^30 - exp2_neg_q30(w);
+    G = min(round(f 2^9 / r), 2^31 - 1) (= 128 f / |y| in Q24); v = sat8((y G + 2^23) >> 24).
+    """
+    y = _i64(y)
+    sq = np.sum(y * y, axis=-1, keepdims=True)
+    r = isqrt(sq << 16)
+    w = requantize(r, int(exp_multiplier), int(exp_shift))
+    f = (np.int64(1) << 30) - exp2_neg_q30(w)
+    safe_r = np.where(r > 0, r, 1)
+    g = np.minimum((f * (np.int64(1) << 9) + (safe_r >> 1)) // safe_r, INT32_MAX)
+    g = np.where(r > 0, g, np.int64(0))
+    return sat8((y * g + (np.int64(1) << 23)) >> 24)

@@ -141,7 +141,7 @@ def self_attention_s8(u, W, bias, params, return_intermediates=False):
     W int8 [N_in, N_out, D_out, D_in], bias int32 Q15 [N_in, N_out].
     Intermediates per sample: ``u_hat``, ``sum`` (int16 vote sums), ``a``
     (int32 agreements), ``c`` (Q15 softmax), ``cb`` (int16 couplings with the
-    bias), ``s``.
+    bias), ``s`` (int16 weighted sums).
     """
     _check(params, SelfAttentionParams, "self-attention params")
     u = as_int8(u, "self-attention input u")
@@ -168,8 +168,8 @@ def self_attention_s8(u, W, bias, params, return_intermediates=False):
     c = fp.normalize_q15(fp.exp2_neg_q30(w))                          # Q15, sum_j ~ 2^15
     cb = fp.sat16(fp.round_shift_s64(c + beta.astype(np.int64), q))
     acc = np.einsum("ij,ijd->jd", cb, uh)
-    s = fp.sat8(fp.requantize(fp.sat32(fp.round_shift_s64(acc, p)), *params.s))
-    v = efficient_squash_s8(s, params.squash)
+    s = fp.sat16(fp.requantize(fp.sat32(fp.round_shift_s64(acc, p)), *params.s))
+    v = fp.efficient_squash_wide(s, *params.squash_exp)
     if not return_intermediates:
         return v
     return v, {"u_hat": u_hat, "sum": total, "a": a, "c": c, "cb": cb, "s": s}

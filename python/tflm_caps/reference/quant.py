@@ -120,6 +120,15 @@ def symmetric_scale(max_abs):
     return as_float32_scale(max(max_abs, 2.0 ** -20) / 127.0, "symmetric scale")
 
 
+def symmetric_scale16(max_abs):
+    """Symmetric int16 scale max_abs / 32767 (float32 value), zero point 0 (a
+    zero range gets 2^-20 / 32767)."""
+    max_abs = float(max_abs)
+    if not math.isfinite(max_abs) or max_abs < 0:
+        raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
+    return as_float32_scale(max(max_abs, 2.0 ** -20) / 32767.0, "symmetric int16 scale")
+
+
 def asymmetric_params(min_value, max_value):
     """TFLite-style asymmetric int8 (scale, zero_point) covering [min, max] and 0."""
     lo = min(float(min_value), 0.0)
@@ -477,8 +486,8 @@ class SelfAttentionQuant:
     """Quantization of a self-attention capsule layer (C: caps_self_attention_quant).
 
     input_scale / input_zero_point: u.  weight_scales: 1 (per tensor) or
-    N_out.  uhat_scale: the votes u_hat.  s_scale: the weighted sums s_j.
-    The coupling bias has the fixed scale 2^-15 (ATTENTION_BIAS_SCALE).
+    N_out.  uhat_scale: the int8 votes u_hat.  s_scale: the int16 weighted
+    sums s_j.  The coupling bias has the fixed scale 2^-15 (ATTENTION_BIAS_SCALE).
     """
     input_scale: float
     input_zero_point: int
@@ -521,7 +530,7 @@ class SelfAttentionParams:
     coupling_shift: int
     exp_beta: Tuple[int, int]
     s: Tuple[int, int]
-    squash: EfficientSquashParams
+    squash_exp: Tuple[int, int]
 
 
 def quantize_attention_bias(bias):
@@ -571,8 +580,9 @@ def self_attention_params(dims, quant, bias_q15):
     inv_sqrt = fp.inv_sqrt_q30(dims.dim_out) * 2.0 ** (p - 30)
     exp_beta = quantize_multiplier(((uh * uh) * inv_sqrt) * (LOG2E * 65536.0))
     s_q = quantize_multiplier((uh * 2.0 ** (q + p - 15)) / quant.s_scale)
+    squash_exp = quantize_multiplier((quant.s_scale * LOG2E) * 256.0)
     return SelfAttentionParams(pred, dims.n_in, dims.n_out, dims.dim_out, p, q, exp_beta, s_q,
-                               efficient_squash_params(quant.s_scale, 0))
+                               squash_exp)
 
 
 def calibrate_self_attention(u, W, bias, input_scale, input_zero_point=0, w_scales=None,
@@ -580,8 +590,9 @@ def calibrate_self_attention(u, W, bias, input_scale, input_zero_point=0, w_scal
     """SelfAttentionQuant from float activations u [B, N_in, D_in], float W and bias.
 
     Runs the float reference on what the kernel sees (u on its int8 grid when
-    quantize_input, int8-rounded W, Q15-rounded bias) and sets the votes and
-    weighted-sum scales to max|x| / 127 over the batch.
+    quantize_input, int8-rounded W, Q15-rounded bias) and sets the votes'
+    scale to max|u_hat| / 127 (int8) and the weighted sums' to max|s| / 32767
+    (int16) over the batch.
     """
     from tflm_caps.reference import float_ref
 
@@ -605,4 +616,4 @@ def calibrate_self_attention(u, W, bias, input_scale, input_zero_point=0, w_scal
         uh_max = max(uh_max, float(np.abs(inter["u_hat"]).max()))
         s_max = max(s_max, float(np.abs(inter["s"]).max()))
     return SelfAttentionQuant(input_scale, input_zero_point, tuple(ws), symmetric_scale(uh_max),
-                              symmetric_scale(s_max)).check_n_out(dims.n_out)
+                              symmetric_scale16(s_max)).check_n_out(dims.n_out)

@@ -94,7 +94,7 @@ def self_attention_scratch_bytes(n_in, n_out, dim_out, dim_in):
     a8 = lambda v: (v + 7) & ~7  # noqa: E731
     md = n_out * dim_out
     return (8 + a8(n_in * md) + a8(2 * md) + 8 * md + 2 * a8(4 * n_out) + a8(2 * n_in * n_out)
-            + a8(md) + a8(2 * dim_in) + 8)
+            + a8(2 * md) + a8(2 * dim_in) + 8)
 
 
 def default_arena_size(info, preserve_all_tensors=False):

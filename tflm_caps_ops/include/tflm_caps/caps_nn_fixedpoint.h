@@ -332,6 +332,34 @@ CAPS_NN_INLINE int32_t caps_nn_efficient_squash_table_gain(uint32_t sq, int32_t 
                                                 exp_shift);
 }
 
+/* Efficient-CapsNet squash of one int16 capsule y [dim] (dim <= 128) to int8
+ * at 1/128 (the last step of the self-attention layer):
+ *   sq = sum y^2 (< 2^37),  r = isqrt(sq 2^16) = floor(|y| 2^8),
+ *   w = requantize(r, exp) = S |y| log2(e) in Q16,
+ *   f = 2^30 - exp2_neg_q30(w),  G = min(round(f 2^9 / r), 2^31 - 1) (Q24),
+ *   v_k = sat8((y_k G + 2^23) >> 24).  A zero capsule stays zero. */
+CAPS_NN_INLINE void caps_nn_efficient_squash_wide(const int16_t *y, int32_t dim,
+                                                  int32_t exp_multiplier, int32_t exp_shift,
+                                                  int8_t *v)
+{
+    uint64_t sq = 0;
+    for (int32_t k = 0; k < dim; ++k) {
+        sq += (uint64_t)((int32_t)y[k] * y[k]);
+    }
+    const uint64_t r = caps_nn_isqrt_u64(sq << 16);
+    int64_t gain = 0;
+    if (r > 0) {
+        const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+        const uint64_t f = ((uint64_t)1 << 30) - caps_nn_exp2_neg_q30(w);
+        const uint64_t g = (f * ((uint64_t)1 << 9) + (r >> 1)) / r;
+        gain = g > (uint64_t)INT32_MAX ? INT32_MAX : (int64_t)g;
+    }
+    for (int32_t k = 0; k < dim; ++k) {
+        /* |y G| < 2^46: the shifted value fits int32 */
+        v[k] = caps_nn_sat_s8((int32_t)(((int64_t)y[k] * gain + ((int64_t)1 << 23)) >> 24));
+    }
+}
+
 /* floor(2^30 / sqrt(n)) for n >= 1, exact: isqrt(floor(2^60 / n)). */
 CAPS_NN_INLINE uint32_t caps_nn_inv_sqrt_q30(uint32_t n)
 {

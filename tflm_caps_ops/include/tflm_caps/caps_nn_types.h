@@ -166,9 +166,10 @@ typedef struct {
  *   exp_beta        agreement difference (units uhat_scale^2 2^p) -> Q16
  *                   base-2 exponent: real = uhat_scale^2 2^p / sqrt(dim_out)
  *                   * log2(e) * 2^16 (1/sqrt as caps_nn_inv_sqrt_q30).
- *   s               accumulator >> p -> s int8 (s_scale, zp 0): real =
+ *   s               accumulator >> p -> s int16 (s_scale, zp 0): real =
  *                   uhat_scale 2^(q+p-15) / s_scale.
- *   squash          s -> v (Efficient-CapsNet squash, input_zp 0).
+ *   squash_exp      Q8 norm of s -> Q16 base-2 exponent of exp(-|s|):
+ *                   real = s_scale * log2(e) * 2^8 (caps_nn_efficient_squash_wide).
  * n_in/n_out/dim_out record the dims the parameters were derived for. */
 typedef struct {
     caps_predictions_params pred;
@@ -179,7 +180,7 @@ typedef struct {
     int32_t coupling_shift;
     caps_nn_requant exp_beta;
     caps_nn_requant s;
-    caps_efficient_squash_params squash;
+    caps_nn_requant squash_exp;
 } caps_self_attention_params;
 
 /* Float quantization of a self-attention layer, as stored in the model
@@ -190,8 +191,8 @@ typedef struct {
     int32_t input_zp;
     const float *weight_scales;  /* num_weight_scales entries */
     int32_t num_weight_scales;   /* 1 or n_out */
-    float uhat_scale;            /* votes u_hat */
-    float s_scale;               /* weighted sums s_j */
+    float uhat_scale;            /* int8 votes u_hat */
+    float s_scale;               /* int16 weighted sums s_j */
 } caps_self_attention_quant;
 
 #ifdef __cplusplus

@@ -45,8 +45,7 @@ caps_nn_status caps_self_attention_params_check(const caps_class_caps_dims *dims
         params->acc_shift != caps_nn_routing_acc_shift(dims->n_in) ||
         params->coupling_shift < 0 || params->coupling_shift > 10 || /* bias <= 2^24 */
         !requant_ok(&params->exp_beta) || !requant_ok(&params->s) ||
-        params->squash.input_zp != 0 ||
-        caps_efficient_squash_params_check(&params->squash) != CAPS_NN_SUCCESS) {
+        !requant_ok(&params->squash_exp)) {
         return CAPS_NN_ARG_ERROR;
     }
     return CAPS_NN_SUCCESS;
@@ -55,7 +54,7 @@ caps_nn_status caps_self_attention_params_check(const caps_class_caps_dims *dims
 /* Layout (each part 8-aligned, after aligning the caller's pointer):
  * votes int8 [n_in n_out d], vote sums int16 [n_out d], accumulators int64
  * [n_out d], agreements int32 [n_out], exponentials uint32 [n_out],
- * couplings int16 [n_in n_out], s int8 [n_out d], predictions scratch. */
+ * couplings int16 [n_in n_out], s int16 [n_out d], predictions scratch. */
 int32_t caps_self_attention_s8_get_buffer_size(const caps_class_caps_dims *dims)
 {
     if (caps_self_attention_dims_check(dims) != CAPS_NN_SUCCESS) {
@@ -64,7 +63,7 @@ int32_t caps_self_attention_s8_get_buffer_size(const caps_class_caps_dims *dims)
     const int64_t md = (int64_t)dims->n_out * dims->dim_out;
     const int64_t bytes = 8 + A8((int64_t)dims->n_in * md) + A8(2 * md) + 8 * md +
                           2 * A8((int64_t)4 * dims->n_out) +
-                          A8((int64_t)2 * dims->n_in * dims->n_out) + A8(md) +
+                          A8((int64_t)2 * dims->n_in * dims->n_out) + A8(2 * md) +
                           caps_predictions_s8_get_buffer_size(dims);
     return bytes > MAX_BUFFER ? -1 : (int32_t)bytes;
 }

@@ -97,7 +97,9 @@ caps_nn_status caps_self_attention_params_init(const caps_class_caps_dims *dims,
             CAPS_NN_SUCCESS ||
         caps_quantize_multiplier((uh * pow2(q + p - 15)) / (double)quant->s_scale,
                                  &out->s.multiplier, &out->s.shift) != CAPS_NN_SUCCESS ||
-        caps_efficient_squash_params_init(quant->s_scale, 0, &out->squash) != CAPS_NN_SUCCESS) {
+        caps_quantize_multiplier(((double)quant->s_scale * LOG2E) * pow2(8),
+                                 &out->squash_exp.multiplier,
+                                 &out->squash_exp.shift) != CAPS_NN_SUCCESS) {
         memset(out, 0, sizeof(*out));
         return CAPS_NN_ARG_ERROR;
     }

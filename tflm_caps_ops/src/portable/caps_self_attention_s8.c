@@ -6,7 +6,7 @@
  *      softmax over j from exp2 of the requantized differences to the
  *      largest (Q15), plus the Q15 bias, shifted right by q (int16), and
  *      its contribution to the weighted sums (int64, exact);
- *   4. s = requantized sums >> p, v = Efficient-CapsNet squash of s.
+ *   4. s = requantized sums >> p (int16), v = Efficient-CapsNet squash of s.
  * docs/quantization.md specifies every step.
  */
 #include <stddef.h>
@@ -24,7 +24,7 @@ typedef struct {
     int32_t *agree;     /* [n_out] */
     uint32_t *expv;     /* [n_out] */
     int16_t *coupling;  /* [n_in, n_out] */
-    int8_t *s;          /* [n_out, d] */
+    int16_t *s;         /* [n_out, d] */
     caps_nn_context pred;
 } scratch;
 
@@ -45,8 +45,8 @@ static scratch carve(const caps_nn_context *ctx, const caps_class_caps_dims *dim
     p += A8(4 * (size_t)dims->n_out);
     sc.coupling = (int16_t *)(void *)p;
     p += A8(2 * (size_t)dims->n_in * (size_t)dims->n_out);
-    sc.s = (int8_t *)p;
-    p += A8(md);
+    sc.s = (int16_t *)(void *)p;
+    p += A8(2 * md);
     sc.pred.buf = p;
     sc.pred.size = caps_predictions_s8_get_buffer_size(dims);
     return sc;
@@ -131,8 +131,12 @@ caps_nn_status caps_self_attention_s8(const caps_nn_context *ctx,
     }
     for (size_t e = 0; e < md; ++e) {
         const int32_t a = caps_nn_sat_s32(caps_nn_round_shift_s64(sc.acc[e], p));
-        sc.s[e] = caps_nn_sat_s8(caps_nn_requantize(a, params->s.multiplier, params->s.shift));
+        sc.s[e] = caps_nn_sat_s16(caps_nn_requantize(a, params->s.multiplier, params->s.shift));
     }
-    const caps_caps_dims sdims = {n_out, dims->dim_out};
-    return caps_efficient_squash_s8(NULL, &sdims, &params->squash, sc.s, output);
+    for (int32_t j = 0; j < n_out; ++j) {
+        const size_t at = (size_t)j * (size_t)dims->dim_out;
+        caps_nn_efficient_squash_wide(sc.s + at, dims->dim_out, params->squash_exp.multiplier,
+                                      params->squash_exp.shift, output + at);
+    }
+    return CAPS_NN_SUCCESS;
 }
