@@ -14,43 +14,9 @@
 
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
+#include "../common/caps_nn_scratch.h"
 
-#define A8(x) (((size_t)(x) + 7u) & ~(size_t)7u)
-
-typedef struct {
-    int8_t *u_hat;      /* [n_in, n_out, d] */
-    int16_t *sum;       /* [n_out, d] */
-    int64_t *acc;       /* [n_out, d] */
-    int32_t *agree;     /* [n_out] */
-    uint32_t *expv;     /* [n_out] */
-    int16_t *coupling;  /* [n_in, n_out] */
-    int16_t *s;         /* [n_out, d] */
-    caps_nn_context pred;
-} scratch;
-
-static scratch carve(const caps_nn_context *ctx, const caps_class_caps_dims *dims)
-{
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    uint8_t *p = (uint8_t *)(((uintptr_t)ctx->buf + 7u) & ~(uintptr_t)7u);
-    scratch sc;
-    sc.u_hat = (int8_t *)p;
-    p += A8((size_t)dims->n_in * md);
-    sc.sum = (int16_t *)(void *)p;
-    p += A8(2 * md);
-    sc.acc = (int64_t *)(void *)p;
-    p += 8 * md;
-    sc.agree = (int32_t *)(void *)p;
-    p += A8(4 * (size_t)dims->n_out);
-    sc.expv = (uint32_t *)(void *)p;
-    p += A8(4 * (size_t)dims->n_out);
-    sc.coupling = (int16_t *)(void *)p;
-    p += A8(2 * (size_t)dims->n_in * (size_t)dims->n_out);
-    sc.s = (int16_t *)(void *)p;
-    p += A8(2 * md);
-    sc.pred.buf = p;
-    sc.pred.size = caps_predictions_s8_get_buffer_size(dims);
-    return sc;
-}
+typedef caps_nn_attention_buffers scratch;
 
 /* Couplings of input capsule i (int16, bias included) from its votes. */
 static void couplings(const caps_self_attention_params *params, const scratch *sc,
@@ -98,16 +64,17 @@ caps_nn_status caps_self_attention_s8(const caps_nn_context *ctx,
     const int32_t n_out = dims->n_out;
     const size_t md = (size_t)n_out * (size_t)dims->dim_out;
     const int32_t p = params->acc_shift;
-    const scratch sc = carve(ctx, dims);
+    scratch sc;
+    caps_nn_attention_carve(ctx->buf, dims, &sc);
 
     caps_nn_status st = caps_predictions_s8(&sc.pred, dims, &params->pred, input, weights,
-                                            sc.u_hat);
+                                            sc.uhat);
     if (st != CAPS_NN_SUCCESS) {
         return st;
     }
     memset(sc.acc, 0, md * sizeof(int64_t));
     for (int32_t i = 0; i < n_in; ++i) {
-        const int8_t *row = sc.u_hat + (size_t)i * md;
+        const int8_t *row = sc.uhat + (size_t)i * md;
         for (size_t e = 0; e < md; ++e) {
             sc.acc[e] += row[e];
         }
@@ -117,7 +84,7 @@ caps_nn_status caps_self_attention_s8(const caps_nn_context *ctx,
     }
     memset(sc.acc, 0, md * sizeof(int64_t));
     for (int32_t i = 0; i < n_in; ++i) {
-        const int8_t *row = sc.u_hat + (size_t)i * md;
+        const int8_t *row = sc.uhat + (size_t)i * md;
         int16_t *c = sc.coupling + (size_t)i * n_out;
         couplings(params, &sc, row, bias + (size_t)i * n_out, c);
         int64_t *acc = sc.acc;
