@@ -187,7 +187,8 @@ int32_t caps_nn_squash_table_gain_export(uint32_t sq, int32_t sq_multiplier, int
 
 /* ---------------------------------------------------------------------
  * Efficient-CapsNet: exponential squash and self-attention capsules
- * (src/common/caps_efficient_*.c, kernels in src/portable/).
+ * (src/common/caps_efficient_*.c; kernels in src/portable/ and every
+ * optimized backend).
  * ------------------------------------------------------------------- */
 caps_nn_status caps_efficient_squash_params_init(float input_scale, int32_t input_zp,
                                                  caps_efficient_squash_params *out);
