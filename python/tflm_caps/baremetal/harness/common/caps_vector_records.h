@@ -128,10 +128,13 @@ static const char *caps_vec_read_class_caps_rest(caps_vec_rd32_fn rd32,
     return NULL;
 }
 
+/* The Efficient-CapsNet records (static inline: the host driver does not
+ * run them yet, so they must not warn as unused there). */
+
 /* Efficient squash record after its op code: dims and params.  The int8
  * input of n_caps * dim bytes follows. */
-static void caps_vec_read_efficient_squash(caps_vec_rd32_fn rd32, caps_caps_dims *dims,
-                                           caps_efficient_squash_params *params)
+static inline void caps_vec_read_efficient_squash(caps_vec_rd32_fn rd32, caps_caps_dims *dims,
+                                                  caps_efficient_squash_params *params)
 {
     dims->n_caps = rd32();
     dims->dim = rd32();
@@ -143,10 +146,10 @@ static void caps_vec_read_efficient_squash(caps_vec_rd32_fn rd32, caps_caps_dims
 /* Self-attention record after its op code, first part: dims, prediction
  * zero point and num_scales (in [1, max_scales]); then
  * caps_vec_read_self_attention_rest with num_scales-entry arrays. */
-static const char *caps_vec_read_self_attention_head(caps_vec_rd32_fn rd32,
-                                                     caps_class_caps_dims *dims,
-                                                     caps_self_attention_params *params,
-                                                     int32_t max_scales)
+static inline const char *caps_vec_read_self_attention_head(caps_vec_rd32_fn rd32,
+                                                            caps_class_caps_dims *dims,
+                                                            caps_self_attention_params *params,
+                                                            int32_t max_scales)
 {
     dims->n_in = rd32();
     dims->dim_in = rd32();
@@ -163,10 +166,10 @@ static const char *caps_vec_read_self_attention_head(caps_vec_rd32_fn rd32,
 
 /* Rest of the self-attention params.  The int8 u and W and the int32 bias
  * [n_in * n_out] follow. */
-static void caps_vec_read_self_attention_rest(caps_vec_rd32_fn rd32,
-                                              const caps_class_caps_dims *dims,
-                                              caps_self_attention_params *params,
-                                              int32_t *multipliers, int32_t *shifts)
+static inline void caps_vec_read_self_attention_rest(caps_vec_rd32_fn rd32,
+                                                     const caps_class_caps_dims *dims,
+                                                     caps_self_attention_params *params,
+                                                     int32_t *multipliers, int32_t *shifts)
 {
     for (int32_t k = 0; k < params->pred.num_scales; ++k) {
         multipliers[k] = rd32();
