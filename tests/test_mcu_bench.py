@@ -51,6 +51,26 @@ def test_bench_reports_every_kernel_of_every_config(quick_report):
     assert max(eight["per_core"]) <= eight["busiest_core"] < one["instructions"]
 
 
+@pytest.mark.parametrize("layer,kernel", [("mazzia2021-mnist", "self_attention"),
+                                          ("mazzia squash 16x8",
+                                           "efficient_squash")])
+def test_bench_efficient_capsnet_rows(quick_report, layer, kernel):
+    """Every configuration has the Efficient-CapsNet rows, each optimized
+    backend needs fewer instructions than the portable kernels on M7, and
+    the 8-core cluster's critical path is shorter than one core."""
+    by = {(r["config"], r["layer"], r["kernel"]): r for r in quick_report["rows"]}
+    rows = {c: by[(c, layer, kernel)] for c in bench.CONFIG_NAMES}
+    port = rows["m7-portable"]["instructions"]
+    for c in ("m7-cortex_m", "m55-cortex_m", "m55-helium"):
+        assert 0 < rows[c]["instructions"] < port, (c, rows[c]["instructions"], port)
+    eight = rows["rv32-riscv-8core"]
+    assert eight["busiest_core"] < rows["rv32-riscv-1core"]["instructions"]
+    if kernel == "self_attention":
+        assert rows["m7-portable"]["macs"] == 16 * 10 * 16 * (8 + 3)
+        assert rows["m7-cortex_m"]["instructions"] < 0.5 * port
+        assert rows["m55-helium"]["instructions"] < rows["m55-cortex_m"]["instructions"]
+
+
 def test_bench_goals_are_met(quick_report):
     checks = {c["check"]: c for c in quick_report["checks"]}
     expected = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.kernel_cases import random_class_caps
+from support.kernel_cases import random_class_caps, random_self_attention
 from support.toolchains import require_target
 
 from tflm_caps import ops_sources
@@ -92,6 +92,39 @@ def _cases():
         out.append(cases.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
     for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
         out.append(cases.length_case(rng, n_caps, dim, scale=scale, zp=zp))
+    out.extend(_efficient_cases(rng))
+    return out
+
+
+def _efficient_cases(rng):
+    """Efficient-CapsNet ops: the mazzia2021-mnist shapes, calibrated layers,
+    and odd shapes for every vector tail: N_out 1 (a coupling of 2^15),
+    N_in above one 255-capsule block, D_out at its limit of 128, odd dims,
+    biases that shift the couplings, saturating votes and sums."""
+    out = []
+    ca, ra = cases.calibrated_self_attention, random_self_attention
+    for make, dims, per_capsule, bias_kind in [
+            (ca, cases.ATTENTION_SHAPES["mazzia2021-mnist"], True, None),
+            (ca, (21, 8, 4, 16), False, None),
+            (ca, (13, 5, 3, 7), True, None),
+            (ra, (37, 5, 7, 9), True, 2),
+            (ra, (3, 1, 1, 1), True, 3),
+            (ra, (300, 4, 3, 6), False, 1),
+            (ra, (9, 3, 13, 3), False, 0),
+            (ra, (5, 8, 17, 128), True, 1),
+            (ra, (6, 7, 10, 16), True, 3),
+            (ra, (2, 16, 5, 33), False, 2)]:
+        if bias_kind is None:
+            u, W, bias, p = make(rng, *dims, per_capsule=per_capsule)
+        else:
+            u, W, bias, p = make(rng, *dims, per_capsule=per_capsule, bias_kind=bias_kind)
+        out.append(("self_attention", u, W, bias, p))
+    n, d = cases.EFFICIENT_SQUASH_SHAPES["mazzia2021-mnist"]
+    for n_caps, dim, scale, zp in ((n, d, 0.04, 0), (33, 5, 0.05, 3), (7, 16, 2.0, 127),
+                                   (13, 4, 3e-4, -128), (3, 17, 0.02, -4), (1, 1, 0.5, 0),
+                                   (9, 8, 0.01, 5)):
+        out.append(cases.efficient_squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    out.append(("efficient_squash", np.zeros((3, 6), np.int8), q.efficient_squash_params(0.1, 0)))
     return out
 
 

@@ -491,3 +491,187 @@ def squash_gain(sq, sq_multiplier, sq_exponent):
 def squash_table_gain(sq, sq_multiplier, sq_exponent):
     return int(load().caps_nn_squash_table_gain_export(int(sq), int(sq_multiplier),
                                                        int(sq_exponent)))
+
+
+# ----------------------------------------------------------------------------
+# Efficient-CapsNet: exponential squash and self-attention capsules
+# ----------------------------------------------------------------------------
+
+class EfficientSquashParamsC(ctypes.Structure):
+    _fields_ = [("input_zp", _i32), ("exp", Requant)]
+
+
+class SelfAttentionParamsC(ctypes.Structure):
+    _fields_ = [("pred", PredictionsParamsC), ("n_in", _i32), ("n_out", _i32),
+                ("dim_out", _i32), ("acc_shift", _i32), ("coupling_shift", _i32),
+                ("exp_beta", Requant), ("s", Requant), ("squash_exp", Requant)]
+
+
+class SelfAttentionQuantC(ctypes.Structure):
+    _fields_ = [("input_scale", ctypes.c_float), ("input_zp", _i32),
+                ("weight_scales", _P_f32), ("num_weight_scales", _i32),
+                ("uhat_scale", ctypes.c_float), ("s_scale", ctypes.c_float)]
+
+
+_P_ESQ = ctypes.POINTER(EfficientSquashParamsC)
+_P_SA = ctypes.POINTER(SelfAttentionParamsC)
+_P_DIMS = ctypes.POINTER(ClassCapsDimsC)
+_SIGNATURES.update({
+    "caps_efficient_squash_params_init": (_i32, [ctypes.c_float, _i32, _P_ESQ]),
+    "caps_self_attention_params_init": (_i32, [_P_DIMS, ctypes.POINTER(SelfAttentionQuantC),
+                                               _P_i32, _P_i32, _P_i32, _P_SA]),
+    "caps_efficient_squash_s8_get_buffer_size": (_i32, [ctypes.POINTER(CapsDims), _P_ESQ]),
+    "caps_efficient_squash_s8_init_table": (_i32, [ctypes.POINTER(Context),
+                                                   ctypes.POINTER(CapsDims), _P_ESQ]),
+    "caps_efficient_squash_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),
+                                        _P_ESQ, _P_i8, _P_i8]),
+    "caps_self_attention_s8_get_buffer_size": (_i32, [_P_DIMS]),
+    "caps_self_attention_s8": (_i32, [ctypes.POINTER(Context), _P_DIMS, _P_SA, _P_i8, _P_i8,
+                                      _P_i32, _P_i8]),
+    "caps_nn_efficient_squash_gain_export": (ctypes.c_uint32, [ctypes.c_uint32, _i32, _i32]),
+    "caps_nn_inv_sqrt_q30_export": (ctypes.c_uint32, [ctypes.c_uint32]),
+})
+
+
+def _efficient_squash_c(p):
+    return EfficientSquashParamsC(p.input_zp, Requant(p.exp_multiplier, p.exp_shift))
+
+
+def _efficient_squash_py(c):
+    return q.EfficientSquashParams(int(c.input_zp), int(c.exp.multiplier), int(c.exp.shift))
+
+
+def efficient_squash_params(input_scale, input_zp=0):
+    """caps_efficient_squash_params_init -> reference EfficientSquashParams."""
+    c = EfficientSquashParamsC()
+    _ok(load().caps_efficient_squash_params_init(float(input_scale), int(input_zp),
+                                                 ctypes.byref(c)),
+        "caps_efficient_squash_params_init")
+    return _efficient_squash_py(c)
+
+
+def _bias_c(bias, n_in, n_out):
+    b = np.asarray(bias)
+    if b.shape != (n_in, n_out) or not np.issubdtype(b.dtype, np.integer):
+        raise ValueError(f"self-attention bias must be integer [N_in, N_out] = [{n_in}, {n_out}], "
+                         f"got {b.dtype} {b.shape}")
+    if b.size and (b.min() < -(1 << 31) or b.max() >= 1 << 31):
+        raise ValueError("self-attention bias has values outside int32")
+    return np.ascontiguousarray(b, dtype=np.int32)
+
+
+def self_attention_params(dims, quant, bias):
+    """caps_self_attention_params_init -> reference SelfAttentionParams."""
+    dims = q.ClassCapsDims(*dims)
+    ws = _f32_array(quant.weight_scales)
+    cq = SelfAttentionQuantC(quant.input_scale, quant.input_zero_point,
+                             ws.ctypes.data_as(_P_f32), ws.size, quant.uhat_scale, quant.s_scale)
+    b = _bias_c(bias, dims.n_in, dims.n_out)
+    mult = np.zeros(ws.size, dtype=np.int32)
+    shift = np.zeros(ws.size, dtype=np.int32)
+    dc = _dims_c(dims)
+    c = SelfAttentionParamsC()
+    _ok(load().caps_self_attention_params_init(
+        ctypes.byref(dc), ctypes.byref(cq), b.ctypes.data_as(_P_i32),
+        mult.ctypes.data_as(_P_i32), shift.ctypes.data_as(_P_i32), ctypes.byref(c)),
+        "caps_self_attention_params_init")
+    pred = q.PredictionsParams(int(c.pred.input_zp), tuple(int(v) for v in mult),
+                               tuple(int(v) for v in shift))
+    pair = lambda x: (int(x.multiplier), int(x.shift))  # noqa: E731
+    return q.SelfAttentionParams(pred, int(c.n_in), int(c.n_out), int(c.dim_out),
+                                 int(c.acc_shift), int(c.coupling_shift), pair(c.exp_beta),
+                                 pair(c.s), pair(c.squash_exp))
+
+
+def _self_attention_c(p):
+    holder = _PredictionsHolder(p.pred)
+    c = SelfAttentionParamsC(holder.c, p.n_in, p.n_out, p.dim_out, p.acc_shift,
+                             p.coupling_shift, Requant(*p.exp_beta), Requant(*p.s),
+                             Requant(*p.squash_exp))
+    return holder, c
+
+
+def efficient_squash_buffer_size(dim, params):
+    """caps_efficient_squash_s8_get_buffer_size: bytes of the gain table (-1 if invalid)."""
+    _need(params, q.EfficientSquashParams, "efficient squash params")
+    dims = CapsDims(0, int(dim))
+    return int(load().caps_efficient_squash_s8_get_buffer_size(
+        ctypes.byref(dims), ctypes.byref(_efficient_squash_c(params))))
+
+
+def efficient_squash_table(dim, params):
+    """The gain table bytes caps_efficient_squash_s8_init_table fills for `dim`."""
+    size = efficient_squash_buffer_size(dim, params)
+    if size < 0:
+        raise ValueError(f"no efficient squash table for dim {dim} and {params}")
+    buf = np.zeros(size, dtype=np.uint8)
+    ctx = Context(buf.ctypes.data_as(ctypes.c_void_p), size)
+    _ok(load().caps_efficient_squash_s8_init_table(
+        ctypes.byref(ctx), ctypes.byref(CapsDims(0, int(dim))),
+        ctypes.byref(_efficient_squash_c(params))), "caps_efficient_squash_s8_init_table")
+    return buf
+
+
+def efficient_squash(x, params, use_table=True, table=None):
+    """caps_efficient_squash_s8 on int8 capsules [..., D] (with a gain table
+    filled by caps_efficient_squash_s8_init_table, the given `table` bytes,
+    or each capsule's gain computed on the fly)."""
+    _need(params, q.EfficientSquashParams, "efficient squash params")
+    x = _int8_c(x, "efficient squash input")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"efficient squash input must be [..., D] with D >= 1, got shape "
+                         f"{x.shape}")
+    out = np.empty_like(x)
+    dims = CapsDims(int(x.size // x.shape[-1]), int(x.shape[-1]))
+    ctx = None
+    if table is not None or use_table:
+        buf = np.ascontiguousarray(
+            table if table is not None else efficient_squash_table(dims.dim, params),
+            dtype=np.uint8)
+        ctx = ctypes.byref(Context(buf.ctypes.data_as(ctypes.c_void_p), buf.size))
+    _ok(load().caps_efficient_squash_s8(ctx, ctypes.byref(dims),
+                                        ctypes.byref(_efficient_squash_c(params)), _p8(x),
+                                        _p8(out)),
+        f"caps_efficient_squash_s8(shape {x.shape})")
+    return out
+
+
+def self_attention_buffer_size(dims):
+    return int(load().caps_self_attention_s8_get_buffer_size(ctypes.byref(_dims_c(dims))))
+
+
+def self_attention(u, W, bias, params, scratch_size=None):
+    """caps_self_attention_s8 for u [N_in, D_in] or a batch [B, N_in, D_in];
+    bias int32 [N_in, N_out] (Q15).  scratch_size: bytes given to the kernel
+    (default: its buffer size)."""
+    _need(params, q.SelfAttentionParams, "self-attention params")
+    u = _int8_c(u, "self-attention input u")
+    W = _int8_c(W, "self-attention weights W")
+    if u.ndim not in (2, 3):
+        raise ValueError(f"self-attention input u must be [N_in, D_in] or [B, N_in, D_in], "
+                         f"got {u.shape}")
+    dims = q.ClassCapsDims.from_shapes(u.shape, W.shape)
+    b = _bias_c(bias, dims.n_in, dims.n_out)
+    holder, pc = _self_attention_c(params)
+    size = self_attention_buffer_size(dims) if scratch_size is None else int(scratch_size)
+    buf, ctx = _context(size)
+    dc = _dims_c(dims)
+    batch = u.reshape(-1, dims.n_in, dims.dim_in)
+    out = np.empty((batch.shape[0], dims.n_out, dims.dim_out), dtype=np.int8)
+    lib = load()
+    for k in range(batch.shape[0]):
+        x = np.ascontiguousarray(batch[k])
+        o = out[k]
+        _ok(lib.caps_self_attention_s8(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(pc),
+                                       _p8(x), _p8(W), b.ctypes.data_as(_P_i32), _p8(o)),
+            f"caps_self_attention_s8({dims})")
+    return out if u.ndim == 3 else out[0]
+
+
+def efficient_squash_gain(sq, exp_multiplier, exp_shift):
+    return int(load().caps_nn_efficient_squash_gain_export(int(sq), int(exp_multiplier),
+                                                           int(exp_shift)))
+
+
+def inv_sqrt_q30(n):
+    return int(load().caps_nn_inv_sqrt_q30_export(int(n)))

@@ -69,6 +69,13 @@ def _op_reference(info, op, deq_inputs):
         return float_ref.squash(deq_inputs[0])
     if op.op_name == C.LENGTH:
         return float_ref.length(deq_inputs[0])
+    if op.op_name == C.EFFICIENT_SQUASH:
+        return float_ref.efficient_squash(deq_inputs[0])
+    if op.op_name == C.SELF_ATTENTION_CAPS:
+        w = _weights_float(info.tensors[op.inputs[1]])
+        b = info.tensors[op.inputs[2]]
+        bias = np.frombuffer(b.data, dtype=np.int32).reshape(b.shape) * C.ATTENTION_BIAS_SCALE
+        return float_ref.self_attention_float(deq_inputs[0], w, bias, return_intermediates=False)
     routings = int(options.decode(op.op_name, op.custom_options)[C.OPT_NUM_ROUTING])
     w = _weights_float(info.tensors[op.inputs[1]])
     return float_ref.class_caps_float(deq_inputs[0], w, routings, return_intermediates=False)

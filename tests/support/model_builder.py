@@ -247,3 +247,42 @@ def class_caps_model(batch, weights_q, quant, store_predictions=True, options=No
     if options is None:
         options = class_caps_options(quant, store_predictions)
     return single_op_model(C.CLASS_CAPS, [u, w], [v], options)
+
+
+def efficient_squash_model(shape, input_scale, input_zero_point=0, options=None):
+    """TFLMCaps_EfficientSquash on an int8 [B, N, D] input."""
+    scale, zp = C.OUTPUT_QUANT[C.EFFICIENT_SQUASH]
+    x = TensorSpec("x", shape, "int8", scale=input_scale, zero_point=input_zero_point)
+    v = TensorSpec("v", shape, "int8", scale=scale, zero_point=zp)
+    return single_op_model(C.EFFICIENT_SQUASH, [x], [v],
+                           _VERSION_ONLY if options is None else options)
+
+
+def self_attention_options(quant):
+    """Options dict of TFLMCaps_SelfAttentionCaps from a reference SelfAttentionQuant."""
+    return {C.OPT_VERSION: C.OPTIONS_VERSION, C.OPT_U_HAT_SCALE: quant.uhat_scale,
+            C.OPT_S_SCALE: quant.s_scale}
+
+
+def self_attention_tensors(batch, weights_q, bias_q15, quant):
+    """[u, W, bias, v] TensorSpecs of a TFLMCaps_SelfAttentionCaps op."""
+    n_in, n_out, d_out, d_in = np.asarray(weights_q).shape
+    u = TensorSpec("u", (batch, n_in, d_in), "int8", scale=quant.input_scale,
+                   zero_point=quant.input_zero_point)
+    scales = list(quant.weight_scales)
+    w = TensorSpec("W", (n_in, n_out, d_out, d_in), "int8",
+                   scale=scales if len(scales) > 1 else scales[0], zero_point=0,
+                   quantized_dimension=1 if len(scales) > 1 else 0, data=weights_q)
+    b = TensorSpec("b", (n_in, n_out), "int32", scale=C.ATTENTION_BIAS_SCALE,
+                   zero_point=C.ATTENTION_BIAS_ZERO_POINT, data=bias_q15)
+    scale, zp = C.OUTPUT_QUANT[C.SELF_ATTENTION_CAPS]
+    v = TensorSpec("v", (batch, n_out, d_out), "int8", scale=scale, zero_point=zp)
+    return [u, w, b, v]
+
+
+def self_attention_model(batch, weights_q, bias_q15, quant, options=None):
+    """TFLMCaps_SelfAttentionCaps with int8 weights [N_in, N_out, D_out, D_in], an
+    int32 Q15 bias [N_in, N_out] and the quantization of a SelfAttentionQuant."""
+    u, w, b, v = self_attention_tensors(batch, weights_q, bias_q15, quant)
+    return single_op_model(C.SELF_ATTENTION_CAPS, [u, w, b], [v],
+                           self_attention_options(quant) if options is None else options)

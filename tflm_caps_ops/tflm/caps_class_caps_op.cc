@@ -6,8 +6,6 @@
  * (docs/custom_ops.md, docs/quantization.md).  The calibrated scales of the
  * routing intermediates come from the options.
  */
-#include <float.h>
-
 #include "tflm/caps_op_common.h"
 #include "tflm/caps_ops.h"
 #include "tflm_caps/caps_nn_functions.h"
@@ -62,59 +60,6 @@ TfLiteStatus ReadOptions(const TfLiteNode* node, Options* opt) {
   return kTfLiteOk;
 }
 
-// Weight quantization: symmetric, 1 scale or one per output capsule along
-// dimension 1; returns the scale array and count.
-TfLiteStatus CheckWeights(const TfLiteTensor* w, int32_t n_out, const float** scales,
-                          int32_t* count) {
-  const char* what = "input 1 (W)";
-  if (w->allocation_type != kCapsConstantAllocation) {
-    CapsReportError("%s: %s must be a constant tensor (weights stored in the model)", kOp, what);
-    return kTfLiteError;
-  }
-  const TfLiteAffineQuantization* affine =
-      w->quantization.type == kTfLiteAffineQuantization
-          ? static_cast<const TfLiteAffineQuantization*>(w->quantization.params)
-          : nullptr;
-  if (affine == nullptr || affine->scale == nullptr || affine->zero_point == nullptr) {
-    CapsReportError("%s: %s must have affine quantization, got none", kOp, what);
-    return kTfLiteError;
-  }
-  const int32_t n = affine->scale->size;
-  if (n != 1 && n != n_out) {
-    CapsReportError("%s: %s must have 1 or N_out = %d scales, got %d", kOp, what, (int)n_out,
-                    (int)n);
-    return kTfLiteError;
-  }
-  if (n > 1 && affine->quantized_dimension != 1) {
-    CapsReportError("%s: %s per-capsule scales must be along dimension 1 (N_out), got "
-                    "quantized_dimension %d", kOp, what, (int)affine->quantized_dimension);
-    return kTfLiteError;
-  }
-  if (affine->zero_point->size != n && affine->zero_point->size != 1) {
-    CapsReportError("%s: %s has %d scales but %d zero points", kOp, what, (int)n,
-                    (int)affine->zero_point->size);
-    return kTfLiteError;
-  }
-  for (int i = 0; i < affine->zero_point->size; ++i) {
-    if (affine->zero_point->data[i] != 0) {
-      CapsReportError("%s: %s must be symmetric (zero point 0), got zero point %d at %d", kOp,
-                      what, affine->zero_point->data[i], i);
-      return kTfLiteError;
-    }
-  }
-  for (int i = 0; i < n; ++i) {
-    const float s = affine->scale->data[i];
-    if (!(s > 0.0f) || s > FLT_MAX) {
-      CapsReportError("%s: %s scale %d must be positive and finite, got %g", kOp, what, i,
-                      (double)s);
-      return kTfLiteError;
-    }
-  }
-  *scales = affine->scale->data;
-  *count = n;
-  return kTfLiteOk;
-}
-
 TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options& opt,
                             const TfLiteTensor* u, const TfLiteTensor* w,
                             const TfLiteTensor* v) {
@@ -137,7 +82,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                                      kSquashOutputZeroPoint));
   const float* w_scales = nullptr;
   int32_t n_scales = 0;
-  CAPS_ENSURE_OK(CheckWeights(w, dims.n_out, &w_scales, &n_scales));
+  CAPS_ENSURE_OK(CapsCheckCapsuleWeights(kOp, w, dims.n_out, &w_scales, &n_scales));
 
   data->multipliers =
       static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));

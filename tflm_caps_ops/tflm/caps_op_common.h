@@ -88,6 +88,12 @@ int CapsTensorType(const Tensor* tensor) {
   return static_cast<int>(code);
 }
 
+// Capsule weights W [N_in, N_out, D_out, D_in] (ClassCaps, SelfAttentionCaps):
+// a constant int8 tensor, symmetric, 1 scale or one per output capsule along
+// dimension 1; returns the scale array and count.
+TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int32_t n_out,
+                                     const float** scales, int32_t* count);
+
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);
 

@@ -13,6 +13,10 @@ portable C build with the optimized backends:
   8 emulated cluster cores (busiest-core critical path from the per-core
   counters).
 
+Layers: the class-capsule layers of costa2022-mnist and sabour2017-mnist
+(dynamic routing), a 1024 x 4D squash and length, and Efficient-CapsNet's
+(mazzia2021-mnist) self-attention capsule layer and 16 x 8D squash.
+
 Every call is also checked bit for bit against the numpy reference, and the
 SysTick rate of each Arm board is calibrated first against a loop of a known
 instruction count (reported as instructions per tick).  Each
@@ -79,10 +83,21 @@ def make_cases(quick=False, seed=0):
         labelled.append((name, ("class_caps", u, W, p, flags)))
     labelled.append(("squash 1024x4", cases.squash_case(rng, 1024, 4, scale=0.05, zp=3)))
     labelled.append(("length 1024x4", cases.length_case(rng, 1024, 4, scale=1 / 128)))
+    # Efficient-CapsNet (mazzia2021-mnist): the self-attention capsule layer
+    # (votes included) and the squash of its 16 x 8D primary capsules.
+    for name, (n_in, d_in, n_out, d_out) in cases.ATTENTION_SHAPES.items():
+        u, W, bias, p = cases.calibrated_self_attention(rng, n_in, d_in, n_out, d_out)
+        labelled.append((name, ("self_attention", u, W, bias, p)))
+    for name, (n, d) in cases.EFFICIENT_SQUASH_SHAPES.items():
+        labelled.append((f"{name.split('-')[0][:6]} squash {n}x{d}",
+                         cases.efficient_squash_case(rng, n, d, scale=0.04, zp=0)))
     return labelled
 
 
 def shape_text(case):
+    if case[0] == "self_attention":
+        n_in, n_out, d_out, d_in = case[2].shape
+        return f"{n_in}x{d_in}D->{n_out}x{d_out}D self-attention"
     if case[0] == "class_caps":
         n_in, n_out, d_out, d_in = case[2].shape
         return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{case[3].routing.routings}"

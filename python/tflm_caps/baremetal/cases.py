@@ -3,7 +3,9 @@ calibrated layers whose routing really routes, random squash and length
 inputs.
 
 A case is a tuple of the CAPV format (``tflm_caps.baremetal.vectors``):
-``("squash"|"length", x, params)`` or ``("class_caps", u, W, params, flags)``.
+``("squash"|"length"|"efficient_squash", x, params)``,
+``("class_caps", u, W, params, flags)`` or
+``("self_attention", u, W, bias, params)``.
 """
 import math
 
@@ -18,6 +20,11 @@ SHAPES = {
     "costa2022-mnist": (1024, 4, 10, 6),
     "sabour2017-mnist": (1152, 8, 10, 16),
 }
+
+# Efficient-CapsNet (mazzia2021-mnist): the self-attention capsule layer
+# (n_in, dim_in, n_out, dim_out) and its primary capsules' squash (n, dim).
+ATTENTION_SHAPES = {"mazzia2021-mnist": (16, 8, 10, 16)}
+EFFICIENT_SQUASH_SHAPES = {"mazzia2021-mnist": (16, 8)}
 
 
 def calibrated_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
@@ -43,3 +50,22 @@ def squash_case(rng, n_caps, dim, scale=0.05, zp=3):
 def length_case(rng, n_caps, dim, scale=1.0 / 128, zp=0):
     x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
     return ("length", x, q.length_params(scale, zp))
+
+
+def calibrated_self_attention(rng, n_in, dim_in, n_out, dim_out, per_capsule=True, batch=2):
+    """(u int8, W int8, bias int32 Q15, SelfAttentionParams) of a layer whose
+    float votes agree on output capsule 0, with scales calibrated on a small
+    batch (uneven couplings, a learned bias of realistic size)."""
+    u = float_ref.efficient_squash(rng.normal(size=(batch, n_in, dim_in)) * 2.0)
+    W = rng.normal(size=(n_in, n_out, dim_out, dim_in)) / math.sqrt(dim_in)
+    W[:, 0] += 0.5 * np.einsum("d,k->dk", rng.normal(size=dim_out), np.ones(dim_in)) / dim_in
+    b = rng.normal(0, 0.2, (n_in, n_out))
+    quant = q.calibrate_self_attention(u, W, b, 1.0 / 128, 0, per_capsule=per_capsule)
+    bias = q.quantize_attention_bias(b)
+    params = q.self_attention_params((n_in, dim_in, n_out, dim_out), quant, bias)
+    return q.quantize(u[0], 1.0 / 128), q.quantize_weights(W, quant.weight_scales), bias, params
+
+
+def efficient_squash_case(rng, n_caps, dim, scale=0.05, zp=3):
+    x = rng.integers(-128, 128, size=(n_caps, dim)).astype(np.int8)
+    return ("efficient_squash", x, q.efficient_squash_params(scale, zp))

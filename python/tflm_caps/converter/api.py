@@ -307,10 +307,12 @@ def _quantize_builtins(cal_model, io_dtype):
         raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
 
 
-def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, io_dtype):
+def _finish_int8(quantized, ex, routing_inputs, attention_inputs, per_capsule,
+                 store_predictions, io_dtype):
     """Step 4: capsule ops, their weights and options int8, dead data dropped.
 
-    Returns (int8 model bytes, per-ClassCaps reports, QUANTIZE/DEQUANTIZE removed).
+    Returns (int8 model bytes, per-layer reports of the ClassCaps and
+    SelfAttentionCaps ops, QUANTIZE/DEQUANTIZE removed).
     """
     q_model = tflite.load(quantized)
     quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
@@ -334,8 +336,22 @@ def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, 
         reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
                         "calibration_samples": int(len(u)), **q.to_dict()})
     P.quantize_class_caps(q_model, layers)
+    sa_layers = []
+    for (_, op), info, u in zip(P.self_attention_ops(q_model), ex.self_attention,
+                                attention_inputs):
+        scale, zp = P.activation_quant(q_model, op)
+        weights, bias = P.self_attention_constants(q_model, op)
+        q, w_int8, b_int32 = calibration.self_attention_quant(
+            info.layer_name, u, weights, bias, scale, zp, per_capsule)
+        opts = caps_options.encode(C.SELF_ATTENTION_CAPS, {
+            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALE: q.s_scale})
+        sa_layers.append(P.SelfAttentionInt8(w_int8, q.weight_scales, b_int32, opts,
+                                             f"{info.layer_name}/W", f"{info.layer_name}/b"))
+        reports.append({"layer": info.layer_name, "routing": "self-attention",
+                        "calibration_samples": int(len(u)), **q.to_dict()})
+    P.quantize_self_attention(q_model, sa_layers)
     for k, name in P.caps_ops(q_model):
-        if name != C.CLASS_CAPS:
+        if name not in (C.CLASS_CAPS, C.SELF_ATTENTION_CAPS):
             G.set_custom_options(q_model.subgraphs[0].operators[k],
                                  caps_options.encode(name, {}))
     try:
@@ -393,11 +409,16 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     if len(routing_inputs) != len(ex.class_caps):
         raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
                               f"{len(ex.class_caps)} ClassCaps layers in the model")
+    attention_inputs = [recorder.samples(int(op.outputs[0]))
+                        for _, op in P.self_attention_ops(cal_model)]
+    if len(attention_inputs) != len(ex.self_attention):
+        raise ConversionError(f"internal: {len(attention_inputs)} SelfAttentionCaps ops in the "
+                              f"graph, {len(ex.self_attention)} layers in the model")
     P.set_fixed_output_ranges(cal_model)
     quantized = _quantize_builtins(cal_model, io_dtype)
     int8_bytes, cc_reports, removed = _finish_int8(
-        quantized, ex, routing_inputs, weight_granularity == "per-capsule", store_predictions,
-        io_dtype)
+        quantized, ex, routing_inputs, attention_inputs, weight_granularity == "per-capsule",
+        store_predictions, io_dtype)
 
     if meta is not None:
         int8_bytes = _add_metadata(int8_bytes, meta)

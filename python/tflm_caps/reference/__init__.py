@@ -9,11 +9,16 @@
 Arithmetic contract: docs/quantization.md.
 """
 from tflm_caps.reference import fixedpoint, float_ref, int8, quant  # noqa: F401
-from tflm_caps.reference.float_ref import class_caps_float  # noqa: F401
-from tflm_caps.reference.int8 import (class_caps_s8, dynamic_routing_s8, length_s8,  # noqa: F401
-                                      predictions_s8, squash_s8)
+from tflm_caps.reference.float_ref import class_caps_float, self_attention_float  # noqa: F401
+from tflm_caps.reference.int8 import (class_caps_s8, dynamic_routing_s8,  # noqa: F401
+                                      efficient_squash_s8, length_s8, predictions_s8,
+                                      self_attention_s8, squash_s8)
 from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, ClassCapsQuant,  # noqa: F401
                                        LengthParams, PredictionsParams, RoutingParams,
                                        SquashParams, calibrate_class_caps, class_caps_params,
                                        length_params, predictions_params, quantize_multiplier,
                                        routing_params, squash_params)
+from tflm_caps.reference.quant import (EfficientSquashParams, SelfAttentionParams,  # noqa: F401
+                                       SelfAttentionQuant, calibrate_self_attention,
+                                       efficient_squash_params, quantize_attention_bias,
+                                       self_attention_params)

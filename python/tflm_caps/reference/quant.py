@@ -13,7 +13,9 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from tflm_caps.ops_contract import MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN, MAX_N_OUT, MAX_ROUTINGS
+from tflm_caps.ops_contract import (ATTENTION_BIAS_SCALE, MAX_ATTENTION_BIAS,
+                                    MAX_ATTENTION_DIM_OUT, MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN,
+                                    MAX_N_OUT, MAX_ROUTINGS)
 from tflm_caps.reference import fixedpoint as fp
 
 _MAX_BUFFER = (1 << 31) - 1 - 65536
@@ -116,6 +118,15 @@ def symmetric_scale(max_abs):
     if not math.isfinite(max_abs) or max_abs < 0:
         raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
     return as_float32_scale(max(max_abs, 2.0 ** -20) / 127.0, "symmetric scale")
+
+
+def symmetric_scale16(max_abs):
+    """Symmetric int16 scale max_abs / 32767 (float32 value), zero point 0 (a
+    zero range gets 2^-20 / 32767)."""
+    max_abs = float(max_abs)
+    if not math.isfinite(max_abs) or max_abs < 0:
+        raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
+    return as_float32_scale(max(max_abs, 2.0 ** -20) / 32767.0, "symmetric int16 scale")
 
 
 def asymmetric_params(min_value, max_value):
@@ -441,3 +452,172 @@ def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scal
     return ClassCapsQuant(input_scale, input_zero_point, tuple(ws), symmetric_scale(uh_max),
                           tuple(symmetric_scale(m) for m in s_max),
                           tuple(symmetric_scale(m) for m in b_max)).check_n_out(dims.n_out)
+
+
+# ----------------------------------------------------------------------------
+# Efficient-CapsNet: exponential squash and self-attention capsules
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EfficientSquashParams:
+    """caps_efficient_squash_params: exp maps the Q16 norm |y| to the Q16
+    base-2 exponent of exp(-S |y|) (real input_scale * log2(e))."""
+    input_zp: int
+    exp_multiplier: int
+    exp_shift: int
+
+
+def efficient_squash_params(input_scale, input_zp=0):
+    """Params of the Efficient-CapsNet squash for an int8 input (scale, zero point)."""
+    s = as_float32_scale(input_scale, "efficient squash input scale")
+    zp = check_zero_point(input_zp, "efficient squash input zero point")
+    m, e = quantize_multiplier(s * LOG2E)
+    return EfficientSquashParams(zp, m, e)
+
+
+def check_self_attention_dims(dims):
+    """ClassCapsDims checked against the class-capsule limits and the
+    self-attention one (D_out <= MAX_ATTENTION_DIM_OUT)."""
+    dims = ClassCapsDims(*dims).check()
+    if dims.dim_out > MAX_ATTENTION_DIM_OUT:
+        raise ValueError(f"self-attention dim_out must be <= {MAX_ATTENTION_DIM_OUT} (the "
+                         f"agreement sums fit int32), got {dims.dim_out}")
+    return dims
+
+
+@dataclass(frozen=True)
+class SelfAttentionQuant:
+    """Quantization of a self-attention capsule layer (C: caps_self_attention_quant).
+
+    input_scale / input_zero_point: u.  weight_scales: 1 (per tensor) or
+    N_out.  uhat_scale: the int8 votes u_hat.  s_scale: the int16 weighted
+    sums s_j.  The coupling bias has the fixed scale 2^-15 (ATTENTION_BIAS_SCALE).
+    """
+    input_scale: float
+    input_zero_point: int
+    weight_scales: Tuple[float, ...]
+    uhat_scale: float
+    s_scale: float
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "input_scale", as_float32_scale(self.input_scale,
+                                                   "self-attention input_scale"))
+        set_(self, "input_zero_point", check_zero_point(self.input_zero_point,
+                                                        "self-attention input_zero_point"))
+        set_(self, "weight_scales", _scale_tuple(self.weight_scales,
+                                                 "self-attention weight_scales"))
+        set_(self, "uhat_scale", as_float32_scale(self.uhat_scale, "self-attention uhat_scale"))
+        set_(self, "s_scale", as_float32_scale(self.s_scale, "self-attention s_scale"))
+
+    def check_n_out(self, n_out):
+        """ValueError unless there are 1 or n_out weight scales."""
+        if len(self.weight_scales) not in (1, int(n_out)):
+            raise ValueError(f"self-attention weight_scales: need 1 or N_out={n_out} scales, "
+                             f"got {len(self.weight_scales)}")
+        return self
+
+    def to_dict(self):
+        return {"input_scale": self.input_scale, "input_zero_point": self.input_zero_point,
+                "weight_scales": list(self.weight_scales), "uhat_scale": self.uhat_scale,
+                "s_scale": self.s_scale}
+
+
+@dataclass(frozen=True)
+class SelfAttentionParams:
+    """caps_self_attention_params (see caps_nn_types.h for each field)."""
+    pred: PredictionsParams
+    n_in: int
+    n_out: int
+    dim_out: int
+    acc_shift: int
+    coupling_shift: int
+    exp_beta: Tuple[int, int]
+    s: Tuple[int, int]
+    squash_exp: Tuple[int, int]
+
+
+def quantize_attention_bias(bias):
+    """int32 coupling bias in Q15: round half away from zero of b * 2^15.
+
+    ValueError for non-finite values or |b| beyond MAX_ATTENTION_BIAS / 2^15.
+    """
+    b = np.asarray(bias, dtype=np.float64)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("self-attention bias contains NaN or inf")
+    q = b / ATTENTION_BIAS_SCALE
+    q = np.sign(q) * np.floor(np.abs(q) + 0.5)
+    if q.size and np.abs(q).max() > MAX_ATTENTION_BIAS:
+        raise ValueError(f"self-attention bias |b| = {np.abs(b).max():g} exceeds "
+                         f"{MAX_ATTENTION_BIAS * ATTENTION_BIAS_SCALE:g}")
+    return q.astype(np.int32)
+
+
+def coupling_shift(bias_q15):
+    """Smallest q >= 0 with 2^15 + max|bias| <= 2^(15+q): couplings plus bias,
+    shifted right by q, fit int16 (+2^15 itself saturates to 2^15 - 1)."""
+    b = np.asarray(bias_q15, dtype=np.int64)
+    top = (1 << 15) + (int(np.abs(b).max()) if b.size else 0)
+    q = 0
+    while (1 << (15 + q)) < top:
+        q += 1
+    return q
+
+
+def self_attention_params(dims, quant, bias_q15):
+    """Params of a self-attention capsule layer (docs/quantization.md)."""
+    dims = check_self_attention_dims(dims)
+    if not isinstance(quant, SelfAttentionQuant):
+        raise ValueError(f"quant must be SelfAttentionQuant, got {type(quant).__name__}")
+    quant.check_n_out(dims.n_out)
+    bias = np.asarray(bias_q15)
+    if bias.shape != (dims.n_in, dims.n_out) or not np.issubdtype(bias.dtype, np.integer):
+        raise ValueError(f"self-attention bias must be integer [N_in, N_out] = "
+                         f"[{dims.n_in}, {dims.n_out}], got {bias.dtype} {bias.shape}")
+    if bias.size and np.abs(bias.astype(np.int64)).max() > MAX_ATTENTION_BIAS:
+        raise ValueError(f"self-attention bias exceeds +-{MAX_ATTENTION_BIAS} (Q15)")
+    pred = predictions_params(quant.input_scale, quant.input_zero_point, quant.weight_scales,
+                              quant.uhat_scale, dims.n_out)
+    uh = quant.uhat_scale
+    p = fp.routing_acc_shift(dims.n_in)
+    q = coupling_shift(bias)
+    inv_sqrt = fp.inv_sqrt_q30(dims.dim_out) * 2.0 ** (p - 30)
+    exp_beta = quantize_multiplier(((uh * uh) * inv_sqrt) * (LOG2E * 65536.0))
+    s_q = quantize_multiplier((uh * 2.0 ** (q + p - 15)) / quant.s_scale)
+    squash_exp = quantize_multiplier((quant.s_scale * LOG2E) * 256.0)
+    return SelfAttentionParams(pred, dims.n_in, dims.n_out, dims.dim_out, p, q, exp_beta, s_q,
+                               squash_exp)
+
+
+def calibrate_self_attention(u, W, bias, input_scale, input_zero_point=0, w_scales=None,
+                             per_capsule=True, batch_size=256, quantize_input=True):
+    """SelfAttentionQuant from float activations u [B, N_in, D_in], float W and bias.
+
+    Runs the float reference on what the kernel sees (u on its int8 grid when
+    quantize_input, int8-rounded W, Q15-rounded bias) and sets the votes'
+    scale to max|u_hat| / 127 (int8) and the weighted sums' to max|s| / 32767
+    (int16) over the batch.
+    """
+    from tflm_caps.reference import float_ref
+
+    u = np.asarray(u, dtype=np.float64)
+    if u.ndim == 2:
+        u = u[None]
+    dims = check_self_attention_dims(ClassCapsDims.from_shapes(u.shape, np.shape(W)))
+    if w_scales is None:
+        w_scales = weight_scales(W, per_capsule)
+    ws = np.asarray(_scale_tuple(w_scales, "weight scales"))
+    Wq = quantize_weights(W, ws)
+    Wd = Wq.astype(np.float64) * (ws.reshape(1, -1, 1, 1) if ws.size > 1 else ws[0])
+    bd = quantize_attention_bias(bias).astype(np.float64) * ATTENTION_BIAS_SCALE
+    uh_max = s_max = 0.0
+    for start in range(0, u.shape[0], max(1, int(batch_size))):
+        chunk = u[start:start + batch_size]
+        if quantize_input:
+            chunk = dequantize(quantize(chunk, input_scale, input_zero_point), input_scale,
+                               input_zero_point)
+        _, inter = float_ref.self_attention_float(chunk, Wd, bd, return_intermediates=True)
+        uh_max = max(uh_max, float(np.abs(inter["u_hat"]).max()))
+        s_max = max(s_max, float(np.abs(inter["s"]).max()))
+    return SelfAttentionQuant(input_scale, input_zero_point, tuple(ws), symmetric_scale(uh_max),
+                              symmetric_scale16(s_max)).check_n_out(dims.n_out)

@@ -185,6 +185,72 @@ uint32_t caps_nn_squash_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t 
 /* Gain the squash applies at squared norm sq (its table entry). */
 int32_t caps_nn_squash_table_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
 
+/* ---------------------------------------------------------------------
+ * Efficient-CapsNet: exponential squash and self-attention capsules
+ * (src/common/caps_efficient_*.c; kernels in src/portable/ and every
+ * optimized backend).
+ * ------------------------------------------------------------------- */
+caps_nn_status caps_efficient_squash_params_init(float input_scale, int32_t input_zp,
+                                                 caps_efficient_squash_params *out);
+
+/* bias: the constant int32 Q15 coupling bias [n_in, n_out] (it sets
+ * coupling_shift); multipliers/shifts as for caps_predictions_params_init. */
+caps_nn_status caps_self_attention_params_init(const caps_class_caps_dims *dims,
+                                               const caps_self_attention_quant *quant,
+                                               const int32_t *bias, int32_t *multipliers,
+                                               int32_t *shifts,
+                                               caps_self_attention_params *out);
+
+/* Class-capsule dims within limits and dim_out <= CAPS_NN_MAX_ATTENTION_DIM_OUT. */
+caps_nn_status caps_self_attention_dims_check(const caps_class_caps_dims *dims);
+caps_nn_status caps_efficient_squash_params_check(const caps_efficient_squash_params *params);
+caps_nn_status caps_self_attention_params_check(const caps_class_caps_dims *dims,
+                                                const caps_self_attention_params *params);
+
+/* Gain table of the Efficient-CapsNet squash (same index and layout as the
+ * squash table, its own header): size, fill, entry check. */
+int32_t caps_efficient_squash_s8_get_buffer_size(const caps_caps_dims *dims,
+                                                 const caps_efficient_squash_params *params);
+caps_nn_status caps_efficient_squash_s8_init_table(const caps_nn_context *ctx,
+                                                   const caps_caps_dims *dims,
+                                                   const caps_efficient_squash_params *params);
+caps_nn_status caps_efficient_squash_s8_args_check(const caps_nn_context *ctx,
+                                                   const caps_caps_dims *dims,
+                                                   const caps_efficient_squash_params *params,
+                                                   const int8_t *input, const int8_t *output,
+                                                   const int32_t **table);
+
+/* Scratch of caps_self_attention_s8 (-1 for invalid dims). */
+int32_t caps_self_attention_s8_get_buffer_size(const caps_class_caps_dims *dims);
+caps_nn_status caps_self_attention_s8_args_check(const caps_nn_context *ctx,
+                                                 const caps_class_caps_dims *dims,
+                                                 const caps_self_attention_params *params,
+                                                 const int8_t *input, const int8_t *weights,
+                                                 const int32_t *bias, const int8_t *output);
+
+/* v = (1 - exp(-|x|)) x / |x| per capsule; input and output [n_caps, dim],
+ * may run in place.  ctx: a table from caps_efficient_squash_s8_init_table,
+ * or NULL (or ctx->buf NULL) to compute each capsule's gain. */
+caps_nn_status caps_efficient_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                        const caps_efficient_squash_params *params,
+                                        const int8_t *input, int8_t *output);
+
+/* Self-attention capsule layer for one sample: votes, agreement with the
+ * vote sums, softmax over the output capsules, + bias, weighted sum,
+ * Efficient-CapsNet squash.  input u [n_in, dim_in], weights [n_in, n_out,
+ * dim_out, dim_in], bias int32 [n_in, n_out] (Q15), output [n_out, dim_out]
+ * (scale 1/128, zp 0). */
+caps_nn_status caps_self_attention_s8(const caps_nn_context *ctx,
+                                      const caps_class_caps_dims *dims,
+                                      const caps_self_attention_params *params,
+                                      const int8_t *input, const int8_t *weights,
+                                      const int32_t *bias, int8_t *output);
+
+/* Exported copies for bindings and tests. */
+uint32_t caps_nn_efficient_squash_gain_export(uint32_t sq, int32_t exp_multiplier,
+                                              int32_t exp_shift);
+uint32_t caps_nn_inv_sqrt_q30_export(uint32_t n);
+
 #ifdef __cplusplus
 }
 #endif

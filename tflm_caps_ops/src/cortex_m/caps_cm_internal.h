@@ -56,6 +56,21 @@ CAPS_CM_INLINE uint32_t caps_cm_squared_norm(const int8_t *x, int32_t dim, int32
     return (uint32_t)sq;
 }
 
+/* Squash gain-table index of sq (caps_nn_squash_index), shared by both
+ * squash variants: shift = max(0, 24 - clz(sq)) (USAT clamps the negative
+ * counts of small sq, including clz(0) = 32). */
+CAPS_CM_INLINE uint32_t caps_cm_squash_table_index(uint32_t sq)
+{
+#if CAPS_CM_DSP
+    uint32_t lz;
+    __asm__("clz %0, %1" : "=r"(lz) : "r"(sq)); /* 32 for 0, unlike __builtin_clz */
+    const uint32_t shift = (uint32_t)__usat(24 - (int32_t)lz, 5);
+#else
+    const uint32_t shift = (uint32_t)caps_nn_squash_shift(sq);
+#endif
+    return (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+}
+
 /* Output capsules whose requantization is cached in caps_cm_pred. */
 #define CAPS_CM_PRED_CACHED 32
 

@@ -70,6 +70,23 @@ CAPS_RV_INLINE int32_t caps_rv_requant(int32_t x, const caps_bm_requant *q, int3
     return q->fast ? caps_bm_requantize(x, q) : caps_nn_requantize(x, multiplier, shift);
 }
 
+/* max(0, bit length(sq) - 8): the right shift of sq in its squash table
+ * index (both squash variants). */
+CAPS_RV_INLINE uint32_t caps_rv_squash_index_shift(uint32_t sq)
+{
+#if defined(__riscv_zbb)
+    return sq < 256u ? 0u : 24u - (uint32_t)__builtin_clz(sq);
+#else
+    uint32_t t = sq >> (CAPS_NN_SQUASH_LUT_BITS + 1), s = 0;
+    if (t >= 1u << 16) { s += 16; t >>= 16; }
+    if (t >= 1u << 8) { s += 8; t >>= 8; }
+    if (t >= 1u << 4) { s += 4; t >>= 4; }
+    if (t >= 1u << 2) { s += 2; t >>= 2; }
+    if (t >= 1u << 1) { s += 1; t >>= 1; }
+    return s + t;
+#endif
+}
+
 /* Prepared predictions (per output capsule requantization). */
 typedef struct {
     int32_t n_in;

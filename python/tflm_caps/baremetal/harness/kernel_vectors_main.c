@@ -252,6 +252,59 @@ static void run_class_caps(int32_t case_index)
     }
 }
 
+static void run_efficient_squash(int32_t case_index)
+{
+    caps_caps_dims dims;
+    caps_efficient_squash_params ep;
+    caps_vec_read_efficient_squash(rd32, &dims, &ep);
+    const size_t n = (size_t)dims.n_caps * (size_t)dims.dim;
+    const int8_t *x = rd_i8(n);
+    /* the gain table is filled outside the timed call (TFLM Prepare) */
+    const int32_t bytes = caps_efficient_squash_s8_get_buffer_size(&dims, &ep);
+    caps_nn_context table;
+    table.size = bytes < 0 ? 0 : bytes;
+    table.buf = arena_take((size_t)table.size, 0);
+    caps_nn_status st = caps_efficient_squash_s8_init_table(&table, &dims, &ep);
+    int8_t *out = (int8_t *)arena_take(n, 0);
+    profile_reset();
+    uint64_t t0 = mcu_counter_read();
+    if (st == CAPS_NN_SUCCESS) {
+        st = caps_efficient_squash_s8(&table, &dims, &ep, x, out);
+    }
+    uint64_t t1 = mcu_counter_read();
+    check_call(case_index, "efficient_squash", st, t1 - t0, out, n);
+    profile_reset();
+    t0 = mcu_counter_read();
+    st = caps_efficient_squash_s8(NULL, &dims, &ep, x, out);
+    t1 = mcu_counter_read();
+    check_call(case_index, "efficient_squash_no_table", st, t1 - t0, out, n);
+}
+
+static void run_self_attention(int32_t case_index)
+{
+    caps_class_caps_dims dims;
+    caps_self_attention_params p;
+    static int32_t mult[CAPS_NN_MAX_N_OUT];
+    static int32_t shift[CAPS_NN_MAX_N_OUT];
+    check_record(caps_vec_read_self_attention_head(rd32, &dims, &p, CAPS_NN_MAX_N_OUT));
+    caps_vec_read_self_attention_rest(rd32, &dims, &p, mult, shift);
+    const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
+    const size_t nb = (size_t)dims.n_in * (size_t)dims.n_out;
+    const int8_t *u = rd_i8((size_t)dims.n_in * (size_t)dims.dim_in);
+    const int8_t *w = rd_i8((size_t)dims.n_in * md * (size_t)dims.dim_in);
+    /* the int32 bias is copied out of the unaligned blob */
+    int32_t *bias = (int32_t *)arena_take(4 * nb, 0);
+    memcpy(bias, rd_i8(4 * nb), 4 * nb);
+    int8_t *v = (int8_t *)arena_take(md, 0);
+    caps_nn_context ctx = scratch(caps_self_attention_s8_get_buffer_size(&dims));
+    memset(v, 0x55, md);
+    profile_reset();
+    const uint64_t t0 = mcu_counter_read();
+    const caps_nn_status st = caps_self_attention_s8(&ctx, &dims, &p, u, w, bias, v);
+    const uint64_t t1 = mcu_counter_read();
+    check_call(case_index, "self_attention", st, t1 - t0, v, md);
+}
+
 int main(void)
 {
     mcu_counter_start();
@@ -272,6 +325,10 @@ int main(void)
             run_squash_or_length(c, op);
         } else if (op == CAPS_VEC_OP_CLASS_CAPS) {
             run_class_caps(c);
+        } else if (op == CAPS_VEC_OP_EFFICIENT_SQUASH) {
+            run_efficient_squash(c);
+        } else if (op == CAPS_VEC_OP_SELF_ATTENTION) {
+            run_self_attention(c);
         } else {
             mcu_fail("kernel_vectors_main: unknown op code in vector blob\n");
         }
