@@ -2,7 +2,7 @@
 
 The TF converter quantizes builtins but leaves every CUSTOM op in float,
 wrapped in DEQUANTIZE/QUANTIZE, with float weights ("Quantization not yet
-supported for op: CUSTOM").  The rewrites here finish the job:
+supported for op: CUSTOM").  The passes here finish the job:
 
 1. ``set_fixed_output_ranges`` (before ``mlir_quantize``): the calibrated
    min/max of each capsule op's output becomes the range of its fixed int8
@@ -15,32 +15,23 @@ supported for op: CUSTOM").  The rewrites here finish the job:
 3. ``quantize_class_caps``: int8 weights (per tensor or per output capsule,
    quantized_dimension 1) and the versioned options with the calibrated
    routing scales.
-4. ``graph.prune`` then drops what became unreachable.
+4. ``tflm_caps.tflite.prune`` then drops what became unreachable.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 
-from tflm_caps.converter_patches import graph as G
+from tflm_caps import ops_contract as C
+from tflm_caps.tflite import graph as G
+from tflm_caps.tflite import tables
+from tflm_caps.tflite.model import constant_array, op_name, opcode_of, tensor_name
 
-SQUASH = "TFLMCaps_Squash"
-CLASS_CAPS = "TFLMCaps_ClassCaps"
-LENGTH = "TFLMCaps_Length"
-
-# (scale, zero point) of each op's int8 output, docs/quantization.md.
-FIXED_OUTPUT = {
-    SQUASH: (1.0 / 128.0, 0),
-    CLASS_CAPS: (1.0 / 128.0, 0),
-    LENGTH: (1.0 / 256.0, -128),
-}
 # Activation inputs of each op (ClassCaps input 1 is the constant W).
-ACTIVATION_INPUTS = {SQUASH: (0,), CLASS_CAPS: (0,), LENGTH: (0,)}
+ACTIVATION_INPUTS = {C.SQUASH: (0,), C.CLASS_CAPS: (0,), C.LENGTH: (0,)}
 
 
 class PatchError(ValueError):
     """The model does not have the structure the int8 rewrite expects."""
-
-
-def is_caps_op(name):
-    return name in FIXED_OUTPUT
 
 
 def caps_ops(model, subgraph_index=0):
@@ -48,17 +39,17 @@ def caps_ops(model, subgraph_index=0):
     sg = model.subgraphs[subgraph_index]
     out = []
     for k, op in enumerate(sg.operators):
-        name = G.op_name(model, op)
-        if G.opcode_of(model, op) == G.BUILTIN.CUSTOM and name.startswith("TFLMCaps_"):
-            if not is_caps_op(name):
+        name = op_name(model, op)
+        if opcode_of(model, op) == tables.BUILTIN_CUSTOM and name.startswith(C.OP_PREFIX):
+            if name not in C.OUTPUT_QUANT:
                 raise PatchError(f"unknown capsule custom op {name!r}")
             out.append((k, name))
     return out
 
 
-def fixed_range(op_name):
+def fixed_range(name):
     """float [min, max] whose asymmetric int8 quantization is the fixed output scale."""
-    scale, zp = FIXED_OUTPUT[op_name]
+    scale, zp = C.OUTPUT_QUANT[name]
     return (-128 - zp) * scale, (127 - zp) * scale
 
 
@@ -69,9 +60,10 @@ def set_fixed_output_ranges(model):
         tensor = sg.tensors[sg.operators[k].outputs[0]]
         lo, hi = fixed_range(name)
         if tensor.quantization is None:
-            tensor.quantization = G.schema.QuantizationParametersT()
+            tensor.quantization = tables.schema().QuantizationParametersT()
         tensor.quantization.min = np.array([lo], np.float32)
         tensor.quantization.max = np.array([hi], np.float32)
+    return model
 
 
 def _int8_quant_of(tensor):
@@ -81,27 +73,16 @@ def _int8_quant_of(tensor):
     return float(q.scale[0]), int(q.zeroPoint[0])
 
 
-def _fixed_quant(op_name):
-    scale, zp = FIXED_OUTPUT[op_name]
+def _fixed_quant(name):
+    scale, zp = C.OUTPUT_QUANT[name]
     return G.affine([scale], [zp])
 
 
-def make_custom_ops_int8(model, layer_names=None):
-    """Rewire the capsule ops to int8 tensors (step 2).
-
-    ``layer_names``: optional {operator position among capsule ops: name}
-    used to name the int8 output tensors after the Keras layers.
-    Returns the number of QUANTIZE/DEQUANTIZE operators removed.
-    """
+def _read_int8_inputs(model, ops):
+    """Point every activation input of the capsule ops at the int8 tensor its
+    DEQUANTIZE reads (inputs written by another capsule op become int8 later)."""
     sg = model.subgraphs[0]
-    ops = caps_ops(model)
-    if not ops:
-        raise PatchError("the model has no capsule custom ops")
     caps_indices = {k for k, _ in ops}
-    removed = set()
-    inserted = []  # (id of the operator it follows, new DEQUANTIZE operator)
-
-    # Inputs: read the int8 producer directly.
     for k, name in ops:
         op = sg.operators[k]
         prod = G.producers(sg)
@@ -109,91 +90,115 @@ def make_custom_ops_int8(model, layer_names=None):
         for slot in ACTIVATION_INPUTS[name]:
             t = inputs[slot]
             tensor = sg.tensors[t]
-            if tensor.type == G.TENSOR_TYPE.INT8:
+            if tensor.type == tables.INT8:
                 continue
             p = prod.get(t)
             if p is not None and p in caps_indices:
-                continue  # another capsule op: becomes int8 below
-            if p is not None and G.op_name(model, sg.operators[p]) == "DEQUANTIZE":
+                continue
+            if p is not None and op_name(model, sg.operators[p]) == "DEQUANTIZE":
                 src = int(sg.operators[p].inputs[0])
-                if sg.tensors[src].type != G.TENSOR_TYPE.INT8:
-                    raise PatchError(f"{name}: input {G.tensor_name(tensor)!r} is dequantized "
-                                     f"from a {G.type_name(sg.tensors[src].type)} tensor, "
+                if sg.tensors[src].type != tables.INT8:
+                    raise PatchError(f"{name}: input {tensor_name(tensor)!r} is dequantized "
+                                     f"from a {tables.type_name(sg.tensors[src].type)} tensor, "
                                      "expected int8")
                 inputs[slot] = src  # the DEQUANTIZE goes if nothing else reads it
                 continue
             where = ("a graph input" if p is None
-                     else f"operator {G.op_name(model, sg.operators[p])}")
-            raise PatchError(f"{name}: input {G.tensor_name(tensor)!r} is "
-                             f"{G.type_name(tensor.type)} written by {where}; expected an int8 "
-                             "tensor (or a DEQUANTIZE of one)")
+                     else f"operator {op_name(model, sg.operators[p])}")
+            raise PatchError(f"{name}: input {tensor_name(tensor)!r} is "
+                             f"{tables.type_name(tensor.type)} written by {where}; expected an "
+                             "int8 tensor (or a DEQUANTIZE of one)")
         op.inputs = np.array(inputs, np.int32)
 
-    # Outputs: int8 with the fixed scale, read directly.
-    graph_outputs = [int(t) for t in sg.outputs]
-    for pos, (k, name) in enumerate(ops):
-        op = sg.operators[k]
-        t = int(op.outputs[0])
-        tensor = sg.tensors[t]
-        scale, zp = FIXED_OUTPUT[name]
-        cons = G.consumers(sg).get(t, [])
-        quantizes = [c for c in cons if G.op_name(model, sg.operators[c]) == "QUANTIZE"]
-        others = [c for c in cons if c not in quantizes]
-        for c in others:
-            if c not in caps_indices:
-                raise PatchError(f"{name}: output {G.tensor_name(tensor)!r} is read by float "
-                                 f"operator {G.op_name(model, sg.operators[c])}")
-        target = t
-        for c in quantizes:
-            q_out = int(sg.operators[c].outputs[0])
-            q_tensor = sg.tensors[q_out]
-            if q_tensor.type == G.TENSOR_TYPE.INT8 and _int8_quant_of(q_tensor) == (scale, zp):
-                # The QUANTIZE output already is what the op must write: adopt it.
-                if target == t:
-                    target = q_out
-                else:
-                    G.replace_uses(sg, q_out, target)
-                removed.add(id(sg.operators[c]))
-            else:
-                # Another scale is wanted downstream: keep an int8 -> int8 requantize.
-                sg.operators[c].inputs = np.array([t], np.int32)
-        if target != t:
-            G.replace_uses(sg, t, target)
-            op.outputs = np.array([target], np.int32)
-        out_tensor = sg.tensors[target]
-        if layer_names and pos in layer_names:
-            out_tensor.name = layer_names[pos].encode()
-        if target == t:
-            if t in graph_outputs:
-                # Float graph output: the op writes a new int8 tensor, DEQUANTIZE to float.
-                new = G.add_tensor(sg, tensor, G.tensor_name(tensor) + "/int8",
-                                   G.TENSOR_TYPE.INT8, _fixed_quant(name))
-                if layer_names and pos in layer_names:
-                    sg.tensors[new].name = layer_names[pos].encode()
-                op.outputs = np.array([new], np.int32)
-                G.replace_uses(sg, t, new)
-                sg.outputs = np.array(graph_outputs, np.int32)  # graph keeps the float tensor
-                deq = type(op)()
-                deq.opcodeIndex = G.opcode_index(model, builtin=G.BUILTIN.DEQUANTIZE)
-                deq.inputs = np.array([new], np.int32)
-                deq.outputs = np.array([t], np.int32)
-                inserted.append((id(op), deq))
-                continue
-            tensor.type = G.TENSOR_TYPE.INT8
-        out_tensor.quantization = _fixed_quant(name)
 
-    before = len(sg.operators)
-    after_op = dict(inserted)
+def _write_int8_output(model, k, name, caps_indices, graph_outputs, removed, layer_name):
+    """Make operator ``k``'s output int8 with the fixed quantization, read directly.
+
+    ``graph_outputs``: the subgraph's outputs before the pass.  Adds the ids
+    of QUANTIZE operators that became redundant to ``removed``; returns a
+    DEQUANTIZE operator to insert after ``k`` (float graph output) or None.
+    """
+    sg = model.subgraphs[0]
+    op = sg.operators[k]
+    t = int(op.outputs[0])
+    tensor = sg.tensors[t]
+    scale, zp = C.OUTPUT_QUANT[name]
+    cons = G.consumers(sg).get(t, [])
+    quantizes = [c for c in cons if op_name(model, sg.operators[c]) == "QUANTIZE"]
+    for c in cons:
+        if c not in quantizes and c not in caps_indices:
+            raise PatchError(f"{name}: output {tensor_name(tensor)!r} is read by float "
+                             f"operator {op_name(model, sg.operators[c])}")
+    target = t
+    for c in quantizes:
+        q_out = int(sg.operators[c].outputs[0])
+        q_tensor = sg.tensors[q_out]
+        if q_tensor.type == tables.INT8 and _int8_quant_of(q_tensor) == (scale, zp):
+            # The QUANTIZE output already is what the op must write: adopt it.
+            if target == t:
+                target = q_out
+            else:
+                G.replace_uses(sg, q_out, target)
+            removed.add(id(sg.operators[c]))
+        else:
+            # Another scale is wanted downstream: keep an int8 -> int8 requantize.
+            sg.operators[c].inputs = np.array([t], np.int32)
+    if target != t:
+        G.replace_uses(sg, t, target)
+        op.outputs = np.array([target], np.int32)
+    out_tensor = sg.tensors[target]
+    if layer_name is not None:
+        out_tensor.name = layer_name.encode()
+    if target == t and t in graph_outputs:
+        # Float graph output: the op writes a new int8 tensor, DEQUANTIZE to float.
+        new = G.add_tensor(sg, tensor, tensor_name(tensor) + "/int8", tables.INT8,
+                           _fixed_quant(name))
+        if layer_name is not None:
+            sg.tensors[new].name = layer_name.encode()
+        op.outputs = np.array([new], np.int32)
+        G.replace_uses(sg, t, new)
+        sg.outputs = np.array(graph_outputs, np.int32)  # graph keeps the float tensor
+        deq = type(op)()
+        deq.opcodeIndex = G.opcode_index(model, builtin="DEQUANTIZE")
+        deq.inputs = np.array([new], np.int32)
+        deq.outputs = np.array([t], np.int32)
+        return deq
+    if target == t:
+        tensor.type = tables.INT8
+    out_tensor.quantization = _fixed_quant(name)
+    return None
+
+
+def make_custom_ops_int8(model, layer_names=None):
+    """Rewire the capsule ops to int8 tensors (step 2).
+
+    ``layer_names``: optional {operator position among capsule ops: name}
+    used to name the int8 output tensors after the Keras layers.
+    """
+    sg = model.subgraphs[0]
+    ops = caps_ops(model)
+    if not ops:
+        raise PatchError("the model has no capsule custom ops")
+    _read_int8_inputs(model, ops)
+    caps_indices = {k for k, _ in ops}
+    graph_outputs = [int(t) for t in sg.outputs]
+    removed = set()
+    inserted = {}  # id of an operator -> the DEQUANTIZE that follows it
+    for pos, (k, name) in enumerate(ops):
+        layer_name = (layer_names or {}).get(pos)
+        deq = _write_int8_output(model, k, name, caps_indices, graph_outputs, removed,
+                                 layer_name)
+        if deq is not None:
+            inserted[id(sg.operators[k])] = deq
     rebuilt = []
     for op in sg.operators:
         if id(op) in removed:
             continue
         rebuilt.append(op)
-        if id(op) in after_op:
-            rebuilt.append(after_op[id(op)])
+        if id(op) in inserted:
+            rebuilt.append(inserted[id(op)])
     sg.operators = rebuilt
-    remove_dead_conversions(model)
-    return before + len(inserted) - len(sg.operators)
+    return remove_dead_conversions(model)
 
 
 def remove_dead_conversions(model):
@@ -203,29 +208,29 @@ def remove_dead_conversions(model):
         readers = G.consumers(sg)
         outputs = {int(t) for t in sg.outputs}
         dead = [k for k, op in enumerate(sg.operators)
-                if G.op_name(model, op) in ("QUANTIZE", "DEQUANTIZE")
+                if op_name(model, op) in ("QUANTIZE", "DEQUANTIZE")
                 and not readers.get(int(op.outputs[0])) and int(op.outputs[0]) not in outputs]
         if not dead:
-            return
+            return model
         G.remove_ops(sg, dead)
 
 
 def class_caps_ops(model):
     """[(operator index, op)] of the ClassCaps ops in execution order."""
     sg = model.subgraphs[0]
-    return [(k, sg.operators[k]) for k, name in caps_ops(model) if name == CLASS_CAPS]
+    return [(k, sg.operators[k]) for k, name in caps_ops(model) if name == C.CLASS_CAPS]
 
 
 def class_caps_weights(model, op):
     """Float W of a ClassCaps op (before ``quantize_class_caps``)."""
     sg = model.subgraphs[0]
     w = sg.tensors[int(op.inputs[1])]
-    if w.type != G.TENSOR_TYPE.FLOAT32:
-        raise PatchError(f"{CLASS_CAPS}: W {G.tensor_name(w)!r} is {G.type_name(w.type)}, "
+    if w.type != tables.FLOAT32:
+        raise PatchError(f"{C.CLASS_CAPS}: W {tensor_name(w)!r} is {tables.type_name(w.type)}, "
                          "expected the float32 constant written by the TF converter")
-    data = G.constant_array(model, w, np.float32)
+    data = constant_array(model, w, np.float32)
     if data is None:
-        raise PatchError(f"{CLASS_CAPS}: W {G.tensor_name(w)!r} is not a constant")
+        raise PatchError(f"{C.CLASS_CAPS}: W {tensor_name(w)!r} is not a constant")
     return data
 
 
@@ -234,34 +239,47 @@ def activation_quant(model, op, slot=0):
     sg = model.subgraphs[0]
     tensor = sg.tensors[int(op.inputs[slot])]
     quant = _int8_quant_of(tensor)
-    if tensor.type != G.TENSOR_TYPE.INT8 or quant is None:
-        raise PatchError(f"input {G.tensor_name(tensor)!r} is not a per-tensor int8 tensor")
+    if tensor.type != tables.INT8 or quant is None:
+        raise PatchError(f"input {tensor_name(tensor)!r} is not a per-tensor int8 tensor")
     return quant
 
 
-def quantize_class_caps(model, op, weights_int8, weight_scales, options_bytes, weight_name=None):
-    """Install int8 W (new buffer, symmetric, 1 or N_out scales) and the options (step 3)."""
+class ClassCapsInt8(NamedTuple):
+    """What one ClassCaps op gets in step 3."""
+
+    weights: np.ndarray     # int8 [N_in, N_out, D_out, D_in], symmetric
+    scales: np.ndarray      # 1 or N_out weight scales
+    options: bytes          # versioned FlexBuffer options (calibrated routing scales)
+    weight_name: Optional[str] = None
+
+
+def quantize_class_caps(model, layers):
+    """Install int8 W and the options of every ClassCaps op (step 3).
+
+    ``layers``: one ``ClassCapsInt8`` per op of ``class_caps_ops``, in order.
+    Each W gets a fresh tensor and buffer: the float buffer may have another reader.
+    """
     sg = model.subgraphs[0]
-    w_index = int(op.inputs[1])
-    old = sg.tensors[w_index]
-    weights_int8 = np.ascontiguousarray(weights_int8, np.int8)
-    if tuple(weights_int8.shape) != tuple(int(d) for d in old.shape):
-        raise PatchError(f"{CLASS_CAPS}: int8 W shape {weights_int8.shape} != {tuple(old.shape)}")
-    scales = np.asarray(weight_scales, np.float32).reshape(-1)
-    if scales.size not in (1, weights_int8.shape[1]):
-        raise PatchError(f"{CLASS_CAPS}: W needs 1 or N_out scales, got {scales.size}")
-    # A fresh tensor + buffer: the float buffer may be shared with another reader.
-    buffer = G.add_buffer(model, weights_int8.tobytes())
-    new = G.add_tensor(sg, old, weight_name or (G.tensor_name(old) + "/int8"),
-                       G.TENSOR_TYPE.INT8,
-                       G.affine(scales, np.zeros(scales.size, np.int64),
-                                1 if scales.size > 1 else 0), buffer)
-    inputs = [int(t) for t in op.inputs]
-    inputs[1] = new
-    op.inputs = np.array(inputs, np.int32)
-    set_options(op, options_bytes)
-
-
-def set_options(op, options_bytes):
-    op.customOptions = np.frombuffer(bytes(options_bytes), np.uint8).copy()
-    op.customOptionsFormat = 0  # FLEXBUFFERS
+    ops = class_caps_ops(model)
+    if len(layers) != len(ops):
+        raise PatchError(f"{len(layers)} int8 ClassCaps layers for {len(ops)} ClassCaps ops")
+    for (_, op), layer in zip(ops, layers):
+        w_index = int(op.inputs[1])
+        old = sg.tensors[w_index]
+        weights = np.ascontiguousarray(layer.weights, np.int8)
+        if tuple(weights.shape) != tuple(int(d) for d in old.shape):
+            raise PatchError(f"{C.CLASS_CAPS}: int8 W shape {weights.shape} != "
+                             f"{tuple(old.shape)}")
+        scales = np.asarray(layer.scales, np.float32).reshape(-1)
+        if scales.size not in (1, weights.shape[1]):
+            raise PatchError(f"{C.CLASS_CAPS}: W needs 1 or N_out scales, got {scales.size}")
+        buffer = G.add_buffer(model, weights.tobytes())
+        new = G.add_tensor(sg, old, layer.weight_name or (tensor_name(old) + "/int8"),
+                           tables.INT8,
+                           G.affine(scales, np.zeros(scales.size, np.int64),
+                                    1 if scales.size > 1 else 0), buffer)
+        inputs = [int(t) for t in op.inputs]
+        inputs[1] = new
+        op.inputs = np.array(inputs, np.int32)
+        G.set_custom_options(op, layer.options)
+    return model

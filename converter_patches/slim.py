@@ -8,7 +8,8 @@ scales only; the bias scale is consulted only on the legacy uint8 path. So
 the arrays are dead weight on a microcontroller's flash. Outputs are
 unchanged (checked bit for bit against TFLM and tf.lite in the tests).
 """
-from tflm_caps.converter_patches import graph as G
+from tflm_caps.tflite import tables
+from tflm_caps.tflite.model import op_name
 
 _BIAS_OPS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}
 
@@ -16,19 +17,14 @@ _BIAS_OPS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}
 def strip_bias_quantization(model):
     """Remove quantization arrays from the int32 biases of int8 conv/FC ops.
 
-    Returns the number of bias tensors changed. Biases shared with an op
-    that is not int8 are left alone."""
+    Biases shared with an op that is not int8 are left alone."""
     sg = model.subgraphs[0]
-    changed = 0
     for op in sg.operators:
-        slot = _BIAS_OPS.get(G.op_name(model, op))
+        slot = _BIAS_OPS.get(op_name(model, op))
         if slot is None or len(op.inputs) <= slot or int(op.inputs[slot]) < 0:
             continue
         inp = sg.tensors[int(op.inputs[0])]
         bias = sg.tensors[int(op.inputs[slot])]
-        if inp.type != G.TENSOR_TYPE.INT8 or bias.type != G.TENSOR_TYPE.INT32:
-            continue
-        if bias.quantization is not None:
+        if inp.type == tables.INT8 and bias.type == tables.INT32:
             bias.quantization = None
-            changed += 1
-    return changed
+    return model

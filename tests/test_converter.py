@@ -7,7 +7,9 @@ builtins; Keras is the float reference.
 import numpy as np
 import pytest
 
-from tflm_caps.converter_patches import graph as G
+from tflm_caps import tflite
+from tflm_caps.tflite import model as M
+from tflm_caps.tflite import tables
 
 CAPS_OPS = ["CONV_2D", "CONV_2D", "RESHAPE", "TFLMCaps_Squash", "TFLMCaps_ClassCaps",
             "TFLMCaps_Length"]
@@ -47,25 +49,25 @@ def keras_costa(trained_costa_mnist):
 
 
 def _ops(model_bytes):
-    model = G.load(model_bytes)
-    return [G.op_name(model, op) for op in model.subgraphs[0].operators]
+    model = tflite.load(model_bytes)
+    return [M.op_name(model, op) for op in model.subgraphs[0].operators]
 
 
 def _assert_fully_int8(model_bytes, float_io=False):
-    model = G.load(model_bytes)
+    model = tflite.load(model_bytes)
     sg = model.subgraphs[0]
     io = {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
     for index, tensor in enumerate(sg.tensors):
         has_data = model.buffers[tensor.buffer].data is not None and \
             len(model.buffers[tensor.buffer].data) > 0
-        kind = G.type_name(tensor.type)
+        kind = tables.type_name(tensor.type)
         if float_io and index in io:
-            assert kind == "FLOAT32", G.tensor_name(tensor)
+            assert kind == "float32", M.tensor_name(tensor)
         elif has_data:
-            assert kind in ("INT8", "INT32"), (G.tensor_name(tensor), kind)
+            assert kind in ("int8", "int32"), (M.tensor_name(tensor), kind)
         else:
-            assert kind == "INT8", (G.tensor_name(tensor), kind)
-    names = [G.op_name(model, op) for op in sg.operators]
+            assert kind == "int8", (M.tensor_name(tensor), kind)
+    names = [M.op_name(model, op) for op in sg.operators]
     if float_io:
         assert names.count("QUANTIZE") == 1 and names[0] == "QUANTIZE"
         assert names.count("DEQUANTIZE") == 1 and names[-1] == "DEQUANTIZE"
@@ -79,18 +81,18 @@ def test_op_list_and_tensor_types(which, request):
     assert _ops(result.model) == CAPS_OPS
     _assert_fully_int8(result.model)
     s = result.summary.int8
-    assert s.input_types == ["INT8"] and s.output_types == ["INT8"]
+    assert s.input_types == ["int8"] and s.output_types == ["int8"]
     # The float model of the same graph keeps the custom ops, in float.
     assert _ops(result.float_model) == CAPS_OPS
-    assert result.summary.float.activation_types == {"FLOAT32": 7}
+    assert result.summary.float.activation_types == {"float32": 7}
 
 
 def test_custom_op_tensors_and_weights(costa_result, trained_costa_mnist):
     from tflm_caps.reference import quant
 
-    model_obj = G.load(costa_result.model)
+    model_obj = tflite.load(costa_result.model)
     sg = model_obj.subgraphs[0]
-    ops = {G.op_name(model_obj, op): op for op in sg.operators}
+    ops = {M.op_name(model_obj, op): op for op in sg.operators}
     squash, cc, length = (ops["TFLMCaps_Squash"], ops["TFLMCaps_ClassCaps"],
                           ops["TFLMCaps_Length"])
     # Custom ops read their producers' int8 tensors directly.
@@ -104,10 +106,10 @@ def test_custom_op_tensors_and_weights(costa_result, trained_costa_mnist):
         assert list(q.scale) == [np.float32(scale)] and list(q.zeroPoint) == [zp]
     # Per-capsule symmetric int8 weights, equal to the reference quantization of W.
     w_tensor = sg.tensors[int(cc.inputs[1])]
-    assert G.tensor_name(w_tensor) == "class_caps/W"
+    assert M.tensor_name(w_tensor) == "class_caps/W"
     q = w_tensor.quantization
     assert q.quantizedDimension == 1 and len(q.scale) == 10 and not np.any(q.zeroPoint)
-    w_int8 = G.constant_array(model_obj, w_tensor, np.int8)
+    w_int8 = M.constant_array(model_obj, w_tensor, np.int8)
     model, _ = trained_costa_mnist
     W = model.get_layer("class_caps").W.numpy()
     scales = quant.weight_scales(W, per_capsule=True)
@@ -122,10 +124,10 @@ def test_custom_op_tensors_and_weights(costa_result, trained_costa_mnist):
 def test_custom_options_round_trip(costa_result):
     from tflm_caps.converter import options
 
-    model_obj = G.load(costa_result.model)
+    model_obj = tflite.load(costa_result.model)
     report = costa_result.summary.class_caps[0]
     for op in model_obj.subgraphs[0].operators:
-        name = G.op_name(model_obj, op)
+        name = M.op_name(model_obj, op)
         if not name.startswith("TFLMCaps_"):
             continue
         raw = bytes(op.customOptions)
@@ -221,14 +223,14 @@ def test_custom_ops_recomputed_from_reference(costa_result, trained_costa_mnist)
     from tflm_caps.reference import int8 as ref8
     from tflm_caps.reference import quant
 
-    model_obj = G.load(costa_result.model)
+    model_obj = tflite.load(costa_result.model)
     sg = model_obj.subgraphs[0]
-    ops = {G.op_name(model_obj, op): op for op in sg.operators}
+    ops = {M.op_name(model_obj, op): op for op in sg.operators}
     reshape_out = int(ops["RESHAPE"].outputs[0])
     rq = sg.tensors[reshape_out].quantization
     cc = ops["TFLMCaps_ClassCaps"]
     w_tensor = sg.tensors[int(cc.inputs[1])]
-    W = G.constant_array(model_obj, w_tensor, np.int8)
+    W = M.constant_array(model_obj, w_tensor, np.int8)
     opts = options.decode("TFLMCaps_ClassCaps", bytes(cc.customOptions))
     q = quant.ClassCapsQuant(1 / 128, 0, tuple(w_tensor.quantization.scale),
                              opts["u_hat_scale"], tuple(opts["s_scales"]),
@@ -271,8 +273,8 @@ def test_size_and_summary(costa_result):
     assert d["int8"]["op_counts"]["TFLMCaps_ClassCaps"] == 1
     assert "TFLMCaps_ClassCaps x1" in s.format()
     # Round trip through the schema reader is lossless.
-    reread = G.load(G.dump(G.load(costa_result.model)))
-    assert [G.op_name(reread, op) for op in reread.subgraphs[0].operators] == CAPS_OPS
+    reread = tflite.load(tflite.dump(tflite.load(costa_result.model)))
+    assert [M.op_name(reread, op) for op in reread.subgraphs[0].operators] == CAPS_OPS
 
 
 def test_float_io_model(trained_tiny, tiny_result):
@@ -295,10 +297,10 @@ def test_recompute_predictions_and_batch(trained_tiny, tiny_result):
 
     model, data = trained_tiny
     result = _convert(model, data, store_predictions=False, batch_size=4, metadata=None)
-    model_obj = G.load(result.model)
+    model_obj = tflite.load(result.model)
     sg = model_obj.subgraphs[0]
     assert list(sg.tensors[int(sg.inputs[0])].shape) == [4, 28, 28, 1]
-    cc = next(op for op in sg.operators if G.op_name(model_obj, op) == "TFLMCaps_ClassCaps")
+    cc = next(op for op in sg.operators if M.op_name(model_obj, op) == "TFLMCaps_ClassCaps")
     assert options.decode("TFLMCaps_ClassCaps", bytes(cc.customOptions))["store_predictions"] == 0
     x = data.x_test[:40]
     batched, _ = kernels.run_model(result.model, x)

@@ -6,7 +6,9 @@ import sys
 import pytest
 
 from tflm_caps import cli
-from tflm_caps.converter_patches import graph as G
+from tflm_caps import tflite
+from tflm_caps.tflite import model as M
+from tflm_caps.tflite import tables
 
 
 def test_help_is_light():
@@ -36,11 +38,11 @@ def test_convert_json(trained_tiny_path, tmp_path, capsys):
     assert report["float"]["size_bytes"] == flt.stat().st_size
     assert report["int8"]["op_counts"] == {"CONV_2D": 2, "RESHAPE": 1, "TFLMCaps_Squash": 1,
                                            "TFLMCaps_ClassCaps": 1, "TFLMCaps_Length": 1}
-    assert report["int8"]["activation_types"] == {"INT8": 7}
+    assert report["int8"]["activation_types"] == {"int8": 7}
     assert len(report["class_caps"][0]["weight_scales"]) == 10
-    model = G.load(out.read_bytes())
+    model = tflite.load(out.read_bytes())
     sg = model.subgraphs[0]
-    assert G.type_name(sg.tensors[int(sg.inputs[0])].type) == "INT8"
+    assert tables.type_name(sg.tensors[int(sg.inputs[0])].type) == "int8"
 
 
 def test_convert_text_float_io(trained_tiny_path, tmp_path, capsys):
@@ -50,8 +52,8 @@ def test_convert_text_float_io(trained_tiny_path, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "TFLMCaps_ClassCaps x1" in text and "int8" in text and str(out) in text
-    model = G.load(out.read_bytes())
-    names = [G.op_name(model, op) for op in model.subgraphs[0].operators]
+    model = tflite.load(out.read_bytes())
+    names = [M.op_name(model, op) for op in model.subgraphs[0].operators]
     assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE"
     assert not model.metadata or all(m.name != b"TFLITE_METADATA" for m in model.metadata)
 

@@ -16,7 +16,7 @@ def images():
     return np.random.default_rng(0).random((8, 28, 28, 1)).astype(np.float32)
 
 
-def _caps_model(extra_layer=None, with_length=True):
+def _caps_model(extra_layer=None, with_length=True, routings=2):
     import keras
 
     from tflm_caps.layers import ClassCaps, Length, PrimaryCaps
@@ -26,7 +26,7 @@ def _caps_model(extra_layer=None, with_length=True):
     x = PrimaryCaps(8, 4, 5, strides=2, name="primary_caps")(x)
     if extra_layer is not None:
         x = extra_layer(x)
-    v = ClassCaps(10, 4, routings=2, name="class_caps")(x)
+    v = ClassCaps(10, 4, routings=routings, name="class_caps")(x)
     out = Length(name="length")(v) if with_length else v
     return keras.Model(image, out, name="custom")
 
@@ -41,6 +41,12 @@ def test_unsupported_layer_is_named(images):
     model = _caps_model(Doubler(name="my_doubler"))
     with pytest.raises(ConversionError, match=r"my_doubler.*Doubler.*cannot be converted"):
         convert(model, images)
+
+
+def test_routings_beyond_the_kernels_are_refused(images):
+    with pytest.raises(ConversionError, match=r"'class_caps' \(ClassCaps\): routings=9, the int8 "
+                                              r"kernels run 1 to 8"):
+        convert(_caps_model(routings=9), images)
 
 
 def test_model_without_length_output(images):

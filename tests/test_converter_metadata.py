@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tflm_caps import metadata
-from tflm_caps.converter_patches import graph as G
+from tflm_caps import tflite
+from tflm_caps.tflite import model as M
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,20 @@ def test_custom_metadata_and_rewrite(converted):
     again = metadata.write(data, name="digits", description="d", version="9", labels=labels,
                            mean=[127.5], std=[127.5])
     assert again == data
-    names = [m.name for m in G.load(again).metadata]
+    names = [m.name for m in tflite.load(again).metadata]
     assert names.count(b"TFLITE_METADATA") == 1
 
 
 def test_strip_metadata_restores_plain_model(converted):
-    stripped = metadata.strip_metadata(converted.model)
+    stripped = tflite.strip_metadata(converted.model)
     assert metadata.read(stripped) is None
     assert len(stripped) < len(converted.model)
     assert b"labels.txt" not in stripped
-    assert metadata.strip_metadata(stripped) == stripped
+    assert tflite.strip_metadata(stripped) == stripped
     # Same graph and weights as a conversion without metadata.
-    a, b = G.load(stripped), G.load(converted.model)
-    assert [G.op_name(a, op) for op in a.subgraphs[0].operators] == \
-        [G.op_name(b, op) for op in b.subgraphs[0].operators]
+    a, b = tflite.load(stripped), tflite.load(converted.model)
+    assert [M.op_name(a, op) for op in a.subgraphs[0].operators] == \
+        [M.op_name(b, op) for op in b.subgraphs[0].operators]
     wa = sorted(bytes(buf.data) for buf in a.buffers if buf.data is not None)
     wb = sorted(bytes(buf.data) for buf in b.buffers if buf.data is not None)
     assert set(wa) <= set(wb)
@@ -61,7 +62,7 @@ def test_metadata_leaves_outputs_unchanged(converted, bundled_data):
 
     x = bundled_data.x_test[:10]
     _, with_meta = kernels.run_model(converted.model, x)
-    _, without = kernels.run_model(metadata.strip_metadata(converted.model), x)
+    _, without = kernels.run_model(tflite.strip_metadata(converted.model), x)
     np.testing.assert_array_equal(with_meta, without)
 
 

@@ -4,7 +4,9 @@ the size budget, and that the converter's clean-up changes no output."""
 import numpy as np
 import pytest
 
-from tflm_caps.converter_patches import graph as G
+from tflm_caps import tflite
+from tflm_caps.tflite import model as M
+from tflm_caps.tflite import tables
 
 # int8 / float size limit for every published model.
 SIZE_RATIO = 0.27
@@ -41,9 +43,9 @@ _CONVERTED = {}  # zoo name -> (ConversionResult, model bytes before the clean-u
 def convert_zoo(name, bundled_data):
     """Convert zoo model ``name`` once per session (realistic biases, default
     metadata).  Also returns the same conversion as it was before
-    ``converter_patches.slim`` and ``graph.drop_dead_data`` ran: captured when
-    the converter calls ``slim.strip_bias_quantization`` and pruned of
-    unreachable tensors only."""
+    ``converter_patches.slim`` and ``tflite.graph.drop_dead_data`` ran:
+    captured when the converter calls ``slim.strip_bias_quantization`` and
+    pruned of unreachable tensors only."""
     if name in _CONVERTED:
         return _CONVERTED[name]
     from tflm_caps import models
@@ -57,7 +59,7 @@ def convert_zoo(name, bundled_data):
     strip = slim.strip_bias_quantization
 
     def snapshot_then_strip(q_model):
-        snapshots.append(G.dump(q_model))
+        snapshots.append(tflite.dump(q_model))
         return strip(q_model)
 
     slim.strip_bias_quantization = snapshot_then_strip
@@ -67,27 +69,27 @@ def convert_zoo(name, bundled_data):
     finally:
         slim.strip_bias_quantization = strip
     assert len(snapshots) == 1, "convert_detailed no longer calls slim.strip_bias_quantization"
-    before = G.load(snapshots[0])
-    G.prune(before, dead_data=False)
-    _CONVERTED[name] = result, G.dump(before)
+    before = tflite.load(snapshots[0])
+    tflite.prune(before, dead_data=False)
+    _CONVERTED[name] = result, tflite.dump(before)
     return _CONVERTED[name]
 
 
 def check_fully_int8(model_bytes):
     """Every activation/weight tensor int8 (int32 only for constants: biases,
     shapes); no QUANTIZE/DEQUANTIZE; returns the op names."""
-    model = G.load(model_bytes)
+    model = tflite.load(model_bytes)
     assert len(model.subgraphs) == 1
     sg = model.subgraphs[0]
     for tensor in sg.tensors:
         buf = model.buffers[tensor.buffer].data
         constant = buf is not None and len(buf) > 0
-        kind = G.type_name(tensor.type)
-        assert kind == "INT8" or (constant and kind == "INT32"), (G.tensor_name(tensor), kind)
-        if kind == "INT8":
+        kind = tables.type_name(tensor.type)
+        assert kind == "int8" or (constant and kind == "int32"), (M.tensor_name(tensor), kind)
+        if kind == "int8":
             q = tensor.quantization
             assert q is not None and len(q.scale) >= 1 and np.all(np.asarray(q.scale) > 0)
-    names = [G.op_name(model, op) for op in sg.operators]
+    names = [M.op_name(model, op) for op in sg.operators]
     assert "QUANTIZE" not in names and "DEQUANTIZE" not in names
     # Nothing unreachable is left in the file.
     used = {int(t) for op in sg.operators for t in list(op.inputs) + list(op.outputs)}
@@ -108,9 +110,7 @@ def check_fully_int8(model_bytes):
 
 def assert_buffers_aligned(model_bytes):
     """Weight data starts on 16-byte boundaries (schema force_align, as TF writes it)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    root = schema.Model.GetRootAsModel(model_bytes, 0)
+    root = tables.schema().Model.GetRootAsModel(model_bytes, 0)
     for i in range(root.BuffersLength()):
         buf = root.Buffers(i)
         if buf.DataLength():
@@ -133,14 +133,15 @@ def test_zoo_model_converts_fully_int8(name, bundled_data):
                                            "TFLMCaps_ClassCaps", "TFLMCaps_Length"]
     assert metadata.read(result.model)["labels"] is not None  # TFLite metadata kept
     s = result.summary
-    saved = len(before) - len(metadata.strip_metadata(result.model))
+    saved = len(before) - len(tflite.strip_metadata(result.model))
     print(f"\n{name}: float {s.float.size_bytes:,} B, int8 {s.int8.size_bytes:,} B "
           f"({100 * s.size_ratio:.2f}%, clean-up saved {saved:,} B), calibration "
           f"{s.calibration_seconds:.1f} s, conversion {s.conversion_seconds:.1f} s")
     assert saved > 0
     assert s.size_ratio <= (SIZE_RATIO if name in PUBLISHED else TINY_SIZE_RATIO)
     # Schema round trip is lossless, and the model runs (int8 reference kernels).
-    assert G.dump(G.load(result.model)) == G.dump(G.load(G.dump(G.load(result.model))))
+    once = tflite.dump(tflite.load(result.model))
+    assert once == tflite.dump(tflite.load(once))
     lengths, raw = kernels.run_model(result.model, _images(shape, 1, bundled_data),
                                      reference_builtins=name != "sabour2017-mnist")
     assert raw.dtype == np.int8 and lengths.shape == (1, models.ZOO[name]["num_classes"])
@@ -154,7 +155,7 @@ def test_training_model_drops_decoder(bundled_data):
     result = convert_detailed(train_model, bundled_data, num_samples=8, metadata=None)
     names = check_fully_int8(result.model)
     assert "FULLY_CONNECTED" not in names and len(names) == 6
-    model = G.load(result.model)
+    model = tflite.load(result.model)
     sg = model.subgraphs[0]
     assert len(sg.inputs) == 1 and len(sg.outputs) == 1
     assert list(sg.tensors[int(sg.outputs[0])].shape) == [1, 10]
@@ -196,9 +197,9 @@ def test_keras_builtins_and_squash_layer(bundled_data):
     x = bundled_data.x_test[:8]
     lengths, _ = kernels.run_model(result.float_model, x, reference_builtins=False)
     np.testing.assert_allclose(lengths, model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
-    obj = G.load(result.model)
+    obj = tflite.load(result.model)
     cc = next(op for op in obj.subgraphs[0].operators
-              if G.op_name(obj, op) == "TFLMCaps_ClassCaps")
+              if M.op_name(obj, op) == "TFLMCaps_ClassCaps")
     assert options.decode("TFLMCaps_ClassCaps", bytes(cc.customOptions))["num_routing"] == 2
     _, raw = kernels.run_model(result.model, x)
     assert raw.shape == (8, 10)
@@ -238,7 +239,7 @@ def test_capsule_op_output_feeding_builtins(bundled_data):
     names = check_fully_int8(result.model)
     assert names == ["CONV_2D", "RESHAPE", "TFLMCaps_Squash", "RESHAPE", "TFLMCaps_ClassCaps",
                      "TFLMCaps_Length"]
-    obj = G.load(result.model)
+    obj = tflite.load(result.model)
     sg = obj.subgraphs[0]
     regroup = sg.operators[3]
     for t in (int(regroup.inputs[0]), int(regroup.outputs[0])):
@@ -258,7 +259,7 @@ def _quant(tensor):
 
 def _op_key(model, op):
     custom = b"" if op.customOptions is None else np.asarray(op.customOptions, np.uint8).tobytes()
-    return G.op_name(model, op), list(op.inputs), list(op.outputs), op.builtinOptionsType, custom
+    return M.op_name(model, op), list(op.inputs), list(op.outputs), op.builtinOptionsType, custom
 
 
 @pytest.mark.parametrize("name", ["tiny", "costa2022-mnist", "costa2022-cifar10",
@@ -274,22 +275,22 @@ def test_clean_up_changes_no_output(name, bundled_data):
     from tflm_caps.runtime import TFLMRunner
 
     result, before = convert_zoo(name, bundled_data)
-    after = metadata.strip_metadata(result.model)
+    after = tflite.strip_metadata(result.model)
     # What was removed really was there, and nothing else changed.
-    b, a = G.load(before), G.load(after)
+    b, a = tflite.load(before), tflite.load(after)
     sb, sa = b.subgraphs[0], a.subgraphs[0]
-    biases = {int(op.inputs[2]) for op in sb.operators if G.op_name(b, op) == "CONV_2D"}
+    biases = {int(op.inputs[2]) for op in sb.operators if M.op_name(b, op) == "CONV_2D"}
     assert len(biases) == len(models.ZOO[name]["convs"]) + 1
     channels = [len(sb.tensors[t].quantization.scale) for t in biases]
     assert min(channels) > 1
     assert [m.name for m in b.metadata].count(b"min_runtime_version") == 2
-    empty = [t for t in sb.tensors if t.buffer != 0 and not G.buffer_bytes(b, t)]
+    empty = [t for t in sb.tensors if t.buffer != 0 and not M.buffer_bytes(b, t)]
     assert len(empty) == sum(1 for t in sa.tensors if t.buffer == 0) > 0
     assert len(before) - len(after) >= 12 * sum(channels)
     assert len(sb.tensors) == len(sa.tensors)
     for k, (tb, ta) in enumerate(zip(sb.tensors, sa.tensors)):
-        assert G.tensor_name(tb) == G.tensor_name(ta) and tb.type == ta.type
-        assert (G.buffer_bytes(b, tb) or b"") == (G.buffer_bytes(a, ta) or b"")
+        assert M.tensor_name(tb) == M.tensor_name(ta) and tb.type == ta.type
+        assert (M.buffer_bytes(b, tb) or b"") == (M.buffer_bytes(a, ta) or b"")
         if k not in biases:
             assert _quant(tb) == _quant(ta)
     assert [_op_key(b, op) for op in sb.operators] == [_op_key(a, op) for op in sa.operators]

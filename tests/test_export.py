@@ -9,90 +9,32 @@ import subprocess
 import numpy as np
 import pytest
 
-from tflm_caps import cli
+from support.c_sources import parse_c_array, read_header_defines
+from support.model_builder import OpSpec, TensorSpec, build_model, encode_options
+from tflm_caps import cli, tflite
 from tflm_caps import export as ex
 
-flatbuffers = pytest.importorskip("flatbuffers")
-from flatbuffers import flexbuffers  # noqa: E402
 
-
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
-    return schema_py_generated
-
-
-def _tensor(S, name, shape, scale, zp, buf, ttype=None):
-    t = S.TensorT()
-    t.name = name.encode()
-    t.shape = list(shape)
-    t.type = S.TensorType.INT8 if ttype is None else ttype
-    t.buffer = buf
-    if scale is not None:
-        q = S.QuantizationParametersT()
-        q.scale = [scale]
-        q.zeroPoint = [zp]
-        t.quantization = q
-    return t
-
-
-def build_model(metadata=None):
+def export_test_model(metadata=None, custom=("TFLMCaps_Squash", "TFLMCaps_Length")):
     """RESHAPE [1, 32] -> [1, 4, 8], TFLMCaps_Squash, TFLMCaps_Length: int8,
-    written with the flatbuffer schema only (independent of the converter)."""
-    S = _schema()
-    m = S.ModelT()
-    m.version = 3
-    m.description = b"export test"
-    codes = []
-    for name in ("TFLMCaps_Squash", "TFLMCaps_Length"):
-        oc = S.OperatorCodeT()
-        oc.builtinCode = oc.deprecatedBuiltinCode = S.BuiltinOperator.CUSTOM
-        oc.customCode = name.encode()
-        oc.version = 1
-        codes.append(oc)
-    oc = S.OperatorCodeT()
-    oc.builtinCode = oc.deprecatedBuiltinCode = S.BuiltinOperator.RESHAPE
-    oc.version = 1
-    codes.append(oc)
-    m.operatorCodes = codes
-    bufs = [S.BufferT() for _ in range(5)]
-    shape_buf = S.BufferT()
-    shape_buf.data = np.array([1, 4, 8], np.int32).view(np.uint8).tolist()
-    bufs.append(shape_buf)
-    sg = S.SubGraphT()
-    sg.tensors = [_tensor(S, "x", [1, 32], 0.05, 3, 1), _tensor(S, "x3", [1, 4, 8], 0.05, 3, 2),
-                  _tensor(S, "v", [1, 4, 8], 1 / 128, 0, 3),
-                  _tensor(S, "len", [1, 4], 1 / 256, -128, 4),
-                  _tensor(S, "shape", [3], None, 0, 5, S.TensorType.INT32)]
-    sg.inputs, sg.outputs = [0], [3]
-    opts = list(bytes(flexbuffers.Dumps({"version": 1})))
-    ops = []
-    for code, ins, outs, custom in ((2, [0, 4], [1], None), (0, [1], [2], opts),
-                                    (1, [2], [3], opts)):
-        op = S.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = code, ins, outs
-        op.customOptions = custom
-        ops.append(op)
-    sg.operators = ops
-    sg.name = b"main"
-    m.subgraphs = [sg]
-    if metadata is not None:
-        meta_buf = S.BufferT()
-        meta_buf.data = list(metadata)
-        bufs.append(meta_buf)
-        md = S.MetadataT()
-        md.name = b"TFLITE_METADATA"
-        md.buffer = len(bufs) - 1
-        m.metadata = [md]
-    m.buffers = bufs
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
+    written with the test model builder (independent of the converter).
+    metadata: bytes of a TFLITE_METADATA entry."""
+    tensors = [TensorSpec("x", (1, 32), "int8", 0.05, 3),
+               TensorSpec("x3", (1, 4, 8), "int8", 0.05, 3),
+               TensorSpec("v", (1, 4, 8), "int8", 1 / 128, 0),
+               TensorSpec("len", (1, 4), "int8", 1 / 256, -128),
+               TensorSpec("shape", (3,), "int32", data=np.array([1, 4, 8]))]
+    opts = encode_options({"version": 1})
+    ops = [OpSpec("RESHAPE", [0, 4], [1]), OpSpec(custom[0], [1], [2], opts),
+           OpSpec(custom[1], [2], [3], opts)]
+    return build_model(tensors, ops, [0], [3], description="export test",
+                       metadata=None if metadata is None else {"TFLITE_METADATA": metadata})
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     p = tmp_path_factory.mktemp("export_model") / "tiny_caps.tflite"
-    p.write_bytes(build_model())
+    p.write_bytes(export_test_model())
     return p
 
 
@@ -107,9 +49,9 @@ def test_c_array_round_trips_and_header_matches(exported, model_path):
     data = model_path.read_bytes()
     src = (out / "tiny_caps_model_data.cc").read_text()
     assert "alignas(16) const unsigned char g_tiny_caps_model_data[]" in src
-    assert ex.parse_c_array(src) == data
+    assert parse_c_array(src) == data
     assert f"g_tiny_caps_model_data_len = {len(data)}u" in src
-    defs = ex.read_header_defines((out / "tiny_caps_model_data.h").read_text())
+    defs = read_header_defines((out / "tiny_caps_model_data.h").read_text())
     assert defs["TINY_CAPS_MODEL_BYTES"] == len(data)
     assert defs["TINY_CAPS_INPUT_ELEMENTS"] == 32 and defs["TINY_CAPS_OUTPUT_ELEMENTS"] == 4
     assert defs["TINY_CAPS_INPUT_ZERO_POINT"] == 3
@@ -240,19 +182,19 @@ def test_main_uses_the_tflm_api_consistently(exported, tmp_path):
 
 def test_strip_metadata_keeps_a_runnable_model(tmp_path):
     from tflm_caps.runtime import find_min_arena_size
-    data = build_model(metadata=b"\x00" * 600 + b"tflite-support metadata stand-in")
-    assert ex.summarize(data).metadata == ["TFLITE_METADATA"]
-    stripped = ex.strip_metadata(data)
+    data = export_test_model(metadata=b"\x00" * 600 + b"tflite-support metadata stand-in")
+    assert tflite.summarize(data).metadata == ["TFLITE_METADATA"]
+    stripped = tflite.strip_metadata(data)
     assert len(stripped) < len(data) - 500
-    s = ex.summarize(stripped)
+    s = tflite.summarize(stripped)
     assert s.metadata == [] and s.custom_ops == ["TFLMCaps_Length", "TFLMCaps_Squash"]
-    assert s.inputs == ex.summarize(data).inputs
+    assert s.inputs == tflite.summarize(data).inputs
     assert find_min_arena_size(stripped) > 0  # loads and runs in TFLM
     p = tmp_path / "meta.tflite"
     p.write_bytes(data)
     r = ex.export_model(p, tmp_path / "o", strip=True, arena_size=4000)
     assert r.stripped_bytes == len(stripped) and r.model_bytes == len(data)
-    assert ex.parse_c_array((tmp_path / "o" / "meta_model_data.cc").read_text()) == stripped
+    assert parse_c_array((tmp_path / "o" / "meta_model_data.cc").read_text()) == stripped
     assert r.arena_size == 4000 and r.arena_source == "user"
 
 
@@ -266,21 +208,17 @@ def test_cli_json_and_errors(model_path, tmp_path, capsys):
     not_model = tmp_path / "x.tflite"
     not_model.write_bytes(b"hello world, not a flatbuffer")
     assert cli.main(["export", str(not_model), "--out", str(tmp_path / "d")]) == 2
-    assert "not a TFLite flatbuffer" in capsys.readouterr().err
+    assert "not a .tflite model" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path / "missing.tflite"), "--out", str(tmp_path)]) == 2
     assert cli.main(["export", str(model_path), "--out", str(tmp_path / "c"),
                      "--arena-size", "5000", "--name", "net", "--no-overwrite"]) == 2
 
 
 def test_foreign_custom_ops_are_refused(tmp_path):
-    S = _schema()
-    data = build_model()
-    m = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    m.operatorCodes[0].customCode = b"SomeoneElses_Op"
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    with pytest.raises(ValueError, match="SomeoneElses_Op"):
-        ex.export_model(bytes(b.Output()), tmp_path, arena_size=1000)
+    data = export_test_model(custom=("SomeoneElses_Op", "TFLMCaps_Length"))
+    with pytest.raises(ValueError, match="custom operators not provided by tflm-caps: "
+                                         "SomeoneElses_Op"):
+        ex.export_model(data, tmp_path, arena_size=1000)
 
 
 def test_resolver_method_names():

@@ -8,27 +8,22 @@ import textwrap
 import numpy as np
 import pytest
 
+from support.model_builder import (OpSpec, TensorSpec, build_model, class_caps_model,
+                                   random_class_caps, squash_model)
 from tflm_caps.reference import int8 as ref
 from tflm_caps.reference import quant as q
 from tflm_caps.runtime import (MIN_SAFE_ARENA, ArenaTooSmallError, ModelFormatError, TFLMRunner,
                                check_model, find_min_arena_size, quantize_like_tflite)
-from tflm_caps.runtime.model_builder import (OpSpec, TensorSpec, build_model, class_caps_model,
-                                             squash_model)
 
 
 @pytest.fixture(scope="module")
 def caps_model():
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.3, (32, 5, 6, 4))
-    ws = q.weight_scales(w, per_capsule=True)
-    quant = q.calibrate_class_caps(rng.normal(0, 0.4, (8, 32, 4)), w, 3, 1 / 128, 0,
-                                   w_scales=ws)
-    return class_caps_model(1, q.quantize_weights(w, ws), quant)
+    return class_caps_model(1, *random_class_caps(0, 32, 5, 6, 4))
 
 
 def float_io_squash_model():
     """QUANTIZE -> TFLMCaps_Squash -> DEQUANTIZE with float32 graph I/O."""
-    from tflm_caps.runtime.model_builder import encode_options
+    from support.model_builder import encode_options
     tensors = [TensorSpec("image", (1, 3, 4), "float32"),
                TensorSpec("x_q", (1, 3, 4), "int8", scale=0.05, zero_point=-2),
                TensorSpec("v_q", (1, 3, 4), "int8", scale=1 / 128, zero_point=0),

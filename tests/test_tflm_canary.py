@@ -7,6 +7,7 @@ resolver layout, the node/tensor/context layouts and MicroContext slots
 (exercised by the host-only TFLMCaps_AbiProbe op), and registration of
 the real capsule ops.
 """
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from support.model_builder import TensorSpec, single_op_model, squash_model
 from tflm_caps.runtime import _library
-from tflm_caps.runtime.model_builder import TensorSpec, single_op_model, squash_model
 
 PINNED_VERSION = "0.dev20261023182759"
 
@@ -87,7 +88,7 @@ def test_registerer_reachable_by_name_from_a_fresh_process():
         import numpy as np
         from tflite_micro import runtime as tflm
         from tflm_caps import native
-        from tflm_caps.runtime.model_builder import squash_model
+        from support.model_builder import squash_model
         native.load()
         it = tflm.Interpreter.from_bytes(squash_model((1, 1, 2), 0.5, 0),
                                          custom_op_registerers=["TFLMCaps_RegisterOps"],
@@ -96,8 +97,9 @@ def test_registerer_reachable_by_name_from_a_fresh_process():
         it.invoke()
         print(it.get_output(0).tolist())
     """)
+    # Run from tests/ so that the snippet imports the test support package.
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, proc.stderr
     # |x| = 1 -> 0.5 -> 64
     assert proc.stdout.strip() == "[[[64, 0]]]"

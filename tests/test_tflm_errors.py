@@ -11,22 +11,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from tflm_caps.reference import quant as q
-from tflm_caps.runtime.model_builder import (TensorSpec, class_caps_model, class_caps_options,
-                                             length_model, single_op_model, squash_model)
-
-
-def _class_caps_parts():
-    rng = np.random.default_rng(5)
-    w = rng.normal(0, 0.3, (16, 4, 3, 4))
-    ws = q.weight_scales(w, per_capsule=True)
-    quant = q.calibrate_class_caps(rng.normal(0, 0.4, (8, 16, 4)), w, 3, 1 / 128, 0,
-                                   w_scales=ws)
-    return q.quantize_weights(w, ws), quant
+from support.model_builder import (TensorSpec, class_caps_model, class_caps_options,
+                                   length_model, random_class_caps, single_op_model,
+                                   squash_model)
 
 
 def _cases():
-    w_q, quant = _class_caps_parts()
+    w_q, quant = random_class_caps(5, 16, 4, 3, 4)
     opts = class_caps_options(quant)
     x = TensorSpec("x", (1, 4, 8), "int8", scale=0.05, zero_point=1)
     v = TensorSpec("v", (1, 4, 8), "int8", scale=1 / 128, zero_point=0)

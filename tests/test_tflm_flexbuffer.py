@@ -4,6 +4,7 @@ writer can choose and corrupt buffers (which must never read out of
 bounds: fuzzed in a subprocess, so a crash fails the test)."""
 import array
 import ctypes
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from flatbuffers import flexbuffers
 
+from support.model_builder import encode_options
 from tflm_caps.runtime import _library
-from tflm_caps.runtime.model_builder import encode_options
 
 OK, NOT_FOUND, MALFORMED, WRONG_TYPE = 0, 1, -1, -2
 
@@ -159,7 +160,7 @@ def test_fuzzed_buffers_never_read_out_of_bounds():
         import ctypes, random
         import numpy as np
         from tflm_caps.runtime import _library
-        from tflm_caps.runtime.model_builder import encode_options
+        from support.model_builder import encode_options
         lib = _library.load_library()
         base = encode_options({"version": 1, "num_routing": 3, "store_predictions": 1,
                                "u_hat_scale": 0.01, "s_scales": [0.1, 0.2, 0.3],
@@ -184,8 +185,9 @@ def test_fuzzed_buffers_never_read_out_of_bounds():
                                                            ctypes.byref(n)))
         print(sorted(statuses))
     """)
+    # Run from tests/ so that the snippet imports the test support package.
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, f"reader crashed on a corrupt buffer: {proc.stderr[-2000:]}"
     statuses = eval(proc.stdout.strip())  # noqa: S307 - our own printed list
     assert MALFORMED in statuses and OK in statuses

@@ -3,10 +3,10 @@ reference (tflm_caps.reference) bit for bit."""
 import numpy as np
 import pytest
 
+from support.model_builder import class_caps_model, length_model, squash_model
 from tflm_caps import reference as ref
 from tflm_caps.reference import quant as q
 from tflm_caps.runtime import TFLMRunner
-from tflm_caps.runtime.model_builder import class_caps_model, length_model, squash_model
 
 
 def _capsules(rng, n, caps, dim):

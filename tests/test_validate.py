@@ -140,7 +140,7 @@ def test_cli_validate_errors(tiny_files, tmp_path, capsys, run_cli):
 
 def test_mismatched_models(tiny_files, trained_tiny):
     """A .tflite of another input shape is refused with a clear message."""
-    from tflm_caps.runtime.model_builder import squash_model
+    from support.model_builder import squash_model
     keras_path, _, folder = tiny_files
     other = folder / "other.tflite"
     other.write_bytes(squash_model((1, 4, 8), 0.1, 0))

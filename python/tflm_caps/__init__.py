@@ -19,7 +19,7 @@ def __getattr__(name):
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in ("layers", "models", "data", "train", "reference", "runtime", "converter",
-                "native", "metadata", "export", "validation"):
+                "native", "metadata", "export", "validation", "tflite", "ops_contract"):
         return importlib.import_module("tflm_caps." + name)
     raise AttributeError(f"module 'tflm_caps' has no attribute {name!r}")
 

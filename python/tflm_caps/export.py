@@ -12,8 +12,8 @@ Writes three files into the output directory:
 
 The arena size is measured with the host TFLM interpreter
 (``tflm_caps.runtime.find_min_arena_size``) and a margin is added, see
-:func:`arena_margin`.  Only the flatbuffer schema shipped with the pinned
-``tflite-micro`` wheel is imported here (no TensorFlow).
+:func:`arena_margin`.  The model is read with ``tflm_caps.tflite`` (no
+TensorFlow).
 """
 import dataclasses
 import json
@@ -21,8 +21,9 @@ import os
 import re
 from pathlib import Path
 
-TFLITE_IDENTIFIER = b"TFL3"
-CUSTOM_OP_PREFIX = "TFLMCaps_"
+from tflm_caps import tflite
+from tflm_caps.ops_contract import OP_PREFIX
+
 ARENA_ALIGN = 16
 # Margin on top of the host-measured arena: the host interpreter understated
 # the need by about 100 bytes on tiny models, and a firmware's TFLM build may
@@ -31,8 +32,6 @@ ARENA_ALIGN = 16
 # otherwise an upper bound.
 ARENA_MARGIN_MIN = 1024
 ARENA_MARGIN_FRACTION = 0.10
-# Metadata names written by tflite-support (and its associated-file zip).
-STRIPPABLE_METADATA = ("TFLITE_METADATA",)
 
 # MicroMutableOpResolver method of each builtin where the CamelCase of the
 # schema name differs from the method name.
@@ -64,39 +63,8 @@ AddTransposeConv AddUnidirectionalSequenceLSTM AddUnpack AddVarHandle AddWhile
 AddZerosLike
 """.split())
 
-_TYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 7: "int16", 9: "int8"}
 _C_TYPES = {"float32": "float", "int32": "int32_t", "uint8": "uint8_t", "int16": "int16_t",
             "int8": "int8_t"}
-
-
-@dataclasses.dataclass
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: list
-    scale: float
-    zero_point: int
-
-    @property
-    def elements(self):
-        n = 1
-        for d in self.shape:
-            n *= max(int(d), 1)
-        return n
-
-
-@dataclasses.dataclass
-class ModelSummary:
-    size: int
-    builtin_ops: list      # schema names, sorted
-    custom_ops: list       # custom codes, sorted
-    inputs: list           # TensorInfo
-    outputs: list          # TensorInfo
-    metadata: list         # metadata entry names
-
-    @property
-    def resolver_methods(self):
-        return [resolver_method(op) for op in self.builtin_ops]
 
 
 @dataclasses.dataclass
@@ -110,29 +78,12 @@ class ExportResult:
     arena_margin: int
     arena_size: int
     arena_source: str      # "measured" or "user"
-    summary: ModelSummary
+    summary: tflite.ModelSummary
 
     def to_json(self):
         d = dataclasses.asdict(self)
+        d["summary"] = self.summary.to_dict()
         return json.loads(json.dumps(d, default=str))
-
-
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
-    return schema_py_generated
-
-
-def check_tflite(data, what="model"):
-    """Raise ValueError unless `data` looks like a TFLite flatbuffer."""
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"{what} is not a TFLite flatbuffer (no 'TFL3' identifier at byte 4; "
-                         f"{len(data)} bytes)")
-
-
-def _builtin_names():
-    schema = _schema()
-    return {v: k for k, v in vars(schema.BuiltinOperator).items()
-            if not k.startswith("_") and isinstance(v, int)}
 
 
 def resolver_method(builtin_name):
@@ -142,60 +93,6 @@ def resolver_method(builtin_name):
         return _RESOLVER_EXCEPTIONS[builtin_name]
     return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part[:1] + part[1:].lower()
                            for part in builtin_name.split("_"))
-
-
-def summarize(data):
-    """Operators, I/O tensors and metadata names of a .tflite."""
-    check_tflite(data)
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    names = _builtin_names()
-    builtin, custom = set(), set()
-    for oc in model.operatorCodes or []:
-        code = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
-        if code == schema.BuiltinOperator.CUSTOM:
-            custom.add((oc.customCode or b"").decode() if isinstance(oc.customCode, bytes)
-                       else str(oc.customCode))
-        else:
-            builtin.add(names.get(code, f"BUILTIN_{code}"))
-    if not model.subgraphs:
-        raise ValueError("model has no subgraph")
-    sg = model.subgraphs[0]
-
-    def info(index):
-        t = sg.tensors[index]
-        q = t.quantization
-        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
-        zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
-        name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        return TensorInfo(name, _TYPE_NAMES.get(int(t.type), f"type{int(t.type)}"),
-                          [int(d) for d in (t.shape if t.shape is not None else [])], scale, zp)
-
-    metadata = [(m.name.decode() if isinstance(m.name, bytes) else str(m.name))
-                for m in (model.metadata or [])]
-    return ModelSummary(len(data), sorted(builtin), sorted(custom),
-                        [info(i) for i in sg.inputs], [info(i) for i in sg.outputs], metadata)
-
-
-def strip_metadata(data):
-    """Drop tflite-support metadata (and the associated-files zip appended
-    after the flatbuffer).  Tensors, weights and custom options are kept;
-    the emptied buffer stays in place so no buffer index changes."""
-    check_tflite(data)
-    import flatbuffers
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    kept = []
-    for m in model.metadata or []:
-        name = m.name.decode() if isinstance(m.name, bytes) else str(m.name)
-        if name in STRIPPABLE_METADATA:
-            model.buffers[m.buffer].data = None
-        else:
-            kept.append(m)
-    model.metadata = kept or None
-    builder = flatbuffers.Builder(max(1024, len(data)))
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
 
 
 def arena_margin(measured):
@@ -209,11 +106,7 @@ def round_up(n, align=ARENA_ALIGN):
 
 def measure_arena(data):
     """Smallest arena the host TFLM interpreter accepts for this model."""
-    try:
-        from tflm_caps.runtime import find_min_arena_size
-    except ImportError as exc:
-        raise ValueError("cannot measure the tensor arena: tflm_caps.runtime is not available "
-                         f"({exc}); pass the size explicitly (--arena-size)") from None
+    from tflm_caps.runtime import find_min_arena_size
     return int(find_min_arena_size(bytes(data)))
 
 
@@ -230,18 +123,6 @@ def c_array_body(data, per_line=16):
         chunk = data[start:start + per_line]
         lines.append("    " + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
     return "\n".join(lines)
-
-
-_ARRAY_RE = re.compile(r"\[\]\s*=\s*\{(?P<body>[^}]*)\}", re.S)
-
-
-def parse_c_array(text):
-    """Bytes of the first ``x[] = { ... }`` initializer in C source `text`."""
-    m = _ARRAY_RE.search(text)
-    if not m:
-        raise ValueError("no array initializer found")
-    values = [v.strip() for v in m.group("body").split(",") if v.strip()]
-    return bytes(int(v, 0) for v in values)
 
 
 def _header_text(ident, guard, summary, arena, measured, margin, source, model_len):
@@ -398,17 +279,14 @@ def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwr
         data = bytes(model)
         default_name = "model"
         what = "model"
-    check_tflite(data, what)
     original_len = len(data)
-    summary = summarize(data)
-    unknown = [c for c in summary.custom_ops if not c.startswith(CUSTOM_OP_PREFIX)]
+    summary = tflite.summarize(data, what)
+    unknown = [c for c in summary.custom_ops if not c.startswith(OP_PREFIX)]
     if unknown:
         raise ValueError(f"{what}: custom operators not provided by tflm-caps: {', '.join(unknown)}")
-    if not summary.inputs or not summary.outputs:
-        raise ValueError(f"{what}: model has no input or no output tensor")
     if strip:
-        data = strip_metadata(data)
-        summary = summarize(data)
+        data = tflite.strip_metadata(data)
+        summary = tflite.summarize(data, what)
 
     if arena_size is not None:
         if int(arena_size) <= 0:
@@ -437,17 +315,4 @@ def export_model(model, out_dir, name=None, strip=False, arena_size=None, overwr
                         len(data), measured, margin, arena, source, summary)
 
 
-def read_header_defines(text):
-    """``#define NAME VALUE`` lines of a generated header -> {NAME: VALUE}
-    (integers parsed, the `u` suffix dropped)."""
-    out = {}
-    for m in re.finditer(r"^#define\s+(\w+)\s+(.+?)\s*$", text, re.M):
-        value = m.group(2)
-        num = re.fullmatch(r"\(?(-?\d+)u?\)?", value)
-        out[m.group(1)] = int(num.group(1)) if num else value
-    return out
-
-
-__all__ = ["export_model", "summarize", "strip_metadata", "parse_c_array", "arena_margin",
-           "measure_arena", "resolver_method", "read_header_defines", "ExportResult",
-           "ModelSummary", "TensorInfo"]
+__all__ = ["export_model", "arena_margin", "measure_arena", "resolver_method", "ExportResult"]

@@ -5,14 +5,17 @@ author, license, input normalization, class labels as the associated file
 ``labels.txt``).  tflite-support is imported module by module, never as
 ``import tflite_support``: that package's pybind11 bindings clash with
 TensorFlow's in one process.  The associated file is appended to the
-flatbuffer as a zip archive; ``strip_metadata`` removes both for firmware.
+flatbuffer as a zip archive; ``tflm_caps.tflite.strip_metadata`` removes
+both for firmware.
 """
 import json
 import os
 import tempfile
 
+from tflm_caps import tflite
+from tflm_caps.tflite.tables import TFLITE_METADATA
+
 LABELS_FILE = "labels.txt"
-METADATA_NAME = "TFLITE_METADATA"
 # Fixed timestamp for the labels file so that the zip (and the model) is reproducible.
 _LABELS_MTIME = 1577836800  # 2020-01-01
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -50,7 +53,7 @@ def write(tflite_bytes, *, name, description="", version="", author="tflm-caps",
                                                                           metadata_writer,
                                                                           writer_utils)
 
-    data = bytearray(strip_metadata(tflite_bytes))
+    data = bytearray(tflite.strip_metadata(tflite_bytes))
     if not name:
         raise MetadataError("metadata name must be a non-empty string")
     in_types = writer_utils.get_input_tensor_types(data)
@@ -58,8 +61,7 @@ def write(tflite_bytes, *, name, description="", version="", author="tflm-caps",
     if len(in_types) != 1 or len(out_types) != 1:
         raise MetadataError(f"metadata: expected one input and one output tensor, got "
                             f"{len(in_types)} and {len(out_types)}")
-    from tflm_caps.converter_patches import graph as G
-    model = G.load(data)
+    model = tflite.load(data)
     sg = model.subgraphs[0]
     in_shape = [int(d) for d in sg.tensors[int(sg.inputs[0])].shape]
     out_shape = [int(d) for d in sg.tensors[int(sg.outputs[0])].shape]
@@ -113,9 +115,7 @@ def _realign(populated, files):
     import io
     import zipfile
 
-    from tflm_caps.converter_patches import graph as G
-
-    out = io.BytesIO(G.dump(G.load(populated)))
+    out = io.BytesIO(tflite.dump(tflite.load(populated)))
     out.seek(0, io.SEEK_END)
     if files:
         with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
@@ -135,9 +135,7 @@ def read(tflite_bytes):
     from tensorflow_lite_support.metadata.python import metadata as md
 
     data = bytes(tflite_bytes)
-    from tflm_caps.converter_patches import graph as G
-    model = G.load(data)
-    if not any(_name(m.name) == METADATA_NAME for m in model.metadata or []):
+    if TFLITE_METADATA not in tflite.check_model(data).metadata_names:
         return None
     displayer = md.MetadataDisplayer.with_model_buffer(data)
     meta = json.loads(displayer.get_metadata_json())
@@ -160,22 +158,3 @@ def read(tflite_bytes):
         "labels": labels, "input_name": inp.get("name"), "output_name": out.get("name"),
         "associated_files": sorted(files),
     }
-
-
-def _name(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def strip_metadata(tflite_bytes):
-    """The model without TFLite metadata and associated files (for firmware images)."""
-    from tflm_caps.converter_patches import graph as G
-
-    model = G.load(tflite_bytes)
-    entries = model.metadata or []
-    kept = [m for m in entries if _name(m.name) != METADATA_NAME]
-    if len(kept) == len(entries):
-        return bytes(tflite_bytes)
-    model.metadata = kept
-    G.prune(model)
-    return G.dump(model)
-

@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
+from tflm_caps.ops_contract import MAX_ROUTINGS
 from tflm_caps.reference import quant as q
 
-MAX_ROUTINGS = q.MAX_ROUTINGS
 STATUS_NAMES = {0: "CAPS_NN_SUCCESS", -1: "CAPS_NN_ARG_ERROR", -2: "CAPS_NN_NO_IMPL_ERROR"}
 
 _i32 = ctypes.c_int32

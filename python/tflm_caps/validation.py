@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-CAPSULE_OPS = ("TFLMCaps_Squash", "TFLMCaps_ClassCaps", "TFLMCaps_Length")
+from tflm_caps import ops_contract as C
 
 
 def sqnr_db(reference, test):
@@ -59,23 +59,16 @@ def _weights_float(tensor):
     return raw * scale
 
 
-def _options(op):
-    from flatbuffers import flexbuffers
-    try:
-        return flexbuffers.GetRoot(op.custom_options).Value if op.custom_options else {}
-    except Exception:  # options were accepted by the op; decoding here is informational
-        return {}
-
-
 def _op_reference(info, op, deq_inputs):
     """Float reference of one capsule op on its dequantized int8 inputs."""
+    from tflm_caps.converter import options
     from tflm_caps.reference import float_ref
 
-    if op.op_name == "TFLMCaps_Squash":
+    if op.op_name == C.SQUASH:
         return float_ref.squash(deq_inputs[0])
-    if op.op_name == "TFLMCaps_Length":
+    if op.op_name == C.LENGTH:
         return float_ref.length(deq_inputs[0])
-    routings = int(_options(op).get("num_routing", 3))
+    routings = int(options.decode(op.op_name, op.custom_options)[C.OPT_NUM_ROUTING])
     w = _weights_float(info.tensors[op.inputs[1]])
     return float_ref.class_caps_float(deq_inputs[0], w, routings, return_intermediates=False)
 
@@ -118,6 +111,37 @@ def _keras_outputs(model, x, layer_names, batch_size=256):
 
 def _keras_layer_names(model):
     return {layer.name for layer in model.layers}
+
+
+def _layer_errors(model, info, op, raw, layer_for_op, keras_layers, float_scores):
+    """Report entry of one capsule op: its TFLM output against the Keras layer
+    of the same name (accumulated error) and against the float op on its own
+    int8 inputs (the op's error)."""
+    t_out = info.tensors[op.outputs[0]]
+    t_in = info.tensors[op.inputs[0]]
+    got = _dequant(t_out, raw[op.outputs[0]])
+    deq_in = _dequant(t_in, raw[op.inputs[0]])
+    entry = {"name": layer_for_op.get(op.index, t_out.name), "op": op.op_name,
+             "tensor": t_out.name, "shape": list(t_out.shape)}
+    if op.index in layer_for_op:
+        ref = keras_layers[layer_for_op[op.index]]
+    elif op.outputs[0] in info.outputs:
+        ref = float_scores  # the graph output is the Keras model output
+        history = getattr(model.outputs[0], "_keras_history", None)
+        entry["name"] = getattr(getattr(history, "operation", None), "name", entry["name"])
+    else:
+        ref = None
+    if ref is not None and np.shape(ref) == got.shape:
+        entry["sqnr_db"] = sqnr_db(ref, got)
+        entry["max_abs_error"] = float(np.max(np.abs(np.asarray(ref, np.float64) - got)))
+    else:
+        entry["sqnr_db"] = None
+        entry["max_abs_error"] = None
+        entry["note"] = "no Keras layer of that name: only the op's own error is reported"
+    op_ref = _op_reference(info, op, [deq_in])
+    entry["op_sqnr_db"] = sqnr_db(op_ref, got)
+    entry["op_max_abs_error"] = float(np.max(np.abs(op_ref - got)))
+    return entry
 
 
 def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None,
@@ -165,7 +189,7 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
     if tuple(tflm_input.shape[1:]) != input_shape:
         raise ValueError(f"{int8_name} takes inputs of shape {list(tflm_input.shape[1:])}, the "
                          f"Keras model {list(input_shape)}: not the same model")
-    caps_ops = [op for op in info.operators if op.op_name in CAPSULE_OPS]
+    caps_ops = [op for op in info.operators if op.op_name in C.CUSTOM_OPS]
     needed = sorted({i for op in caps_ops for i in (op.inputs[:1] + op.outputs)} |
                     set(info.outputs))
     raw = runner.intermediates(x, needed, progress=progress)
@@ -180,33 +204,8 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
             layer_for_op[op.index] = name
     float_scores, keras_layers = _keras_outputs(model, x, list(layer_for_op.values()))
 
-    layers = []
-    for op in caps_ops:
-        t_out = info.tensors[op.outputs[0]]
-        t_in = info.tensors[op.inputs[0]]
-        got = _dequant(t_out, raw[op.outputs[0]])
-        deq_in = _dequant(t_in, raw[op.inputs[0]])
-        entry = {"name": layer_for_op.get(op.index, t_out.name), "op": op.op_name,
-                 "tensor": t_out.name, "shape": list(t_out.shape)}
-        if op.index in layer_for_op:
-            ref = keras_layers[layer_for_op[op.index]]
-        elif op.outputs[0] in info.outputs:
-            ref = float_scores  # the graph output is the Keras model output
-            history = getattr(model.outputs[0], "_keras_history", None)
-            entry["name"] = getattr(getattr(history, "operation", None), "name", entry["name"])
-        else:
-            ref = None
-        if ref is not None and np.shape(ref) == got.shape:
-            entry["sqnr_db"] = sqnr_db(ref, got)
-            entry["max_abs_error"] = float(np.max(np.abs(np.asarray(ref, np.float64) - got)))
-        else:
-            entry["sqnr_db"] = None
-            entry["max_abs_error"] = None
-            entry["note"] = "no Keras layer of that name: only the op's own error is reported"
-        op_ref = _op_reference(info, op, [deq_in])
-        entry["op_sqnr_db"] = sqnr_db(op_ref, got)
-        entry["op_max_abs_error"] = float(np.max(np.abs(op_ref - got)))
-        layers.append(entry)
+    layers = [_layer_errors(model, info, op, raw, layer_for_op, keras_layers, float_scores)
+              for op in caps_ops]
 
     float_pred = np.argmax(float_scores, axis=-1)
     int8_pred = np.argmax(int8_scores, axis=-1)
@@ -322,7 +321,7 @@ def plot(report, path):
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = [f"{layer['name']}\n({layer['op'].replace('TFLMCaps_', '')})"
+    names = [f"{layer['name']}\n({layer['op'].replace(C.OP_PREFIX, '')})"
              for layer in report["layers"]]
     pos = np.arange(len(names))
     cum = [layer.get("sqnr_db") or 0.0 for layer in report["layers"]]

@@ -15,7 +15,7 @@
 namespace tflm_caps {
 namespace {
 
-const char kOp[] = "TFLMCaps_ClassCaps";
+constexpr const char* kOp = kClassCapsOpName;  // names the op in messages
 
 struct OpData {
   caps_class_caps_params params; /* points at the persistent arrays below */
@@ -40,22 +40,24 @@ TfLiteStatus ReadOptions(const TfLiteNode* node, Options* opt) {
   caps_flexbuf_ref map;
   CAPS_ENSURE_OK(CapsOpenOptions(kOp, node, &map));
   int64_t value;
-  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, "num_routing", 1, CAPS_NN_MAX_ROUTINGS, nullptr, &value));
+  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, kOptionNumRouting, kMinRoutings,
+                               CAPS_NN_MAX_ROUTINGS, nullptr, &value));
   opt->routings = (int32_t)value;
   // Storing predictions only trades RAM for speed (bit-identical results),
   // so a model without the key gets the faster mode.
   const int64_t store_default = 1;
-  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, "store_predictions", 0, 1, &store_default, &value));
+  CAPS_ENSURE_OK(CapsOptionInt(kOp, &map, kOptionStorePredictions, 0, 1, &store_default, &value));
   opt->store_predictions = (int32_t)value;
-  CAPS_ENSURE_OK(CapsOptionScale(kOp, &map, "u_hat_scale", &opt->u_hat_scale));
-  CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "s_scales", opt->routings, opt->s_scales));
+  CAPS_ENSURE_OK(CapsOptionScale(kOp, &map, kOptionUHatScale, &opt->u_hat_scale));
+  CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, kOptionSScales, opt->routings, opt->s_scales));
   if (opt->routings > 1) {
-    CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "b_scales", opt->routings - 1, opt->b_scales));
+    CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, kOptionBScales, opt->routings - 1,
+                                    opt->b_scales));
   } else {
     // One iteration never updates the logits: b_scales may be absent or empty.
     caps_flexbuf_ref vec;
-    if (caps_flexbuf_map_get(&map, "b_scales", &vec) == CAPS_FLEXBUF_OK)
-      CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, "b_scales", 0, opt->b_scales));
+    if (caps_flexbuf_map_get(&map, kOptionBScales, &vec) == CAPS_FLEXBUF_OK)
+      CAPS_ENSURE_OK(CapsOptionScales(kOp, &map, kOptionBScales, 0, opt->b_scales));
   }
   return kTfLiteOk;
 }
@@ -131,7 +133,8 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
   CAPS_ENSURE_OK(CapsCheckDims(kOp, "output 0 (v) [B, N_out, D_out]", v, v_dims, 3));
   CapsQuant u_q;
   CAPS_ENSURE_OK(CapsGetPerTensorQuant(kOp, "input 0 (u)", u, &u_q));
-  CAPS_ENSURE_OK(CapsCheckFixedQuant(kOp, "output 0 (v)", v, 1.0f / 128.0f, 0));
+  CAPS_ENSURE_OK(CapsCheckFixedQuant(kOp, "output 0 (v)", v, kSquashOutputScale,
+                                     kSquashOutputZeroPoint));
   const float* w_scales = nullptr;
   int32_t n_scales = 0;
   CAPS_ENSURE_OK(CheckWeights(w, dims.n_out, &w_scales, &n_scales));

@@ -10,9 +10,9 @@
 namespace tflm_caps {
 namespace {
 
-const char kOp[] = "TFLMCaps_Length";
-const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (v)", "output 0 (length)", 2, 1.0f / 256.0f,
-                                 CAPS_NN_LENGTH_OUT_ZERO_POINT};
+constexpr const char* kOp = kLengthOpName;  // names the op in messages
+const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (v)", "output 0 (length)", 2,
+                                 kLengthOutputScale, kLengthOutputZeroPoint};
 
 using OpData = CapsUnaryCapsData<caps_length_params>;
 

@@ -180,7 +180,7 @@ TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbu
   const int size = node->custom_initial_data_size;
   if (data == nullptr || size <= 0) {
     CapsReportError("%s: custom options are missing (expected a FlexBuffer map with 'version' "
-                    "= %d)", op, (int)kCapsOptionsVersion);
+                    "= %d)", op, (int)kOptionsVersion);
     return kTfLiteError;
   }
   caps_flexbuf_status st = caps_flexbuf_root(data, (size_t)size, map);
@@ -191,11 +191,11 @@ TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbu
   }
   int64_t version;
   const int64_t lowest = 0, highest = INT32_MAX;
-  if (CapsOptionInt(op, map, "version", lowest, highest, nullptr, &version) != kTfLiteOk)
+  if (CapsOptionInt(op, map, kOptionVersion, lowest, highest, nullptr, &version) != kTfLiteOk)
     return kTfLiteError;
-  if (version != kCapsOptionsVersion) {
+  if (version != kOptionsVersion) {
     CapsReportError("%s: options version %lld is not supported by this build (expected %d)", op,
-                    (long long)version, (int)kCapsOptionsVersion);
+                    (long long)version, (int)kOptionsVersion);
     return kTfLiteError;
   }
   return kTfLiteOk;

@@ -9,6 +9,7 @@
 #define TFLM_CAPS_TFLM_CAPS_OP_COMMON_H
 
 #include "tflm/caps_flexbuffer.h"
+#include "tflm/caps_ops.h"
 #include "tflm/caps_tflm_compat.h"
 #include "tflm_caps/caps_nn_functions.h"
 
@@ -20,9 +21,6 @@ namespace tflm_caps {
   do {                                                 \
     if ((expr) != kTfLiteOk) return kTfLiteError;      \
   } while (0)
-
-// Options version understood by this build (docs/custom_ops.md).
-constexpr int64_t kCapsOptionsVersion = 1;
 
 // Per-tensor affine quantization of an int8 tensor.
 struct CapsQuant {
@@ -55,7 +53,8 @@ TfLiteStatus CapsCheckDims(const char* op, const char* what, const TfLiteTensor*
 // Product of all dims, or -1 on overflow beyond int32 or a negative dim.
 int32_t CapsNumElements(const TfLiteIntArray* dims);
 
-// Opens the node's custom options (a FlexBuffer map) and checks `version`.
+// Opens the node's custom options (a FlexBuffer map) and checks its version
+// (kOptionsVersion).
 TfLiteStatus CapsOpenOptions(const char* op, const TfLiteNode* node, caps_flexbuf_ref* map);
 
 // Integer option in [min_value, max_value]; a missing key is an error

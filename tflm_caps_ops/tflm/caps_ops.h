@@ -6,21 +6,46 @@
  *   resolver.AddConv2D(); resolver.AddReshape(); ...   // the builtins
  *   tflm_caps::AddCapsOps(resolver);                     // our three ops
  *
- * The names must match the CUSTOM op codes the converter writes
- * (docs/custom_ops.md).  Build the .cc files of this directory together
- * with tflm_caps_ops/src/common and one kernel backend (src/portable,
+ * Build the .cc files of this directory together with
+ * tflm_caps_ops/src/common and one kernel backend (src/portable,
  * src/cortex_m or src/riscv) against your TFLM tree.
  */
 #ifndef TFLM_CAPS_TFLM_CAPS_OPS_H
 #define TFLM_CAPS_TFLM_CAPS_OPS_H
 
 #include "tflm/caps_tflm_compat.h"
+#include "tflm_caps/caps_nn_types.h"
 
 namespace tflm_caps {
 
+// The operator contract (docs/custom_ops.md): the same values as
+// python/tflm_caps/ops_contract.py, which the converter writes into models
+// (tests/test_ops_contract.py compares the two).
+
+// CUSTOM op codes.
 constexpr const char* kSquashOpName = "TFLMCaps_Squash";
 constexpr const char* kClassCapsOpName = "TFLMCaps_ClassCaps";
 constexpr const char* kLengthOpName = "TFLMCaps_Length";
+
+// FlexBuffer custom options: the version this build reads and the keys.
+constexpr int64_t kOptionsVersion = 1;
+constexpr const char* kOptionVersion = "version";
+constexpr const char* kOptionNumRouting = "num_routing";
+constexpr const char* kOptionStorePredictions = "store_predictions";
+constexpr const char* kOptionUHatScale = "u_hat_scale";
+constexpr const char* kOptionSScales = "s_scales";
+constexpr const char* kOptionBScales = "b_scales";
+
+// num_routing lies in [kMinRoutings, CAPS_NN_MAX_ROUTINGS].
+constexpr int64_t kMinRoutings = 1;
+
+// Fixed int8 output quantization (docs/quantization.md): squash and
+// ClassCaps write 2^CAPS_NN_SQUASH_OUT_SCALE_LOG2 = 1/128 with zero point 0,
+// length 2^CAPS_NN_LENGTH_OUT_SCALE_LOG2 = 1/256 with zero point -128.
+constexpr float kSquashOutputScale = 1.0f / (1 << -CAPS_NN_SQUASH_OUT_SCALE_LOG2);
+constexpr int32_t kSquashOutputZeroPoint = 0;
+constexpr float kLengthOutputScale = 1.0f / (1 << -CAPS_NN_LENGTH_OUT_SCALE_LOG2);
+constexpr int32_t kLengthOutputZeroPoint = CAPS_NN_LENGTH_OUT_ZERO_POINT;
 
 // Static registrations (TFLM convention for custom ops).
 TFLMRegistration* Register_TFLMCAPS_SQUASH();

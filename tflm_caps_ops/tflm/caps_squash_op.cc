@@ -12,8 +12,9 @@
 namespace tflm_caps {
 namespace {
 
-const char kOp[] = "TFLMCaps_Squash";
-const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (x)", "output 0 (v)", 3, 1.0f / 128.0f, 0};
+constexpr const char* kOp = kSquashOpName;  // names the op in messages
+const CapsUnaryCapsSpec kSpec = {kOp, "input 0 (x)", "output 0 (v)", 3,
+                                 kSquashOutputScale, kSquashOutputZeroPoint};
 
 struct OpData {
   CapsUnaryCapsData<caps_squash_params> op;

@@ -15,6 +15,8 @@ Pipeline (docs/converter.md):
    calibrated (``tflm_caps.reference.quant.calibrate_class_caps``) and written
    into the ops' options, QUANTIZE/DEQUANTIZE pairs and dead data removed.
 5. Optional TFLite metadata.
+
+Models are read and written with ``tflm_caps.tflite``.
 """
 import dataclasses
 import os
@@ -22,10 +24,17 @@ import time
 
 import numpy as np
 
+from tflm_caps import ops_contract as C
+from tflm_caps import tflite
 from tflm_caps.converter import calibration, export
 from tflm_caps.converter import options as caps_options
 from tflm_caps.converter.errors import ConversionError
-from tflm_caps.converter.summary import ConversionSummary, summarize
+from tflm_caps.converter.summary import ConversionSummary
+from tflm_caps.converter_patches import int8_custom_ops as P
+from tflm_caps.converter_patches import slim
+from tflm_caps.tflite import graph as G
+from tflm_caps.tflite import tables
+from tflm_caps.tflite.model import op_name, tensor_name
 
 WEIGHT_GRANULARITIES = ("per-tensor", "per-capsule")
 IO_DTYPES = ("int8", "float32")
@@ -85,9 +94,6 @@ def _run_tf_converter(converter, what):
 
 def _float_options(model_obj):
     """Versioned options on the custom ops of a float graph (no calibrated scales)."""
-    from tflm_caps.converter_patches import graph as G
-    from tflm_caps.converter_patches import int8_custom_ops as P
-
     for k, name in P.caps_ops(model_obj):
         op = model_obj.subgraphs[0].operators[k]
         raw = bytes(op.customOptions) if op.customOptions is not None else b""
@@ -96,27 +102,23 @@ def _float_options(model_obj):
             from flatbuffers import flexbuffers
             attrs = dict(flexbuffers.GetRoot(raw).Value)
         opts = {}
-        if name == P.CLASS_CAPS:
-            opts = {"num_routing": int(attrs["num_routing"]),
-                    "store_predictions": int(bool(attrs.get("store_predictions", 1)))}
-        P.set_options(op, caps_options.encode(name, opts, float_model=True))
-    G.prune(model_obj)
+        if name == C.CLASS_CAPS:
+            opts = {C.OPT_NUM_ROUTING: int(attrs[C.OPT_NUM_ROUTING]),
+                    C.OPT_STORE_PREDICTIONS: int(bool(attrs.get(C.OPT_STORE_PREDICTIONS, 1)))}
+        G.set_custom_options(op, caps_options.encode(name, opts, float_model=True))
+    tflite.prune(model_obj)
 
 
 def _float_model_bytes(ex):
-    from tflm_caps.converter_patches import graph as G
-
     raw = _run_tf_converter(_tf_converter(ex.concrete_function), "float model")
-    model_obj = G.load(raw)
+    model_obj = tflite.load(raw)
     _float_options(model_obj)
     _name_custom_outputs(model_obj, ex)
-    return G.dump(model_obj)
+    return tflite.dump(model_obj)
 
 
 def _layer_names(model_obj, ex):
     """{position among capsule ops: Keras layer name} (execution order per op type)."""
-    from tflm_caps.converter_patches import int8_custom_ops as P
-
     by_type = {}
     for name, layer in ex.custom_ops:
         by_type.setdefault(name, []).append(layer)
@@ -132,8 +134,6 @@ def _layer_names(model_obj, ex):
 
 
 def _name_custom_outputs(model_obj, ex):
-    from tflm_caps.converter_patches import int8_custom_ops as P
-
     sg = model_obj.subgraphs[0]
     outputs = {int(t) for t in sg.outputs}
     names = _layer_names(model_obj, ex)
@@ -145,9 +145,6 @@ def _name_custom_outputs(model_obj, ex):
 
 def _check_activation_ranges(model_obj, num_samples):
     """ConversionError for an activation whose calibrated range is a single value."""
-    from tflm_caps.converter_patches import graph as G
-    from tflm_caps.converter_patches import int8_custom_ops as P
-
     sg = model_obj.subgraphs[0]
     writers = G.producers(sg)
     caps_outputs = {int(sg.operators[k].outputs[0]) for k, _ in P.caps_ops(model_obj)}
@@ -161,9 +158,9 @@ def _check_activation_ranges(model_obj, num_samples):
         # The calibrator records a constant tensor as [v, v + FLT_MIN].
         if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 4 * _FLT_MIN:
             who = "graph input" if index not in writers else \
-                G.op_name(model_obj, sg.operators[writers[index]])
+                op_name(model_obj, sg.operators[writers[index]])
             raise ConversionError(
-                f"activation {G.tensor_name(tensor)!r} (written by {who}) has a zero range: it "
+                f"activation {tensor_name(tensor)!r} (written by {who}) has a zero range: it "
                 f"is constant ({lo:g}) over {num_samples} calibration samples; int8 needs a "
                 "non-empty range (check the representative data and the layer's weights)")
 
@@ -202,26 +199,107 @@ def _resolve_metadata(metadata, ex, data):
 def _verify_int8(model_obj, io_dtype):
     """Every activation and weight int8 (int32 biases/shapes); float and Q/DQ only at
     float I/O (an int8 -> int8 requantizing QUANTIZE is allowed)."""
-    from tflm_caps.converter_patches import graph as G
-
     sg = model_obj.subgraphs[0]
     io = {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
     allowed_float = io if io_dtype == "float32" else set()
     for index, tensor in enumerate(sg.tensors):
-        if tensor.type in (G.TENSOR_TYPE.INT8, G.TENSOR_TYPE.INT32):
+        if tensor.type in (tables.INT8, tables.INT32):
             continue
-        if index in allowed_float and tensor.type == G.TENSOR_TYPE.FLOAT32:
+        if index in allowed_float and tensor.type == tables.FLOAT32:
             continue
-        raise ConversionError(f"internal: tensor {G.tensor_name(tensor)!r} is "
-                              f"{G.type_name(tensor.type)} after conversion")
+        raise ConversionError(f"internal: tensor {tensor_name(tensor)!r} is "
+                              f"{tables.type_name(tensor.type)} after conversion")
     for op in sg.operators:
-        name = G.op_name(model_obj, op)
-        requantize = all(sg.tensors[int(t)].type == G.TENSOR_TYPE.INT8
+        name = op_name(model_obj, op)
+        requantize = all(sg.tensors[int(t)].type == tables.INT8
                          for t in list(op.inputs) + list(op.outputs))
         if name == "QUANTIZE" and not (int(op.inputs[0]) in allowed_float or requantize):
             raise ConversionError("internal: a QUANTIZE remains inside the graph")
         if name == "DEQUANTIZE" and not (int(op.outputs[0]) in allowed_float):
             raise ConversionError("internal: a DEQUANTIZE remains inside the graph")
+
+
+def _calibrate(ex, batches, progress):
+    """Step 2: the float graph over the calibration batches, with float kernels
+    recording the ClassCaps inputs.  Returns (model bytes with min/max
+    statistics, the recorder, seconds)."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tflm_caps.converter import kernels
+
+    recorder = calibration.RoutingRecorder()
+    kernel_set = kernels.float_kernels(recorder)
+    converter = _tf_converter(ex.concrete_function)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    bar = tqdm(total=len(batches), desc="calibrating", unit="batch", disable=not progress,
+               leave=False)
+
+    def representative():
+        for batch in batches:
+            yield [batch]
+            bar.update(1)
+
+    converter.representative_dataset = representative
+    converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
+    converter._experimental_calibrate_only = True
+    t0 = time.perf_counter()
+    try:
+        calibrated = _run_tf_converter(converter, "calibration")
+        kernel_set.raise_pending()
+    finally:
+        bar.close()
+    return calibrated, recorder, time.perf_counter() - t0
+
+
+def _quantize_builtins(cal_model, io_dtype):
+    """Step 3: the builtins quantized by TensorFlow (capsule ops left in float)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    io_tf = tf.int8 if io_dtype == "int8" else tf.float32
+    try:
+        return tf_convert.mlir_quantize(tflite.dump(cal_model), input_data_type=io_tf,
+                                        output_data_type=io_tf)
+    except Exception as exc:
+        raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
+
+
+def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, io_dtype):
+    """Step 4: capsule ops, their weights and options int8, dead data dropped.
+
+    Returns (int8 model bytes, per-ClassCaps reports, QUANTIZE/DEQUANTIZE removed).
+    """
+    q_model = tflite.load(quantized)
+    quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
+    try:
+        P.make_custom_ops_int8(q_model, _layer_names(q_model, ex))
+    except P.PatchError as exc:
+        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
+    removed = len(quantized_ops - {id(op) for op in q_model.subgraphs[0].operators})
+    reports, layers = [], []
+    for (_, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
+        scale, zp = P.activation_quant(q_model, op)
+        weights = P.class_caps_weights(q_model, op)
+        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
+                                                 scale, zp, per_capsule)
+        opts = caps_options.encode(C.CLASS_CAPS, {
+            C.OPT_NUM_ROUTING: info.num_routing,
+            C.OPT_STORE_PREDICTIONS: int(bool(store_predictions)),
+            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALES: list(q.s_scales),
+            C.OPT_B_SCALES: list(q.b_scales)})
+        layers.append(P.ClassCapsInt8(w_int8, q.weight_scales, opts, f"{info.layer_name}/W"))
+        reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
+                        "calibration_samples": int(len(u)), **q.to_dict()})
+    P.quantize_class_caps(q_model, layers)
+    for k, name in P.caps_ops(q_model):
+        if name != C.CLASS_CAPS:
+            G.set_custom_options(q_model.subgraphs[0].operators[k],
+                                 caps_options.encode(name, {}))
+    slim.strip_bias_quantization(q_model)
+    tflite.prune(q_model)
+    _verify_int8(q_model, io_dtype)
+    return tflite.dump(q_model), reports, removed
 
 
 def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
@@ -239,14 +317,6 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     model's fixed batch dimension.  metadata: ``"auto"``, None or a dict
     (keys of ``tflm_caps.metadata.write``).  progress: tqdm bar.
     """
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as tf_convert
-    from tqdm import tqdm
-
-    from tflm_caps.converter import kernels
-    from tflm_caps.converter_patches import graph as G
-    from tflm_caps.converter_patches import int8_custom_ops as P
-
     start = time.perf_counter()
     _check_choice("weight_granularity", weight_granularity, WEIGHT_GRANULARITIES)
     _check_choice("io_dtype", io_dtype, IO_DTYPES)
@@ -266,32 +336,8 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     meta = _resolve_metadata(metadata, ex, representative_dataset)
 
     float_bytes = _float_model_bytes(ex)
-
-    # Calibration of the float graph (step 2).
-    recorder = calibration.RoutingRecorder()
-    kernel_set = kernels.float_kernels(recorder)
-    converter = _tf_converter(ex.concrete_function)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    bar = tqdm(total=n_batches, desc="calibrating", unit="batch", disable=not progress,
-               leave=False)
-
-    def representative():
-        for batch in batches:
-            yield [batch]
-            bar.update(1)
-
-    converter.representative_dataset = representative
-    converter.target_spec._experimental_custom_op_registerers = [kernel_set.registerer]
-    converter._experimental_calibrate_only = True
-    t0 = time.perf_counter()
-    try:
-        calibrated = _run_tf_converter(converter, "calibration")
-        kernel_set.raise_pending()
-    finally:
-        bar.close()
-    calibration_seconds = time.perf_counter() - t0
-
-    cal_model = G.load(calibrated)
+    calibrated, recorder, calibration_seconds = _calibrate(ex, batches, progress)
+    cal_model = tflite.load(calibrated)
     _check_activation_ranges(cal_model, used)
     # ClassCaps ops in execution order -> their recorded float inputs.
     routing_inputs = [recorder.samples(int(op.outputs[0]))
@@ -300,52 +346,18 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
         raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
                               f"{len(ex.class_caps)} ClassCaps layers in the model")
     P.set_fixed_output_ranges(cal_model)
-
-    # Builtins quantized by TensorFlow (step 3).
-    io_tf = tf.int8 if io_dtype == "int8" else tf.float32
-    try:
-        quantized = tf_convert.mlir_quantize(G.dump(cal_model), input_data_type=io_tf,
-                                             output_data_type=io_tf)
-    except Exception as exc:
-        raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
-
-    # Capsule ops int8 (step 4).
-    q_model = G.load(quantized)
-    names = _layer_names(q_model, ex)
-    try:
-        removed = P.make_custom_ops_int8(q_model, names)
-    except P.PatchError as exc:
-        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
-    per_capsule = weight_granularity == "per-capsule"
-    cc_reports = []
-    for (k, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
-        scale, zp = P.activation_quant(q_model, op)
-        weights = P.class_caps_weights(q_model, op)
-        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
-                                                 scale, zp, per_capsule)
-        opts = caps_options.encode(P.CLASS_CAPS, {
-            "num_routing": info.num_routing, "store_predictions": int(bool(store_predictions)),
-            "u_hat_scale": q.uhat_scale, "s_scales": list(q.s_scales),
-            "b_scales": list(q.b_scales)})
-        P.quantize_class_caps(q_model, op, w_int8, q.weight_scales, opts,
-                              weight_name=f"{info.layer_name}/W")
-        cc_reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
-                           "calibration_samples": int(len(u)), **q.to_dict()})
-    for k, name in P.caps_ops(q_model):
-        if name != P.CLASS_CAPS:
-            P.set_options(q_model.subgraphs[0].operators[k], caps_options.encode(name, {}))
-    from tflm_caps.converter_patches import slim
-    slim.strip_bias_quantization(q_model)
-    G.prune(q_model)
-    _verify_int8(q_model, io_dtype)
-    int8_bytes = G.dump(q_model)
+    quantized = _quantize_builtins(cal_model, io_dtype)
+    int8_bytes, cc_reports, removed = _finish_int8(
+        quantized, ex, routing_inputs, weight_granularity == "per-capsule", store_predictions,
+        io_dtype)
 
     if meta is not None:
         int8_bytes = _add_metadata(int8_bytes, meta)
         float_bytes = _add_metadata(float_bytes, meta)
 
     summary = ConversionSummary(
-        model_name=ex.model_name, int8=summarize(int8_bytes), float=summarize(float_bytes),
+        model_name=ex.model_name, int8=tflite.summarize(int8_bytes),
+        float=tflite.summarize(float_bytes),
         io_dtype=io_dtype, weight_granularity=weight_granularity, batch_size=batch_size,
         calibration_samples=used, calibration_seconds=calibration_seconds,
         conversion_seconds=time.perf_counter() - start, class_caps=cc_reports,

@@ -5,17 +5,13 @@ Each function carries an ``experimental_implements`` NameAttrList with
 every call by one TFLite CUSTOM op whose name is the NameAttrList name and
 whose inputs are the function arguments (a constant argument, such as the
 routing weights, becomes a constant input).  The bodies use the same float
-math as the Keras layers (``tflm_caps.layers.capsule_math``): they define
-what the float ``.tflite`` means and let the export be checked against Keras.
+math as the Keras layers (``tflm_caps.layers.capsule_math``): they define what the
+float ``.tflite`` means and let the export be checked against Keras.
 """
 import tensorflow as tf
 
 from tflm_caps.layers import capsule_math
-
-SQUASH = "TFLMCaps_Squash"
-CLASS_CAPS = "TFLMCaps_ClassCaps"
-LENGTH = "TFLMCaps_Length"
-CUSTOM_OPS = (SQUASH, CLASS_CAPS, LENGTH)
+from tflm_caps import ops_contract as C
 
 
 def implements(name, **int_attrs):
@@ -30,13 +26,13 @@ def squash_fn():
     # Only tensors are arguments: each argument becomes an op input.
     def body(x):
         return capsule_math.squash(x)
-    return tf.function(body, autograph=False, experimental_implements=implements(SQUASH))
+    return tf.function(body, autograph=False, experimental_implements=implements(C.SQUASH))
 
 
 def length_fn():
     def body(v):
         return capsule_math.length(v)
-    return tf.function(body, autograph=False, experimental_implements=implements(LENGTH))
+    return tf.function(body, autograph=False, experimental_implements=implements(C.LENGTH))
 
 
 def class_caps_fn(num_routing, store_predictions=True):
@@ -44,4 +40,5 @@ def class_caps_fn(num_routing, store_predictions=True):
     def body(u, w):
         return capsule_math.dynamic_routing(capsule_math.predictions(u, w), num_routing)
     return tf.function(body, autograph=False, experimental_implements=implements(
-        CLASS_CAPS, num_routing=num_routing, store_predictions=int(bool(store_predictions))))
+        C.CLASS_CAPS, **{C.OPT_NUM_ROUTING: num_routing,
+                         C.OPT_STORE_PREDICTIONS: int(bool(store_predictions))}))

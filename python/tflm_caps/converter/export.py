@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from tflm_caps import ops_contract as C
 from tflm_caps.converter.errors import ConversionError
 
 
@@ -78,6 +79,45 @@ def _functional(model):
     return model
 
 
+def _check_layers(order, L):
+    """ConversionError for a layer on the image -> lengths path that cannot be
+    exported; returns (ClassCapsInfo list, [(custom op, layer name)]) in call order."""
+    import keras
+
+    supported = (L.PrimaryCaps, L.Squash, L.ClassCaps, L.Length)
+    training_only = (L.Mask, L.Decoder)
+    class_caps, custom_ops = [], []
+    op_of = {L.PrimaryCaps: C.SQUASH, L.Squash: C.SQUASH, L.ClassCaps: C.CLASS_CAPS,
+             L.Length: C.LENGTH}
+    for _, op in order:
+        if isinstance(op, training_only):
+            raise ConversionError(
+                f"layer {op.name!r} ({type(op).__name__}) is on the path to the lengths; it is "
+                "training-only (reconstruction) and cannot be part of the inference export")
+        if isinstance(op, supported):
+            custom_ops.append((next(v for k, v in op_of.items() if isinstance(op, k)), op.name))
+            if isinstance(op, L.Squash) and op.axis not in (-1, 2):
+                raise ConversionError(f"layer {op.name!r} (Squash): only axis=-1 (capsule "
+                                      f"dimension) is supported, got axis={op.axis}")
+            if isinstance(op, L.ClassCaps):
+                if not C.MIN_ROUTINGS <= op.routings <= C.MAX_ROUTINGS:
+                    raise ConversionError(
+                        f"layer {op.name!r} (ClassCaps): routings={op.routings}, the int8 "
+                        f"kernels run {C.MIN_ROUTINGS} to {C.MAX_ROUTINGS} routing iterations")
+                class_caps.append(ClassCapsInfo(op.name, int(op.routings),
+                                                np.asarray(op.W.numpy(), np.float32)))
+            continue
+        if isinstance(op, keras.Model):
+            raise ConversionError(f"layer {op.name!r}: nested models are not supported; "
+                                  "build the CapsNet as one functional model")
+        if not _is_keras_builtin(op):
+            raise ConversionError(
+                f"layer {op.name!r} ({type(op).__module__}.{type(op).__name__}) cannot be "
+                "converted: only Keras built-in layers and the tflm_caps capsule layers "
+                "(PrimaryCaps, Squash, ClassCaps, Length) are supported")
+    return class_caps, custom_ops
+
+
 def build_inference_export(model, batch_size=1, store_predictions=True):
     """Trace ``model``'s image -> lengths path as a concrete tf.function."""
     import keras
@@ -122,33 +162,7 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
         raise ConversionError(f"model {model.name!r}: input {image.name!r} must be an NHWC image "
                               f"with known height, width and channels, got {tuple(image.shape)}")
 
-    supported = (L.PrimaryCaps, L.Squash, L.ClassCaps, L.Length)
-    training_only = (L.Mask, L.Decoder)
-    class_caps, custom_ops = [], []
-    op_of = {L.PrimaryCaps: composites.SQUASH, L.Squash: composites.SQUASH,
-             L.ClassCaps: composites.CLASS_CAPS, L.Length: composites.LENGTH}
-    for node, op in order:
-        if isinstance(op, training_only):
-            raise ConversionError(
-                f"layer {op.name!r} ({type(op).__name__}) is on the path to the lengths; it is "
-                "training-only (reconstruction) and cannot be part of the inference export")
-        if isinstance(op, supported):
-            custom_ops.append((next(v for k, v in op_of.items() if isinstance(op, k)), op.name))
-            if isinstance(op, L.Squash) and op.axis not in (-1, 2):
-                raise ConversionError(f"layer {op.name!r} (Squash): only axis=-1 (capsule "
-                                      f"dimension) is supported, got axis={op.axis}")
-            if isinstance(op, L.ClassCaps):
-                class_caps.append(ClassCapsInfo(op.name, int(op.routings),
-                                                np.asarray(op.W.numpy(), np.float32)))
-            continue
-        if isinstance(op, keras.Model):
-            raise ConversionError(f"layer {op.name!r}: nested models are not supported; "
-                                  "build the CapsNet as one functional model")
-        if not _is_keras_builtin(op):
-            raise ConversionError(
-                f"layer {op.name!r} ({type(op).__module__}.{type(op).__name__}) cannot be "
-                "converted: only Keras built-in layers and the tflm_caps capsule layers "
-                "(PrimaryCaps, Squash, ClassCaps, Length) are supported")
+    class_caps, custom_ops = _check_layers(order, L)
     if not class_caps:
         raise ConversionError(f"model {model.name!r}: no ClassCaps layer on the path to the "
                               "lengths; nothing to convert into capsule ops")

@@ -15,8 +15,9 @@ import warnings
 
 import numpy as np
 
-from tflm_caps.converter import composites
+from tflm_caps import ops_contract as C
 from tflm_caps.converter import options as caps_options
+from tflm_caps.converter import tflite_abi as abi
 from tflm_caps.converter.python_kernels import KernelSet, PythonKernel
 from tflm_caps.reference import float_ref, int8 as int8_ref, quant
 
@@ -28,7 +29,7 @@ def parse_options(op_name, raw):
         return {}
     from flatbuffers import flexbuffers
     value = flexbuffers.GetRoot(raw).Value
-    if isinstance(value, dict) and "version" in value:
+    if isinstance(value, dict) and C.OPT_VERSION in value:
         return caps_options.decode(op_name, raw, allow_float_model=True)
     return dict(value)
 
@@ -50,7 +51,7 @@ def _check_class_caps_shapes(call, op):
 
 
 class _Squash(PythonKernel):
-    name = composites.SQUASH
+    name = C.SQUASH
 
     def check(self, call):
         _shape(call, 0, 3, self.name)
@@ -60,7 +61,7 @@ class _Squash(PythonKernel):
 
 
 class _Length(PythonKernel):
-    name = composites.LENGTH
+    name = C.LENGTH
 
     def check(self, call):
         _shape(call, 0, 3, self.name)
@@ -70,7 +71,7 @@ class _Length(PythonKernel):
 
 
 class _ClassCaps(PythonKernel):
-    name = composites.CLASS_CAPS
+    name = C.CLASS_CAPS
 
     def check(self, call):
         _check_class_caps_shapes(call, self.name)
@@ -97,7 +98,7 @@ class FloatClassCaps(_ClassCaps):
         self.recorder = recorder
 
     def invoke(self, call):
-        num_routing = int(call.options["num_routing"])
+        num_routing = int(call.options[C.OPT_NUM_ROUTING])
         u, w = call.inputs
         call.outputs[0][...] = float_ref.class_caps_float(u, w, num_routing,
                                                           return_intermediates=False)
@@ -114,7 +115,7 @@ def float_kernels(recorder=None):
 
 def _int8_input(call, index, op):
     t = call.input_tensors[index]
-    if t.type != 9:
+    if t.type != abi.TFLITE_INT8:
         raise ValueError(f"{op}: input {index} ({t.name.decode()}) must be int8, "
                          f"got TfLiteType {t.type}")
     scales, zps, _ = call.input_quant(index)
@@ -124,7 +125,8 @@ def _int8_input(call, index, op):
 def _check_output(call, op, scale, zero_point):
     t = call.output_tensors[0]
     scales, zps, _ = call.output_quant(0)
-    if t.type != 9 or len(scales) != 1 or float(scales[0]) != scale or int(zps[0]) != zero_point:
+    if (t.type != abi.TFLITE_INT8 or len(scales) != 1 or float(scales[0]) != scale
+            or int(zps[0]) != zero_point):
         raise ValueError(f"{op}: output {t.name.decode()} must be int8 with scale {scale} and "
                          f"zero point {zero_point}, got type {t.type}, scales {list(scales)}, "
                          f"zero points {list(zps)}")
@@ -133,40 +135,40 @@ def _check_output(call, op, scale, zero_point):
 class Int8Squash(_Squash):
     def invoke(self, call):
         x, scale, zp = _int8_input(call, 0, self.name)
-        _check_output(call, self.name, quant.SQUASH_OUT_SCALE, quant.SQUASH_OUT_ZERO_POINT)
+        _check_output(call, self.name, *C.OUTPUT_QUANT[C.SQUASH])
         call.outputs[0][...] = int8_ref.squash_s8(x, quant.squash_params(scale, zp))
 
 
 class Int8Length(_Length):
     def invoke(self, call):
         x, scale, zp = _int8_input(call, 0, self.name)
-        _check_output(call, self.name, quant.LENGTH_OUT_SCALE, quant.LENGTH_OUT_ZERO_POINT)
+        _check_output(call, self.name, *C.OUTPUT_QUANT[C.LENGTH])
         call.outputs[0][...] = int8_ref.length_s8(x, quant.length_params(scale, zp))
 
 
-def class_caps_quant_from_node(call, op=composites.CLASS_CAPS):
+def class_caps_quant_from_node(call, op=C.CLASS_CAPS):
     """ClassCapsQuant of an int8 ClassCaps node (tensors + custom options)."""
     _, scale, zp = _int8_input(call, 0, op)
     w_scales, w_zps, w_dim = call.input_quant(1)
-    if call.input_tensors[1].type != 9 or np.any(w_zps != 0):
+    if call.input_tensors[1].type != abi.TFLITE_INT8 or np.any(w_zps != 0):
         raise ValueError(f"{op}: W must be symmetric int8")
     if len(w_scales) > 1 and w_dim != 1:
         raise ValueError(f"{op}: per-capsule W scales need quantized_dimension 1, got {w_dim}")
     o = call.options
-    if "u_hat_scale" not in o:
+    if C.OPT_U_HAT_SCALE not in o:
         raise ValueError(f"{op}: custom options lack the calibrated scales (a float model?)")
-    return quant.ClassCapsQuant(scale, zp, tuple(w_scales), o["u_hat_scale"],
-                                tuple(o["s_scales"]), tuple(o["b_scales"]))
+    return quant.ClassCapsQuant(scale, zp, tuple(w_scales), o[C.OPT_U_HAT_SCALE],
+                                tuple(o[C.OPT_S_SCALES]), tuple(o[C.OPT_B_SCALES]))
 
 
 class Int8ClassCaps(_ClassCaps):
     def invoke(self, call):
         u, w = call.inputs
         u_shape, w_shape = _check_class_caps_shapes(call, self.name)
-        _check_output(call, self.name, quant.SQUASH_OUT_SCALE, quant.SQUASH_OUT_ZERO_POINT)
+        _check_output(call, self.name, *C.OUTPUT_QUANT[C.CLASS_CAPS])
         q = class_caps_quant_from_node(call, self.name)
-        if q.routings != int(call.options["num_routing"]):
-            raise ValueError(f"{self.name}: num_routing {call.options['num_routing']} but "
+        if q.routings != int(call.options[C.OPT_NUM_ROUTING]):
+            raise ValueError(f"{self.name}: num_routing {call.options[C.OPT_NUM_ROUTING]} but "
                              f"{q.routings} s_scales")
         dims = quant.ClassCapsDims.from_shapes(u_shape, w_shape)
         params = quant.class_caps_params(dims, q)
@@ -175,6 +177,16 @@ class Int8ClassCaps(_ClassCaps):
 
 def int8_kernels():
     return KernelSet([Int8Squash(), Int8Length(), Int8ClassCaps()], parse_options)
+
+
+def _is_int8_model(model_bytes):
+    """True when the ClassCaps weights are int8 (a converted, not a float, model)."""
+    from tflm_caps.tflite import check_model
+
+    info = check_model(bytes(model_bytes))
+    for op in info.ops_named(C.CLASS_CAPS):
+        return info.tensors[op.inputs[1]].type_name == "int8"
+    return all(t.type_name == "int8" for t in info.input_tensors())
 
 
 def make_interpreter(model_bytes, kernels=None, reference_builtins=True,
@@ -191,8 +203,7 @@ def make_interpreter(model_bytes, kernels=None, reference_builtins=True,
     from tensorflow.lite.python.interpreter import InterpreterWithCustomOps, OpResolverType
 
     if kernels is None:
-        from tflm_caps.converter.summary import is_int8_model
-        kernels = int8_kernels() if is_int8_model(model_bytes) else float_kernels()
+        kernels = int8_kernels() if _is_int8_model(model_bytes) else float_kernels()
     resolver = (OpResolverType.BUILTIN_REF if reference_builtins
                 else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     with warnings.catch_warnings():

@@ -1,25 +1,15 @@
 """FlexBuffer ``custom_options`` of the capsule custom ops (docs/custom_ops.md).
 
 Encoding and decoding live in one place so the writer, the Python kernels
-and the tests agree on keys and types.
+and the tests agree; the keys, their kinds and the version are those of
+``tflm_caps.ops_contract``.
 """
 import array
 import math
 
 from flatbuffers import flexbuffers
 
-OPTIONS_VERSION = 1
-MAX_ROUTINGS = 8  # docs/quantization.md, limits
-
-# key -> kind, per op (anything else is rejected when encoding).
-_KEYS = {
-    "TFLMCaps_Squash": {"version": "int"},
-    "TFLMCaps_Length": {"version": "int"},
-    "TFLMCaps_ClassCaps": {
-        "version": "int", "num_routing": "int", "store_predictions": "int",
-        "u_hat_scale": "float", "s_scales": "floats", "b_scales": "floats",
-    },
-}
+from tflm_caps import ops_contract as C
 
 
 class OptionsError(ValueError):
@@ -31,28 +21,23 @@ def _check_scale(op, key, value):
         raise OptionsError(f"{op}: option {key!r} must be a positive finite scale, got {value!r}")
 
 
-# Keys a float model (custom ops in float, for size comparison and
-# validation) leaves out: it has no int8 intermediates.
-_CALIBRATED_KEYS = ("u_hat_scale", "s_scales", "b_scales")
-
-
 def encode(op_name, options, float_model=False):
     """FlexBuffer bytes of ``options`` (a dict) for ``op_name``; validates keys and types.
 
     ``float_model``: options of a float graph, without the calibrated scales.
     """
-    if op_name not in _KEYS:
-        raise OptionsError(f"unknown custom op {op_name!r}; known: {', '.join(_KEYS)}")
-    spec = dict(_KEYS[op_name])
+    if op_name not in C.OPTION_KEYS:
+        raise OptionsError(f"unknown custom op {op_name!r}; known: {', '.join(C.OPTION_KEYS)}")
+    spec = dict(C.OPTION_KEYS[op_name])
     if float_model:
-        for key in _CALIBRATED_KEYS:
+        for key in C.CALIBRATED_KEYS:
             spec.pop(key, None)
-    options = {"version": OPTIONS_VERSION, **options}
+    options = {C.OPT_VERSION: C.OPTIONS_VERSION, **options}
     unknown = sorted(set(options) - set(spec))
     missing = sorted(set(spec) - set(options))
     if unknown or missing:
         raise OptionsError(f"{op_name}: unknown option(s) {unknown}, missing {missing}")
-    if op_name == "TFLMCaps_ClassCaps":
+    if op_name == C.CLASS_CAPS:
         _check_routing(op_name, options, float_model)
     fbb = flexbuffers.Builder()
     with fbb.Map():
@@ -77,21 +62,22 @@ def encode(op_name, options, float_model=False):
 
 
 def _check_routing(op_name, options, float_model):
-    r = options["num_routing"]
-    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_ROUTINGS:
-        raise OptionsError(f"{op_name}: num_routing must be an int in [1, {MAX_ROUTINGS}], "
-                           f"got {r!r}")
-    if options["store_predictions"] not in (0, 1, True, False):
+    r = options[C.OPT_NUM_ROUTING]
+    if (isinstance(r, bool) or not isinstance(r, int)
+            or not C.MIN_ROUTINGS <= r <= C.MAX_ROUTINGS):
+        raise OptionsError(f"{op_name}: num_routing must be an int in "
+                           f"[{C.MIN_ROUTINGS}, {C.MAX_ROUTINGS}], got {r!r}")
+    if options[C.OPT_STORE_PREDICTIONS] not in (0, 1, True, False):
         raise OptionsError(f"{op_name}: store_predictions must be 0 or 1, "
-                           f"got {options['store_predictions']!r}")
+                           f"got {options[C.OPT_STORE_PREDICTIONS]!r}")
     if float_model:
         return
-    if len(options["s_scales"]) != r:
+    if len(options[C.OPT_S_SCALES]) != r:
         raise OptionsError(f"{op_name}: s_scales needs num_routing={r} entries, "
-                           f"got {len(options['s_scales'])}")
-    if len(options["b_scales"]) != r - 1:
+                           f"got {len(options[C.OPT_S_SCALES])}")
+    if len(options[C.OPT_B_SCALES]) != r - 1:
         raise OptionsError(f"{op_name}: b_scales needs num_routing-1={r - 1} entries, "
-                           f"got {len(options['b_scales'])}")
+                           f"got {len(options[C.OPT_B_SCALES])}")
 
 
 def decode(op_name, data, allow_float_model=False):
@@ -112,18 +98,18 @@ def decode(op_name, data, allow_float_model=False):
         raise
     except Exception as exc:  # flexbuffers raises assorted errors on garbage
         raise OptionsError(f"{op_name}: custom_options are not a valid FlexBuffer ({exc})") from exc
-    version = value.get("version")
-    if version != OPTIONS_VERSION:
+    version = value.get(C.OPT_VERSION)
+    if version != C.OPTIONS_VERSION:
         raise OptionsError(f"{op_name}: options version {version!r} is not supported "
-                           f"(expected {OPTIONS_VERSION})")
+                           f"(expected {C.OPTIONS_VERSION})")
     out = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in value.items()}
-    float_model = allow_float_model and not any(k in out for k in _CALIBRATED_KEYS)
-    spec = dict(_KEYS.get(op_name, {}))
+    float_model = allow_float_model and not any(k in out for k in C.CALIBRATED_KEYS)
+    spec = dict(C.OPTION_KEYS.get(op_name, {}))
     missing = sorted(k for k in spec if k not in out
-                     and not (float_model and k in _CALIBRATED_KEYS))
+                     and not (float_model and k in C.CALIBRATED_KEYS))
     if missing:
         raise OptionsError(f"{op_name}: custom_options lack {missing}")
-    if op_name == "TFLMCaps_ClassCaps":
+    if op_name == C.CLASS_CAPS:
         _check_routing(op_name, out, float_model)
     return out
 

@@ -1,31 +1,7 @@
-"""What a .tflite contains: operators, tensor types, sizes (for reports and tests)."""
-import collections
+"""What a conversion produced: both models' structure and how calibration went."""
 import dataclasses
 
-import numpy as np
-
-
-@dataclasses.dataclass
-class ModelSummary:
-    """Structure of one .tflite flatbuffer."""
-
-    size_bytes: int
-    operators: list            # op names in execution order
-    activation_types: dict     # type name -> count (non-constant tensors)
-    weight_types: dict         # type name -> count (constant tensors with data)
-    weight_bytes: int
-    input_types: list
-    output_types: list
-    has_metadata: bool
-
-    @property
-    def op_counts(self):
-        return dict(collections.Counter(self.operators))
-
-    def to_dict(self):
-        d = dataclasses.asdict(self)
-        d["op_counts"] = self.op_counts
-        return d
+from tflm_caps.tflite import ModelSummary
 
 
 @dataclasses.dataclass
@@ -67,40 +43,3 @@ class ConversionSummary:
             f"{self.calibration_seconds:.1f} s (conversion {self.conversion_seconds:.1f} s)",
         ]
         return "\n".join(lines)
-
-
-def summarize(tflite_bytes):
-    """ModelSummary of a .tflite (bytes)."""
-    from tflm_caps.converter_patches import graph as G
-
-    model = G.load(tflite_bytes)
-    sg = model.subgraphs[0]
-    ops = [G.op_name(model, op) for op in sg.operators]
-    acts, weights = collections.Counter(), collections.Counter()
-    weight_bytes = 0
-    for tensor in sg.tensors:
-        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-        if data is not None and len(data):
-            weights[G.type_name(tensor.type)] += 1
-            weight_bytes += len(data)
-        else:
-            acts[G.type_name(tensor.type)] += 1
-    return ModelSummary(
-        size_bytes=len(tflite_bytes), operators=ops, activation_types=dict(acts),
-        weight_types=dict(weights), weight_bytes=int(weight_bytes),
-        input_types=[G.type_name(sg.tensors[t].type) for t in sg.inputs],
-        output_types=[G.type_name(sg.tensors[t].type) for t in sg.outputs],
-        has_metadata=any(m.name in (b"TFLITE_METADATA", "TFLITE_METADATA")
-                         for m in model.metadata or []))
-
-
-def is_int8_model(tflite_bytes):
-    """True when the ClassCaps weights are int8 (a converted, not a float, model)."""
-    from tflm_caps.converter_patches import graph as G
-
-    model = G.load(tflite_bytes)
-    sg = model.subgraphs[0]
-    for op in sg.operators:
-        if G.op_name(model, op) == "TFLMCaps_ClassCaps":
-            return sg.tensors[int(op.inputs[1])].type == G.TENSOR_TYPE.INT8
-    return all(sg.tensors[t].type == G.TENSOR_TYPE.INT8 for t in np.asarray(sg.inputs))

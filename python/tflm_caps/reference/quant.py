@@ -13,19 +13,10 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from tflm_caps.ops_contract import MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN, MAX_N_OUT, MAX_ROUTINGS
 from tflm_caps.reference import fixedpoint as fp
 
-MAX_ROUTINGS = 8
-MAX_CAPS_DIM = 16384
-MAX_DIM_IN = 16384
-MAX_N_IN = 1048576
-MAX_N_OUT = 1024
 _MAX_BUFFER = (1 << 31) - 1 - 65536
-
-SQUASH_OUT_SCALE = 1.0 / 128.0
-SQUASH_OUT_ZERO_POINT = 0
-LENGTH_OUT_SCALE = 1.0 / 256.0
-LENGTH_OUT_ZERO_POINT = -128
 LOG2E = float.fromhex("0x1.71547652b82fep+0")
 
 

@@ -25,7 +25,7 @@ def main(argv):
     from tflite_micro import runtime as tflm
 
     from tflm_caps.runtime import _library
-    from tflm_caps.runtime.model_check import check_model
+    from tflm_caps.tflite.reader import check_model
 
     _library.load_library()
     with open(path, "rb") as f:

@@ -7,11 +7,13 @@ entry points in tflm_caps_ops/host/.
 """
 import ctypes
 
+from tflm_caps.ops_contract import CUSTOM_OPS
+
 REGISTERER = "TFLMCaps_RegisterOps"
 PROBE_REGISTERER = "TFLMCaps_RegisterAbiProbe"
 
 # Custom ops provided by REGISTERER (docs/custom_ops.md).
-PROVIDED_OPS = ("TFLMCaps_Squash", "TFLMCaps_ClassCaps", "TFLMCaps_Length")
+PROVIDED_OPS = CUSTOM_OPS
 
 _PROTOTYPES = {
     "TFLMCaps_LastError": (ctypes.c_char_p, []),

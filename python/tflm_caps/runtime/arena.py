@@ -8,7 +8,7 @@ the smallest arena in bytes with which the model loads and runs; one byte
 less fails.
 """
 from tflm_caps.runtime._probe import Prober, model_file
-from tflm_caps.runtime.model_check import check_model
+from tflm_caps.tflite.reader import check_model
 from tflm_caps.runtime.runner import (TFLMError, default_arena_size, explain_load_failure,
                                       read_model)
 

@@ -4,10 +4,10 @@ wheel) with the tflm-caps custom operators registered.
     runner = TFLMRunner("model.tflite")          # arena sized automatically
     probs = runner.predict(x_test)               # float in, float out
 
-The model is checked in Python first (model_check), so a malformed file is
-a ModelFormatError instead of a native crash.  Native failures surface as
-TFLMError carrying the operators' own messages (the wheel itself only says
-"TFLM failed to allocate tensors").
+The model is checked in Python first (``tflm_caps.tflite.check_model``), so
+a malformed file is a ModelFormatError instead of a native crash.  Native
+failures surface as TFLMError carrying the operators' own messages (the
+wheel itself only says "TFLM failed to allocate tensors").
 """
 import os
 import tempfile
@@ -15,8 +15,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from tflm_caps.ops_contract import CLASS_CAPS
 from tflm_caps.runtime import _library
-from tflm_caps.runtime.model_check import ModelFormatError, check_model
+from tflm_caps.tflite.reader import ModelFormatError, check_model
 
 # Below this many bytes the wheel crashes (it cannot even create its
 # allocator, measured at ~500 bytes); such sizes are refused up front.
@@ -93,7 +94,7 @@ def default_arena_size(info, preserve_all_tensors=False):
     without reuse, the class-capsule scratch buffers, plus fixed headroom
     (doubled when all tensors are preserved)."""
     total = sum(t.nbytes for t in info.tensors if not t.is_constant)
-    for op in info.ops_named("TFLMCaps_ClassCaps"):
+    for op in info.ops_named(CLASS_CAPS):
         if len(op.inputs) == 2 and op.inputs[1] >= 0:
             w = info.tensors[op.inputs[1]].shape
             if len(w) == 4:

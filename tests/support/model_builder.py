@@ -1,8 +1,8 @@
-"""Build small ``.tflite`` graphs directly from the TFLite schema.
+"""Build small ``.tflite`` graphs directly from the TFLite schema (tests only).
 
 Used to run one operator in TFLM (bit-exact tests of each custom op, the
 interface canary, error-path tests) without going through TensorFlow.
-Example::
+Models are written with ``tflm_caps.tflite``.  Example::
 
     x = TensorSpec("x", (1, 4, 8), "int8", scale=0.05, zero_point=3)
     v = TensorSpec("v", (1, 4, 8), "int8", scale=1 / 128, zero_point=0)
@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-_TYPE_CODES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7,
-               "int8": 9}
+from tflm_caps import ops_contract as C
+from tflm_caps import tflite
+from tflm_caps.tflite import tables
 
 
 @dataclass
@@ -72,18 +73,15 @@ def encode_options(options):
     return bytes(fbb.Finish())
 
 
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-    return fb
+def build_model(tensors, operators, inputs, outputs, description="tflm-caps test graph",
+                metadata=None):
+    """Serialize one subgraph; returns the .tflite bytes.
 
-
-def build_model(tensors, operators, inputs, outputs, description="tflm-caps test graph"):
-    """Serialize one subgraph; returns the .tflite bytes."""
-    import flatbuffers
-
-    fb = _schema()
+    metadata: optional {name: bytes} entries of the model's metadata table.
+    """
+    fb = tables.schema()
     model = fb.ModelT()
-    model.version = 3
+    model.version = tables.SCHEMA_VERSION
     model.description = description
     model.buffers = [fb.BufferT()]  # buffer 0: the empty sentinel
     sub = fb.SubGraphT()
@@ -92,7 +90,7 @@ def build_model(tensors, operators, inputs, outputs, description="tflm-caps test
         t = fb.TensorT()
         t.name = spec.name
         t.shape = [int(v) for v in spec.shape]
-        t.type = _TYPE_CODES[spec.dtype]
+        t.type = tables.TENSOR_TYPES[spec.dtype]
         if spec.scale is not None:
             q = fb.QuantizationParametersT()
             q.scale = [float(v) for v in np.atleast_1d(np.asarray(spec.scale, np.float32))]
@@ -114,7 +112,7 @@ def build_model(tensors, operators, inputs, outputs, description="tflm-caps test
             t.buffer = 0
         sub.tensors.append(t)
     codes, code_index = [], {}
-    builtin = vars(fb.BuiltinOperator)
+    builtin = tables.builtin_codes()
     sub.operators = []
     for spec in operators:
         is_custom = spec.custom if spec.custom is not None else spec.code not in builtin
@@ -122,7 +120,7 @@ def build_model(tensors, operators, inputs, outputs, description="tflm-caps test
         if key not in code_index:
             oc = fb.OperatorCodeT()
             if is_custom:
-                oc.builtinCode = oc.deprecatedBuiltinCode = fb.BuiltinOperator.CUSTOM
+                oc.builtinCode = oc.deprecatedBuiltinCode = tables.BUILTIN_CUSTOM
                 oc.customCode = spec.code
             else:
                 code = builtin[spec.code]
@@ -137,16 +135,23 @@ def build_model(tensors, operators, inputs, outputs, description="tflm-caps test
         op.outputs = [int(v) for v in spec.outputs]
         if spec.custom_options:
             op.customOptions = list(spec.custom_options)
-            op.customOptionsFormat = fb.CustomOptionsFormat.FLEXBUFFERS
+            op.customOptionsFormat = tables.CUSTOM_OPTIONS_FLEXBUFFERS
         sub.operators.append(op)
     sub.inputs = [int(v) for v in inputs]
     sub.outputs = [int(v) for v in outputs]
     sub.name = "main"
     model.subgraphs = [sub]
     model.operatorCodes = codes
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    if metadata:
+        model.metadata = []
+    for name, data in (metadata or {}).items():
+        buf = fb.BufferT()
+        buf.data = bytes(data)
+        model.buffers.append(buf)
+        entry = fb.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+    return tflite.dump(model)
 
 
 def single_op_model(code, inputs, outputs, options=None):
@@ -164,33 +169,50 @@ def single_op_model(code, inputs, outputs, options=None):
 
 
 # ----------------------------------------------------------------------------
-# Single capsule-op models (tests, benchmarks)
+# Single capsule-op models
 # ----------------------------------------------------------------------------
+
+_VERSION_ONLY = {C.OPT_VERSION: C.OPTIONS_VERSION}
+
 
 def squash_model(shape, input_scale, input_zero_point=0, options=None):
     """TFLMCaps_Squash on an int8 [B, N, D] input."""
+    scale, zp = C.OUTPUT_QUANT[C.SQUASH]
     x = TensorSpec("x", shape, "int8", scale=input_scale, zero_point=input_zero_point)
-    v = TensorSpec("v", shape, "int8", scale=1.0 / 128, zero_point=0)
-    return single_op_model("TFLMCaps_Squash", [x], [v],
-                           {"version": 1} if options is None else options)
+    v = TensorSpec("v", shape, "int8", scale=scale, zero_point=zp)
+    return single_op_model(C.SQUASH, [x], [v], _VERSION_ONLY if options is None else options)
 
 
 def length_model(shape, input_scale, input_zero_point=0, options=None):
     """TFLMCaps_Length on an int8 [B, N, D] input."""
+    scale, zp = C.OUTPUT_QUANT[C.LENGTH]
     x = TensorSpec("v", shape, "int8", scale=input_scale, zero_point=input_zero_point)
-    out = TensorSpec("length", tuple(shape[:2]), "int8", scale=1.0 / 256, zero_point=-128)
-    return single_op_model("TFLMCaps_Length", [x], [out],
-                           {"version": 1} if options is None else options)
+    out = TensorSpec("length", tuple(shape[:2]), "int8", scale=scale, zero_point=zp)
+    return single_op_model(C.LENGTH, [x], [out], _VERSION_ONLY if options is None else options)
 
 
 def class_caps_options(quant, store_predictions=True):
     """Options dict of TFLMCaps_ClassCaps from a reference ClassCapsQuant."""
-    opts = {"version": 1, "num_routing": quant.routings,
-            "store_predictions": int(bool(store_predictions)),
-            "u_hat_scale": quant.uhat_scale, "s_scales": list(quant.s_scales)}
+    opts = {C.OPT_VERSION: C.OPTIONS_VERSION, C.OPT_NUM_ROUTING: quant.routings,
+            C.OPT_STORE_PREDICTIONS: int(bool(store_predictions)),
+            C.OPT_U_HAT_SCALE: quant.uhat_scale, C.OPT_S_SCALES: list(quant.s_scales)}
     if quant.b_scales:
-        opts["b_scales"] = list(quant.b_scales)
+        opts[C.OPT_B_SCALES] = list(quant.b_scales)
     return opts
+
+
+def random_class_caps(seed, n_in, n_out, d_out, d_in, routings=3, samples=8):
+    """Random W [N_in, N_out, D_out, D_in] and input capsules, quantized by the
+    reference (per-capsule weight scales, input scale 1/128, zero point 0):
+    returns (int8 W, ClassCapsQuant) for ``class_caps_model``."""
+    from tflm_caps.reference import quant as q
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.3, (n_in, n_out, d_out, d_in))
+    ws = q.weight_scales(w, per_capsule=True)
+    quant = q.calibrate_class_caps(rng.normal(0, 0.4, (samples, n_in, d_in)), w, routings,
+                                   1 / 128, 0, w_scales=ws)
+    return q.quantize_weights(w, ws), quant
 
 
 def class_caps_model(batch, weights_q, quant, store_predictions=True, options=None):
@@ -203,7 +225,8 @@ def class_caps_model(batch, weights_q, quant, store_predictions=True, options=No
     w = TensorSpec("W", (n_in, n_out, d_out, d_in), "int8",
                    scale=scales if len(scales) > 1 else scales[0], zero_point=0,
                    quantized_dimension=1 if len(scales) > 1 else 0, data=weights_q)
-    v = TensorSpec("v", (batch, n_out, d_out), "int8", scale=1.0 / 128, zero_point=0)
+    scale, zp = C.OUTPUT_QUANT[C.CLASS_CAPS]
+    v = TensorSpec("v", (batch, n_out, d_out), "int8", scale=scale, zero_point=zp)
     if options is None:
         options = class_caps_options(quant, store_predictions)
-    return single_op_model("TFLMCaps_ClassCaps", [u, w], [v], options)
+    return single_op_model(C.CLASS_CAPS, [u, w], [v], options)

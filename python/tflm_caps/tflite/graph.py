@@ -1,113 +1,14 @@
-"""Small editing toolkit for TFLite flatbuffers (object API of the schema).
+"""Editing of ``ModelT`` graphs: rewire, add, remove, prune, strip metadata.
 
-The rewrites of this package work on ``schema_py_generated.ModelT`` objects:
-find producers/consumers, rewire tensor uses, drop operators, then ``prune``
+Find producers/consumers, rewire tensor uses, drop operators, then ``prune``
 removes whatever became unreachable (tensors, buffers, operator codes) and
-renumbers every reference so the file really shrinks.
+renumbers every reference so the file really shrinks.  The int8 passes of
+``tflm_caps.converter_patches`` are written with these.
 """
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
 
-BUILTIN = schema.BuiltinOperator
-TENSOR_TYPE = schema.TensorType
-_BUILTIN_NAMES = {v: k for k, v in vars(BUILTIN).items() if not k.startswith("_")}
-_TYPE_NAMES = {v: k for k, v in vars(TENSOR_TYPE).items() if not k.startswith("_")}
-
-
-def load(tflite_bytes):
-    """ModelT of a .tflite (bytes); ValueError if it is not a TFLite flatbuffer."""
-    data = bytes(tflite_bytes)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError("not a TFLite flatbuffer (missing 'TFL3' identifier)")
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-
-
-BUFFER_ALIGNMENT = 16  # as the TF converter writes buffers (schema: force_align 16)
-
-
-class _AlignedBuffer(schema.BufferT):
-    """BufferT whose data is packed 16-byte aligned.
-
-    The generated Python ``Pack`` ignores the schema's ``force_align: 16``
-    and aligns weight data to 1 byte; kernels reading int32 biases or doing
-    wide loads from the flatbuffer want the alignment the TF converter gives.
-    """
-
-    def Pack(self, builder):
-        data = None
-        if self.data is not None:
-            payload = np.asarray(self.data, np.uint8).tobytes()
-            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
-            builder.head -= len(payload)
-            builder.Bytes[builder.head:builder.head + len(payload)] = payload
-            builder.vectorNumElems = len(payload)
-            data = builder.EndVector()
-        schema.BufferStart(builder)
-        if data is not None:
-            schema.BufferAddData(builder, data)
-        schema.BufferAddOffset(builder, self.offset)
-        schema.BufferAddSize(builder, self.size)
-        return schema.BufferEnd(builder)
-
-
-def _aligned(buffer):
-    out = _AlignedBuffer()
-    out.data, out.offset, out.size = buffer.data, buffer.offset, buffer.size
-    return out
-
-
-def dump(model):
-    """Serialized bytes of a ModelT (buffers 16-byte aligned)."""
-    original = model.buffers
-    model.buffers = [_aligned(b) for b in original]
-    try:
-        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    finally:
-        model.buffers = original
-
-
-def opcode_of(model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def op_name(model, op):
-    """Builtin name ('CONV_2D') or the custom code ('TFLMCaps_Squash')."""
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = opcode_of(model, op)
-    if builtin == BUILTIN.CUSTOM:
-        return code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-    return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
-
-
-def type_name(tensor_type):
-    return _TYPE_NAMES.get(tensor_type, str(tensor_type))
-
-
-def tensor_name(tensor):
-    name = tensor.name
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def opcode_index(model, builtin=None, custom=None, version=1):
-    """Index of an operator code, appended when missing."""
-    for i, code in enumerate(model.operatorCodes):
-        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if custom is not None:
-            name = code.customCode
-            name = name.decode() if isinstance(name, bytes) else name
-            if name == custom and kind == BUILTIN.CUSTOM:
-                return i
-        elif kind == builtin and code.version == version:
-            return i
-    code = schema.OperatorCodeT()
-    code.builtinCode = BUILTIN.CUSTOM if custom is not None else builtin
-    code.deprecatedBuiltinCode = min(code.builtinCode, 127)
-    code.customCode = custom
-    code.version = version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
+from tflm_caps.tflite import tables
+from tflm_caps.tflite.model import decode_name, dump, load
 
 
 def _ints(values):
@@ -144,13 +45,14 @@ def replace_uses(subgraph, old, new, skip_op=None):
 
 
 def remove_ops(subgraph, indices):
+    """Drop the operators at ``indices`` (their tensors stay until ``prune``)."""
     drop = set(indices)
     subgraph.operators = [op for k, op in enumerate(subgraph.operators) if k not in drop]
 
 
 def add_tensor(subgraph, like, name, tensor_type, quantization=None, buffer=0):
     """Append a tensor with the shape of ``like``; returns its index."""
-    tensor = schema.TensorT()
+    tensor = tables.schema().TensorT()
     tensor.shape = np.array(like.shape, np.int32)
     if like.shapeSignature is not None:
         tensor.shapeSignature = np.array(like.shapeSignature, np.int32)
@@ -164,33 +66,49 @@ def add_tensor(subgraph, like, name, tensor_type, quantization=None, buffer=0):
 
 
 def add_buffer(model, data):
-    buf = schema.BufferT()
+    """Append a buffer holding ``data``; returns its index."""
+    buf = tables.schema().BufferT()
     buf.data = np.frombuffer(bytes(data), np.uint8).copy()
     model.buffers.append(buf)
     return len(model.buffers) - 1
 
 
 def affine(scales, zero_points, quantized_dimension=0):
-    q = schema.QuantizationParametersT()
+    """Affine quantization parameters (per tensor, or per channel along a dimension)."""
+    q = tables.schema().QuantizationParametersT()
     q.scale = np.asarray(scales, np.float32).reshape(-1)
     q.zeroPoint = np.asarray(zero_points, np.int64).reshape(-1)
     q.quantizedDimension = int(quantized_dimension)
     return q
 
 
-def buffer_bytes(model, tensor):
-    buf = model.buffers[tensor.buffer]
-    if buf.data is None:
-        return None
-    return np.asarray(buf.data, np.uint8).tobytes()
+def opcode_index(model, builtin=None, custom=None, version=1):
+    """Index of the operator code of a builtin (schema name, 'DEQUANTIZE') or a
+    custom op (its code), appended when missing."""
+    if custom is None:
+        builtin = tables.builtin_codes()[builtin]
+    for i, code in enumerate(model.operatorCodes):
+        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if custom is not None:
+            name = code.customCode
+            name = name.decode() if isinstance(name, bytes) else name
+            if name == custom and kind == tables.BUILTIN_CUSTOM:
+                return i
+        elif kind == builtin and code.version == version:
+            return i
+    code = tables.schema().OperatorCodeT()
+    code.builtinCode = tables.BUILTIN_CUSTOM if custom is not None else builtin
+    code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+    code.customCode = custom
+    code.version = version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
 
 
-def constant_array(model, tensor, dtype):
-    """Numpy copy of a constant tensor's data (None when it has no buffer)."""
-    data = buffer_bytes(model, tensor)
-    if data is None:
-        return None
-    return np.frombuffer(data, dtype).reshape(_ints(tensor.shape)).copy()
+def set_custom_options(op, options_bytes):
+    """Replace an operator's custom options (FlexBuffer bytes)."""
+    op.customOptions = np.frombuffer(bytes(options_bytes), np.uint8).copy()
+    op.customOptionsFormat = tables.CUSTOM_OPTIONS_FLEXBUFFERS
 
 
 def _has_data(model, index):
@@ -293,3 +211,21 @@ def prune(model, *, dead_data=True):
         for op in sg.operators:
             op.opcodeIndex = remap[op.opcodeIndex]
     return removed_tensors, removed_buffers
+
+
+def strip_metadata(data):
+    """The model without tflite-support metadata and its associated files.
+
+    Drops the ``TFLITE_METADATA`` entries, then ``prune`` drops their
+    buffers; the zip appended after the flatbuffer is not written back.
+    Tensors, weights and custom options are kept.  A model without such
+    metadata is returned as is.
+    """
+    model = load(data)
+    entries = model.metadata or []
+    kept = [m for m in entries if decode_name(m.name) != tables.TFLITE_METADATA]
+    if len(kept) == len(entries):
+        return bytes(data)
+    model.metadata = kept or None
+    prune(model)
+    return dump(model)

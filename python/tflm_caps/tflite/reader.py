@@ -1,4 +1,4 @@
-"""Structural check of a ``.tflite`` flatbuffer before TFLM sees it.
+"""Bounds-checked reader of ``.tflite`` flatbuffers: the check TFLM needs.
 
 TFLM trusts the flatbuffer: a truncated or corrupt model makes the native
 interpreter read out of bounds and crash the Python process.  This module
@@ -10,7 +10,8 @@ the offending table or tensor.
 
 The result, :class:`ModelInfo`, is a light description of the graph (tensor
 shapes, dtypes, quantization, operators and their custom options) used by
-the runner and the validation.
+the runner, the validation and :func:`tflm_caps.tflite.summarize`.  Reading
+needs neither TensorFlow nor the schema module (but for builtin op names).
 """
 import struct
 from dataclasses import dataclass, field
@@ -18,27 +19,22 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-FILE_IDENTIFIER = b"TFL3"
-SCHEMA_VERSION = 3
-BUILTIN_CUSTOM = 32
-
-# TFLite TensorType -> numpy dtype (types whose element size is fixed).
-TENSOR_TYPES = {
-    0: np.dtype(np.float32), 1: np.dtype(np.float16), 2: np.dtype(np.int32),
-    3: np.dtype(np.uint8), 4: np.dtype(np.int64), 6: np.dtype(np.bool_),
-    7: np.dtype(np.int16), 9: np.dtype(np.int8), 10: np.dtype(np.float64),
-    12: np.dtype(np.uint64), 15: np.dtype(np.uint32), 16: np.dtype(np.uint16),
-}
-TENSOR_TYPE_NAMES = {
-    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
-    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
-    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
-    19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
-}
+from tflm_caps.tflite.tables import (BUILTIN_CUSTOM, FILE_IDENTIFIER, NUMPY_DTYPES,
+                                     SCHEMA_VERSION, TENSOR_TYPE_NAMES, builtin_name, type_name)
 
 
 class ModelFormatError(ValueError):
     """The bytes are not a well-formed .tflite model."""
+
+
+def check_identifier(data, what="model"):
+    """ModelFormatError unless ``data`` starts like a TFLite flatbuffer ('TFL3' at byte 4)."""
+    n = len(data)
+    if n < 8:
+        raise ModelFormatError(f"{what}: {n} bytes is too short to be a .tflite model")
+    if bytes(data[4:8]) != FILE_IDENTIFIER:
+        raise ModelFormatError(f"{what}: not a .tflite model (file identifier "
+                               f"{bytes(data[4:8])!r} at byte 4, expected {FILE_IDENTIFIER!r})")
 
 
 @dataclass
@@ -55,11 +51,11 @@ class TensorInfo:
 
     @property
     def dtype(self):
-        return TENSOR_TYPES.get(self.type_code)
+        return NUMPY_DTYPES.get(self.type_code)
 
     @property
     def type_name(self):
-        return TENSOR_TYPE_NAMES.get(self.type_code, f"type{self.type_code}")
+        return type_name(self.type_code)
 
     @property
     def is_constant(self):
@@ -259,11 +255,6 @@ class _Walker:
             self._fail(path, "string is not valid UTF-8")
 
 
-def _builtin_names():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-    return {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 # ----------------------------------------------------------------------------
 # The check
 # ----------------------------------------------------------------------------
@@ -274,6 +265,107 @@ def _as_bytes(model):
     raise TypeError(f"model must be bytes, got {type(model).__name__}")
 
 
+class _GraphCheck:
+    """Consistency checks of a walked model; each failure names ``what``."""
+
+    def __init__(self, buf, what):
+        self.buf, self.what = buf, what
+
+    def fail(self, msg):
+        raise ModelFormatError(f"{self.what}: {msg}")
+
+    def buffer_data(self, buffers):
+        """Bytes of every buffer (None when empty), in the file or after it."""
+        out = []
+        for k, b in enumerate(buffers):
+            off, length = b.get("data", (0, 0))
+            big_off, big_size = b.get("offset", 0), b.get("size", 0)
+            if big_off > 1:  # large-model layout: data outside the flatbuffer
+                if big_off + big_size > len(self.buf):
+                    self.fail(f"buffer {k} (offset {big_off}, size {big_size}) lies outside "
+                              "the file")
+                off, length = big_off, big_size
+            out.append(bytes(self.buf[off:off + length]) if length else None)
+        return out
+
+    def opcodes(self, operator_codes):
+        """(op name, custom code or None) of every operator code."""
+        out = []
+        for k, oc in enumerate(operator_codes):
+            code = max(oc.get("deprecated_builtin_code", 0), oc.get("builtin_code", 0))
+            custom = oc.get("custom_code")
+            if code == BUILTIN_CUSTOM:
+                if not custom:
+                    self.fail(f"operator code {k} is CUSTOM but has no custom_code")
+                out.append((custom, custom))
+            else:
+                out.append((builtin_name(code), None))
+        return out
+
+    def tensor(self, k, t, buffer_data):
+        name = t.get("name", f"tensor{k}")
+        label = f"tensor {k} ({name!r})"
+        shape = tuple(int(v) for v in t.get("shape", np.zeros(0, np.int32)))
+        if any(v < 0 for v in shape):
+            self.fail(f"{label} has a dynamic or negative shape {list(shape)}; TFLM needs "
+                      "static shapes")
+        if int(np.prod(shape, dtype=np.float64)) >= 2**31:
+            self.fail(f"{label} has {int(np.prod(shape, dtype=np.float64))} elements "
+                      f"(shape {list(shape)}); TFLM tensors hold fewer than 2^31")
+        type_code = int(t.get("type", 0))
+        if type_code not in TENSOR_TYPE_NAMES:
+            self.fail(f"{label} has unknown type code {type_code}")
+        bidx = int(t.get("buffer", 0))
+        if bidx >= len(buffer_data):
+            self.fail(f"{label} refers to buffer {bidx}, but the model has "
+                      f"{len(buffer_data)} buffers")
+        q = t.get("quantization", {})
+        scale = np.asarray(q.get("scale", np.zeros(0)), np.float32)
+        zp = np.asarray(q.get("zero_point", np.zeros(0)), np.int64)
+        qdim = int(q.get("quantized_dimension", 0))
+        if scale.size and zp.size and scale.size != zp.size:
+            self.fail(f"{label} has {scale.size} quantization scales but {zp.size} zero points")
+        if scale.size > 1 and (qdim < 0 or qdim >= len(shape) or shape[qdim] != scale.size):
+            self.fail(f"{label} has {scale.size} scales along dimension {qdim} of shape "
+                      f"{list(shape)}")
+        data = buffer_data[bidx]
+        info = TensorInfo(k, name, shape, type_code, bidx, scale, zp, qdim, data)
+        if data is not None and info.dtype is not None and len(data) != info.nbytes:
+            self.fail(f"{label} has {len(data)} bytes of constant data, expected {info.nbytes} "
+                      f"for {info.type_name} {list(shape)}")
+        return info
+
+    def indices(self, values, where, count, allow_optional):
+        out = tuple(int(v) for v in values)
+        for v in out:
+            if not (0 <= v < count or (allow_optional and v == -1)):
+                self.fail(f"{where} refers to tensor {v}, but the subgraph has {count} tensors")
+        return out
+
+    def subgraph(self, sg, sgi, buffer_data, opcodes):
+        """(tensors, inputs, outputs, operators) of one subgraph."""
+        tensors = [self.tensor(k, t, buffer_data) for k, t in enumerate(sg.get("tensors", []))]
+        nt = len(tensors)
+        inputs = self.indices(sg.get("inputs", []), "subgraph inputs", nt, False)
+        outputs = self.indices(sg.get("outputs", []), "subgraph outputs", nt, False)
+        if sgi == 0 and (not inputs or not outputs):
+            self.fail("the subgraph has no inputs or no outputs")
+        operators = []
+        for k, op in enumerate(sg.get("operators", [])):
+            oi = int(op.get("opcode_index", 0))
+            if oi >= len(opcodes):
+                self.fail(f"operator {k} uses operator code {oi}, but the model has "
+                          f"{len(opcodes)}")
+            op_name, custom = opcodes[oi]
+            where = f"operator {k} ({op_name})"
+            ins = self.indices(op.get("inputs", []), f"{where} inputs", nt, True)
+            outs = self.indices(op.get("outputs", []), f"{where} outputs", nt, True)
+            off, length = op.get("custom_options", (0, 0))
+            operators.append(OperatorInfo(k, op_name, custom, ins, outs,
+                                          bytes(self.buf[off:off + length]) if length else b""))
+        return tensors, inputs, outputs, operators
+
+
 def check_model(model, what="model"):
     """Check a .tflite flatbuffer; returns a :class:`ModelInfo`.
 
@@ -281,116 +373,27 @@ def check_model(model, what="model"):
     Raises :class:`ModelFormatError` on any structural or consistency problem.
     """
     buf = _as_bytes(model)
-    n = len(buf)
-    if n < 8:
-        raise ModelFormatError(f"{what}: {n} bytes is too short to be a .tflite model")
-    if buf[4:8] != FILE_IDENTIFIER:
-        raise ModelFormatError(f"{what}: not a .tflite model (file identifier {buf[4:8]!r}, "
-                               f"expected {FILE_IDENTIFIER!r})")
+    check_identifier(buf, what)
     walker = _Walker(buf)
     try:
         root = walker.table(walker._deref(0, "root"), _MODEL, "Model")
     except ModelFormatError as exc:
         raise ModelFormatError(f"{what}: {exc}") from None
-
-    def fail(msg):
-        raise ModelFormatError(f"{what}: {msg}")
-
+    check = _GraphCheck(buf, what)
     if root.get("version", 0) != SCHEMA_VERSION:
-        fail(f"schema version {root.get('version', 0)} is not supported (expected "
-             f"{SCHEMA_VERSION})")
+        check.fail(f"schema version {root.get('version', 0)} is not supported (expected "
+                   f"{SCHEMA_VERSION})")
     subgraphs = root.get("subgraphs", [])
     if not subgraphs:
-        fail("the model has no subgraph")
-    buffers = root.get("buffers", [])
-    buffer_data = []
-    for k, b in enumerate(buffers):
-        off, length = b.get("data", (0, 0))
-        big_off, big_size = b.get("offset", 0), b.get("size", 0)
-        if big_off > 1:  # large-model layout: data outside the flatbuffer
-            if big_off + big_size > n:
-                fail(f"buffer {k} (offset {big_off}, size {big_size}) lies outside the file")
-            off, length = big_off, big_size
-        buffer_data.append(bytes(buf[off:off + length]) if length else None)
-
-    names = None
-    opcodes = []
-    for k, oc in enumerate(root.get("operator_codes", [])):
-        code = max(oc.get("deprecated_builtin_code", 0), oc.get("builtin_code", 0))
-        custom = oc.get("custom_code")
-        if code == BUILTIN_CUSTOM:
-            if not custom:
-                fail(f"operator code {k} is CUSTOM but has no custom_code")
-            opcodes.append((custom, custom))
-        else:
-            if names is None:
-                names = _builtin_names()
-            opcodes.append((names.get(code, f"BUILTIN_{code}"), None))
-
-    def describe(sg, sgi):
-        raw_tensors = sg.get("tensors", [])
-        nt = len(raw_tensors)
-        tensors = []
-        for k, t in enumerate(raw_tensors):
-            name = t.get("name", f"tensor{k}")
-            label = f"tensor {k} ({name!r})"
-            shape = tuple(int(v) for v in t.get("shape", np.zeros(0, np.int32)))
-            if any(v < 0 for v in shape):
-                fail(f"{label} has a dynamic or negative shape {list(shape)}; TFLM needs static "
-                     "shapes")
-            if int(np.prod(shape, dtype=np.float64)) >= 2**31:
-                fail(f"{label} has {int(np.prod(shape, dtype=np.float64))} elements "
-                     f"(shape {list(shape)}); TFLM tensors hold fewer than 2^31")
-            type_code = int(t.get("type", 0))
-            if type_code not in TENSOR_TYPE_NAMES:
-                fail(f"{label} has unknown type code {type_code}")
-            bidx = int(t.get("buffer", 0))
-            if bidx >= len(buffers):
-                fail(f"{label} refers to buffer {bidx}, but the model has {len(buffers)} buffers")
-            q = t.get("quantization", {})
-            scale = np.asarray(q.get("scale", np.zeros(0)), np.float32)
-            zp = np.asarray(q.get("zero_point", np.zeros(0)), np.int64)
-            qdim = int(q.get("quantized_dimension", 0))
-            if scale.size and zp.size and scale.size != zp.size:
-                fail(f"{label} has {scale.size} quantization scales but {zp.size} zero points")
-            if scale.size > 1 and (qdim < 0 or qdim >= len(shape) or shape[qdim] != scale.size):
-                fail(f"{label} has {scale.size} scales along dimension {qdim} of shape {list(shape)}")
-            data = buffer_data[bidx] if bidx < len(buffer_data) else None
-            info = TensorInfo(k, name, shape, type_code, bidx, scale, zp, qdim, data)
-            if data is not None and info.dtype is not None and len(data) != info.nbytes:
-                fail(f"{label} has {len(data)} bytes of constant data, expected {info.nbytes} for "
-                     f"{info.type_name} {list(shape)}")
-            tensors.append(info)
-
-        def check_indices(values, where, allow_optional):
-            out = tuple(int(v) for v in values)
-            for v in out:
-                if not (0 <= v < nt or (allow_optional and v == -1)):
-                    fail(f"{where} refers to tensor {v}, but the subgraph has {nt} tensors")
-            return out
-
-        inputs = check_indices(sg.get("inputs", []), "subgraph inputs", False)
-        outputs = check_indices(sg.get("outputs", []), "subgraph outputs", False)
-        if sgi == 0 and (not inputs or not outputs):
-            fail("the subgraph has no inputs or no outputs")
-        operators = []
-        for k, op in enumerate(sg.get("operators", [])):
-            oi = int(op.get("opcode_index", 0))
-            if oi >= len(opcodes):
-                fail(f"operator {k} uses operator code {oi}, but the model has {len(opcodes)}")
-            op_name, custom = opcodes[oi]
-            ins = check_indices(op.get("inputs", []), f"operator {k} ({op_name}) inputs", True)
-            outs = check_indices(op.get("outputs", []), f"operator {k} ({op_name}) outputs", True)
-            off, length = op.get("custom_options", (0, 0))
-            operators.append(OperatorInfo(k, op_name, custom, ins, outs,
-                                          bytes(buf[off:off + length]) if length else b""))
-        return tensors, inputs, outputs, operators
-
-    described = [describe(sg, sgi) for sgi, sg in enumerate(subgraphs)]
+        check.fail("the model has no subgraph")
+    buffer_data = check.buffer_data(root.get("buffers", []))
+    opcodes = check.opcodes(root.get("operator_codes", []))
+    described = [check.subgraph(sg, sgi, buffer_data, opcodes)
+                 for sgi, sg in enumerate(subgraphs)]
     tensors, inputs, outputs, operators = described[0]
-    metadata_names = [m.get("name", "") for m in root.get("metadata", [])]
-    for m in root.get("metadata", []):
-        if int(m.get("buffer", 0)) >= len(buffers):
-            fail(f"metadata {m.get('name', '')!r} refers to a missing buffer")
-    return ModelInfo(n, root.get("description", ""), tensors, inputs, outputs, operators,
-                     len(subgraphs), metadata_names)
+    metadata = root.get("metadata", [])
+    for m in metadata:
+        if int(m.get("buffer", 0)) >= len(buffer_data):
+            check.fail(f"metadata {m.get('name', '')!r} refers to a missing buffer")
+    return ModelInfo(len(buf), root.get("description", ""), tensors, inputs, outputs, operators,
+                     len(subgraphs), [m.get("name", "") for m in metadata])

@@ -1,0 +1,56 @@
+"""The contract of the capsule custom operators, written once for Python.
+
+Names of the CUSTOM op codes, the keys and version of their FlexBuffer
+options, the fixed quantization of their outputs and the limits of the
+kernels.  The converter, its int8 patches, the Python kernels, the runtime
+and the export import these values; the C side carries the same values in
+``tflm_caps_ops/tflm/caps_ops.h`` and ``include/tflm_caps/caps_nn_types.h``
+(tests/test_ops_contract.py checks that both agree).  docs/custom_ops.md
+and docs/quantization.md describe them.  No imports: any module may use it.
+"""
+
+OP_PREFIX = "TFLMCaps_"
+SQUASH = "TFLMCaps_Squash"
+CLASS_CAPS = "TFLMCaps_ClassCaps"
+LENGTH = "TFLMCaps_Length"
+CUSTOM_OPS = (SQUASH, CLASS_CAPS, LENGTH)
+
+# FlexBuffer custom options: a map with an int "version" plus the op's keys.
+OPTIONS_VERSION = 1
+OPT_VERSION = "version"
+OPT_NUM_ROUTING = "num_routing"
+OPT_STORE_PREDICTIONS = "store_predictions"
+OPT_U_HAT_SCALE = "u_hat_scale"
+OPT_S_SCALES = "s_scales"
+OPT_B_SCALES = "b_scales"
+# op -> {key: kind}; kinds: "int", "float" (a scale), "floats" (a vector of scales).
+OPTION_KEYS = {
+    SQUASH: {OPT_VERSION: "int"},
+    LENGTH: {OPT_VERSION: "int"},
+    CLASS_CAPS: {
+        OPT_VERSION: "int", OPT_NUM_ROUTING: "int", OPT_STORE_PREDICTIONS: "int",
+        OPT_U_HAT_SCALE: "float", OPT_S_SCALES: "floats", OPT_B_SCALES: "floats",
+    },
+}
+# Keys a float model (custom ops in float) leaves out: it has no int8 intermediates.
+CALIBRATED_KEYS = (OPT_U_HAT_SCALE, OPT_S_SCALES, OPT_B_SCALES)
+
+# Fixed int8 output quantization (scale, zero point): squash writes unit-length
+# capsules (ClassCaps ends with a squash), length writes [0, 1).
+SQUASH_OUT_SCALE = 1.0 / 128.0
+SQUASH_OUT_ZERO_POINT = 0
+LENGTH_OUT_SCALE = 1.0 / 256.0
+LENGTH_OUT_ZERO_POINT = -128
+OUTPUT_QUANT = {
+    SQUASH: (SQUASH_OUT_SCALE, SQUASH_OUT_ZERO_POINT),
+    CLASS_CAPS: (SQUASH_OUT_SCALE, SQUASH_OUT_ZERO_POINT),
+    LENGTH: (LENGTH_OUT_SCALE, LENGTH_OUT_ZERO_POINT),
+}
+
+# Limits of the kernels (overflow bounds, docs/quantization.md).
+MIN_ROUTINGS = 1
+MAX_ROUTINGS = 8
+MAX_CAPS_DIM = 16384   # squash/length capsule dim, ClassCaps D_out
+MAX_DIM_IN = 16384     # ClassCaps D_in
+MAX_N_IN = 1048576     # input capsules of a ClassCaps layer
+MAX_N_OUT = 1024       # output capsules of a ClassCaps layer

@@ -1,0 +1,1 @@
+"""Test-only support code: vector formats, model builders, harness helpers."""
