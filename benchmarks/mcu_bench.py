@@ -41,6 +41,7 @@ from tflm_caps.reference import vectors as vec  # noqa: E402
 PUBLISHED = {"costa2022-mnist": 9.0e6, "sabour2017-mnist": 23.9e6, "squash 1024x4": 133e3}
 GOALS = {"costa2022-mnist": 2.0e6, "sabour2017-mnist": 6.0e6, "squash 1024x4": 30e3}
 RISCV_CORES = 8
+INT4 = " int4"  # label suffix of the packed int4 weight rows
 
 # name, target, backend, kernel defines
 CONFIGS = [
@@ -64,6 +65,10 @@ def make_cases(quick=False, seed=0):
         if name == "costa2022-mnist":
             flags |= vec.F_RECOMPUTE
         cases.append((name, ("class_caps", u, W, p, flags)))
+        # the same layer with packed int4 weights (the _s4 kernels)
+        u, W, p = mcu_vectors.calibrated_class_caps(rng, n_in, d_in, n_out, d_out, routings=3,
+                                                    weight_bits=4)
+        cases.append((name + INT4, ("class_caps", u, W, p, flags | vec.F_INT4)))
     cases.append(("squash 1024x4", mcu_vectors.squash_case(rng, 1024, 4, scale=0.05, zp=3)))
     cases.append(("length 1024x4", mcu_vectors.length_case(rng, 1024, 4, scale=1 / 128)))
     return cases
@@ -149,6 +154,21 @@ def summarize(rows):
     return checks
 
 
+def int4_ratios(rows):
+    """[(config, layer, kernel, int4 / int8 instructions)] of the int4 rows."""
+    by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
+    out = []
+    for r in rows:
+        if not r["layer"].endswith(INT4) or not r["kernel"].endswith("_s4"):
+            continue
+        base = by.get((r["config"], r["layer"][:-len(INT4)], r["kernel"][:-3]))
+        if base is not None:
+            key = "busiest_core" if r.get("busiest_core") is not None else "instructions"
+            out.append((r["config"], r["layer"][:-len(INT4)], r["kernel"][:-3],
+                        round(r[key] / base[key], 3)))
+    return out
+
+
 def print_table(rows, checks, file=sys.stdout):
     configs = list(dict.fromkeys(r["config"] for r in rows))
     keys = list(dict.fromkeys((r["layer"], r["kernel"], r["shape"], r["macs"]) for r in rows))
@@ -175,6 +195,11 @@ def print_table(rows, checks, file=sys.stdout):
     print("\nGoals:", file=file)
     for desc, value, limit, ok in checks:
         print(f"  [{'ok' if ok else 'MISSED'}] {desc}: {value:,} (limit {limit:,})", file=file)
+    ratios = int4_ratios(rows)
+    if ratios:
+        print("\nint4 / int8 weights, instructions:", file=file)
+        for config, layer, kernel, ratio in ratios:
+            print(f"  {config:<18}{layer + ' ' + kernel:<44}{ratio:.3f}", file=file)
     print("\nPublished int8 CapsNet kernels on Cortex-M7 (Costa et al. 2022): "
           + ", ".join(f"{k} {v / 1e6:g} M" for k, v in PUBLISHED.items()), file=file)
 
@@ -223,6 +248,8 @@ def run(args, progress=True):
     checks = summarize(rows)
     report = {"rows": rows, "checks": [{"check": d, "value": v, "limit": lim, "ok": ok}
                                        for d, v, lim, ok in checks],
+              "int4_ratios": [{"config": c, "layer": lay, "kernel": k, "ratio": r}
+                              for c, lay, k, r in int4_ratios(rows)],
               "published": PUBLISHED, "seconds": round(time.time() - t0, 1),
               "notes": {"cortex-m7": "mps2-an500, -O2 -mcpu=cortex-m7 -mfpu=fpv5-d16 "
                                      "-mfloat-abi=hard, SysTick under -icount shift=0 "

@@ -37,23 +37,27 @@ SHAPES = {
 
 
 def calibrated_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
-                          batch=2):
+                          batch=2, weight_bits=8):
     """(u int8 [n_in, dim_in], W int8, ClassCapsParams) of a layer whose
     float predictions agree on one class, quantized with scales calibrated
-    on a small batch: a routing that actually routes."""
+    on a small batch: a routing that actually routes.  weight_bits 4: W
+    values in [-7, 7] (pack them: vectors.F_INT4)."""
     u = float_ref.squash(rng.normal(size=(batch, n_in, dim_in)))
     W = rng.normal(size=(n_in, n_out, dim_out, dim_in)) / math.sqrt(dim_in)
     target = rng.normal(size=dim_out)
     W[:, 0] += 0.5 * np.einsum("d,k->dk", target, np.ones(dim_in)) / dim_in
-    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule)
-    Wq = q.quantize_weights(W, quant.weight_scales)
+    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule,
+                                   weight_bits=weight_bits)
+    Wq = q.quantize_weights(W, quant.weight_scales, weight_bits)
     uq = q.quantize(u[0], 1.0 / 128)
     return uq, Wq, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
 
 
-def random_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True):
+def random_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
+                      weight_bits=8):
     """Uniform random int8 data with log-uniform random scales: saturation,
-    odd multipliers, logits far apart (couplings of exactly 2^15)."""
+    odd multipliers, logits far apart (couplings of exactly 2^15).
+    weight_bits 4: W uniform over every int4 code, -8 included."""
     def logu(lo, hi, size=None):
         return np.exp(rng.uniform(math.log(lo), math.log(hi), size=size))
 
@@ -62,7 +66,8 @@ def random_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule
                              float(logu(1e-3, 1.0)), logu(1e-4, 0.4, routings),
                              logu(1e-3, 2.0, routings - 1))
     u = rng.integers(-128, 128, size=(n_in, dim_in)).astype(np.int8)
-    W = rng.integers(-128, 128, size=(n_in, n_out, dim_out, dim_in)).astype(np.int8)
+    lim = 1 << (weight_bits - 1)
+    W = rng.integers(-lim, lim, size=(n_in, n_out, dim_out, dim_in)).astype(np.int8)
     return u, W, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
 
 
@@ -99,15 +104,17 @@ def case_calls(case):
     # s_j of every iteration + agreement of every update, one MAC per
     # (i, j, d) each.
     route_macs = n_in * n_out * d_out * (routings + routings - 1)
+    s4 = "_s4" if flags & vec.F_INT4 else ""
     calls = []
     if flags & vec.F_PREDICTIONS:
-        calls.append(("predictions", n_in * n_out * d_out, pred_macs))
+        calls.append(("predictions" + s4, n_in * n_out * d_out, pred_macs))
         if flags & vec.F_ROUTING:
             calls.append(("routing", n_out * d_out, route_macs))
     if flags & vec.F_STORE:
-        calls.append(("class_caps_store", n_out * d_out, pred_macs + route_macs))
+        calls.append(("class_caps_store" + s4, n_out * d_out, pred_macs + route_macs))
     if flags & vec.F_RECOMPUTE:
-        calls.append(("class_caps_recompute", n_out * d_out, pred_macs * routings + route_macs))
+        calls.append(("class_caps_recompute" + s4, n_out * d_out,
+                      pred_macs * routings + route_macs))
     return calls
 
 

@@ -66,6 +66,25 @@ def _cases():
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
         cases.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS))
+    # packed int4 weights (every N_out D_out D_in even): dim_in 4 with even
+    # dim_out (two rows a word, (10, 6) unrolled), 8 and 16 (SMLAD pairs),
+    # other dims and positive shifts (one nibble at a time), N_out > 32,
+    # blocks of recomputed predictions, every nibble code including -8
+    int4_shapes = [
+        (cc, (37, 4, 10, 6), 3, True),
+        (rc, (29, 4, 10, 6), 2, False),
+        (cc, (21, 8, 3, 16), 3, False),
+        (rc, (19, 8, 10, 16), 3, True),
+        (rc, (9, 16, 3, 5), 2, True),
+        (rc, (300, 4, 3, 2), 2, True),
+        (rc, (13, 4, 2, 5), 3, True),
+        (rc, (11, 6, 3, 3), 3, False),
+        (rc, (7, 3, 2, 1), 1, True),
+        (rc, (4, 2, 33, 1), 2, True),
+    ]
+    for make, dims, routings, per_capsule in int4_shapes:
+        u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule, weight_bits=4)
+        cases.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
     cases.append(mcu_vectors.squash_case(rng, 33, 5, scale=0.05, zp=3))
     cases.append(mcu_vectors.squash_case(rng, 16, 4, scale=3e-4, zp=-128))
     cases.append(mcu_vectors.squash_case(rng, 7, 16, scale=2.0, zp=127))
