@@ -142,3 +142,53 @@ def test_auto_search_keeps_the_validation_accuracy(trained_tiny, max_drop):
                      for n in ("conv1", "primary_caps", "class_caps")]
     json.dumps(r.summary.to_dict())
     assert "bit-width search" in r.summary.format()
+
+
+def test_validate_reports_bytes_per_layer_and_bit_width(int4_tiny, trained_tiny):
+    from tflm_caps.validation import markdown, validate
+
+    result, ds = int4_tiny
+    model, _ = trained_tiny
+    report = validate(model, result.model, ds, samples=50, float_tflite=result.float_model,
+                      arena_bytes=None)
+    rows = {w["layer"]: w for w in report["weights"]}
+    assert {name: rows[name]["weight_bits"] for name in ("conv1", "primary_caps",
+                                                          "class_caps")} == \
+        {"conv1": 4, "primary_caps": 4, "class_caps": 4}
+    assert rows["class_caps"]["weight_bytes"] == 128 * 10 * 4 * 4 // 2
+    assert rows["primary_caps"]["weight_bytes"] == 32 * 5 * 5 * 8 // 2
+    info = tflite.check_model(result.model)
+    consts = [t for t in info.tensors if t.is_constant]
+    by_bits = report["weight_bytes_by_bits"]
+    assert by_bits["4"] == sum(len(t.data) for t in consts if t.type_name == "int4")
+    assert by_bits["32"] == sum(len(t.data) for t in consts if t.type_name == "int32")
+    assert "8" not in by_bits
+    text = markdown(report)
+    assert "| class_caps | TFLMCaps_ClassCaps | 4 | 10,240 |" in text and "| bits | bytes |" in text
+
+
+def test_cli_convert_weight_bits(trained_tiny_path, tmp_path, capsys, run_cli):
+    out = tmp_path / "tiny4.tflite"
+    assert run_cli(["convert", trained_tiny_path, "--samples", "16", "-o", str(out),
+                    "--weight-bits", "class_caps=4,conv1=8", "--no-metadata", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {w["layer"]: w["bits"] for w in report["weights"]} == \
+        {"conv1": 8, "primary_caps": 8, "class_caps": 4}
+    assert report["bit_search"] is None
+    assert [w.type_name for _, w in _weights_by_op(out.read_bytes())] == ["int8", "int8", "int4"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--weight-bits", "2"], "--weight-bits: must be 8, 4, auto or LAYER=BITS"),
+    (["--weight-bits", "class_caps=3"], "'class_caps=3': expected LAYER=8 or LAYER=4"),
+    (["--weight-bits", "auto"], "--weight-bits auto needs --max-drop"),
+    (["--weight-bits", "4", "--max-drop", "0.3"], "--max-drop only applies"),
+    (["--weight-bits", "auto", "--max-drop", "-1"], "--max-drop"),
+    (["--weight-bits", "nosuch=4"], "unknown layer(s) nosuch"),
+])
+def test_cli_convert_weight_bits_errors(argv, message, trained_tiny_path, tmp_path, capsys,
+                                        run_cli):
+    assert run_cli(["convert", trained_tiny_path, "--samples", "8", "-o",
+                    str(tmp_path / "x.tflite"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "tflm-caps convert: error:" in err and message in err

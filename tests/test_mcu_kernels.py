@@ -85,6 +85,20 @@ def _cases():
     for make, dims, routings, per_capsule in int4_shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule, weight_bits=4)
         cases.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
+    # every nibble code through the fast paths: multipliers below 1 with a
+    # right shift (branch-free requantization), N_out > 32 (requantization
+    # not cached), a multiplier in [0.5, 1) (no right shift)
+    for dims, uhat_scale in [((37, 4, 10, 6), 0.5), ((9, 4, 40, 2), 0.5), ((7, 8, 3, 16), 0.5),
+                             ((5, 8, 35, 3), 0.5), ((4, 16, 3, 2), 0.5),
+                             ((6, 4, 3, 4), 0.05 / 128 / 0.7), ((6, 8, 3, 3), 0.05 / 128 / 0.7)]:
+        n_in, d_in, n_out, d_out = dims
+        quant = mcu_vectors.q.ClassCapsQuant(1 / 128, int(rng.integers(-20, 20)), [0.05],
+                                             uhat_scale, [0.3, 0.2, 0.2], [0.4, 0.4])
+        u = rng.integers(-128, 128, (n_in, d_in)).astype(np.int8)
+        W = rng.integers(-8, 8, (n_in, n_out, d_out, d_in)).astype(np.int8)
+        p = mcu_vectors.q.class_caps_params(dims, quant)
+        assert all(s <= 0 for s in p.pred.shifts)
+        cases.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
     cases.append(mcu_vectors.squash_case(rng, 33, 5, scale=0.05, zp=3))
     cases.append(mcu_vectors.squash_case(rng, 16, 4, scale=3e-4, zp=-128))
     cases.append(mcu_vectors.squash_case(rng, 7, 16, scale=2.0, zp=127))

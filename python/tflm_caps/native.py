@@ -446,7 +446,8 @@ def predictions_s4(u, W_packed, w_shape, params):
     _need(params, q.PredictionsParams, "predictions params")
     u = _int8_c(u, "predictions input u")
     if u.ndim != 2:
-        raise ValueError(f"predictions input u must be one sample [N_in, D_in], got shape {u.shape}")
+        raise ValueError(f"predictions input u must be one sample [N_in, D_in], "
+                         f"got shape {u.shape}")
     dims = q.ClassCapsDims.from_shapes(u.shape, w_shape)
     W = _packed_c(W_packed, w_shape)
     holder = _PredictionsHolder(params)

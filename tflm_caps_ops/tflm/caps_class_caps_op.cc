@@ -170,7 +170,8 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                     (int)opt.routings);
     return kTfLiteError;
   }
-  if (weight_bits == 4 && ((int64_t)dims.n_out * dims.dim_out * dims.dim_in) % 2 != 0) {
+  if (weight_bits == 4 &&
+      ((int64_t)dims.n_out * dims.dim_out * dims.dim_in) % kInt4WeightBlockMultiple != 0) {
     CapsReportError("%s: int4 input 1 (W) needs N_out*D_out*D_in even (each input capsule's "
                     "weights start on a byte), got %d*%d*%d; store W as int8", kOp,
                     (int)dims.n_out, (int)dims.dim_out, (int)dims.dim_in);

@@ -26,7 +26,7 @@ from tflm_caps import ops_contract as C
 from tflm_caps.converter.errors import ConversionError
 from tflm_caps.reference import quant
 
-WIDTHS = (8, 4)
+WIDTHS = C.CLASS_CAPS_WEIGHT_BITS  # the builtins' int4 is TFLM's; the same two widths
 AUTO = "auto"
 DEFAULT_VALIDATION_SAMPLES = 1000
 VALIDATION_SEED = 1  # the calibration subset uses seed 0
@@ -50,7 +50,7 @@ class WeightLayer:
         return quant.int4_packed_size(self.params) if bits == 4 else self.params
 
 
-def _keras_weighted(model, layer_path):
+def keras_weighted_layers(model, layer_path):
     """Names of the Keras layers on the path that become weighted builtins."""
     import keras
 
@@ -77,7 +77,7 @@ def weight_layers(model, ex, float_model):
 
     builtins = int4_weights.weighted_builtins(float_model)
     weights = int4_weights.float_weights(float_model)
-    names = _keras_weighted(model, ex.layer_path)
+    names = keras_weighted_layers(model, ex.layer_path)
     if len(names) != len(builtins):
         names = [f"{op.lower()}_{k}" for k, (_, op) in enumerate(builtins)]
     out = []
@@ -87,7 +87,7 @@ def weight_layers(model, ex, float_model):
         out.append(WeightLayer(name, BUILTIN, op, k, int(w.filter.size), True, note))
     for k, info in enumerate(ex.class_caps):
         n_in, n_out, d_out, d_in = info.weights.shape
-        ok = (n_out * d_out * d_in) % 2 == 0
+        ok = (n_out * d_out * d_in) % C.INT4_W_BLOCK_MULTIPLE == 0
         note = "" if ok else (f"int8 only: N_out*D_out*D_in = {n_out * d_out * d_in} is odd "
                               "(int4 kernels need each input capsule's weights on a byte)")
         out.append(WeightLayer(info.layer_name, CLASS_CAPS, C.CLASS_CAPS, k,

@@ -60,7 +60,11 @@ class ConversionSummary:
                          f"{100 * s['accuracy']:.2f}%")
             for name, sens in s["sensitivity"].items():
                 lines.append(f"  {name} alone at int4: {100 * sens['accuracy']:.2f}% "
-                             f"({sens['drop_points']:+.2f} points below float)")
+                             f"({sens['drop_points']:.2f} points below float)")
+            for step in s["steps"][1:]:
+                lines.append(f"  int4 {', '.join(step['int4'])}: "
+                             f"{100 * step['accuracy']:.2f}% -> "
+                             f"{'kept' if step['kept'] else 'rejected'}")
             if s.get("note"):
                 lines.append(f"  {s['note']}")
         return "\n".join(lines)

@@ -8,6 +8,7 @@ unpack to.
 """
 import numpy as np
 
+from tflm_caps.ops_contract import INT4_W_BLOCK_MULTIPLE
 from tflm_caps.reference import fixedpoint as fp
 from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, LengthParams,
                                        PredictionsParams, RoutingParams, SquashParams,
@@ -130,7 +131,7 @@ def unpack_weights_s4(W_packed, w_shape):
     shape = tuple(int(d) for d in w_shape)
     if len(shape) != 4:
         raise ValueError(f"W must be [N_in, N_out, D_out, D_in], got shape {shape}")
-    if (shape[1] * shape[2] * shape[3]) % 2:
+    if (shape[1] * shape[2] * shape[3]) % INT4_W_BLOCK_MULTIPLE:
         raise ValueError(f"int4 W {shape}: N_out*D_out*D_in = {shape[1] * shape[2] * shape[3]} "
                          "is odd, so the weights of an input capsule would not start on a "
                          "byte (the kernels need it even)")

@@ -13,7 +13,8 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from tflm_caps.ops_contract import MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN, MAX_N_OUT, MAX_ROUTINGS
+from tflm_caps.ops_contract import (CLASS_CAPS_WEIGHT_BITS, MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN,
+                                    MAX_N_OUT, MAX_ROUTINGS)
 from tflm_caps.reference import fixedpoint as fp
 
 _MAX_BUFFER = (1 << 31) - 1 - 65536
@@ -146,7 +147,7 @@ def dequantize(q, scale, zero_point=0):
 
 # Weight widths: symmetric weights use [-qmax, qmax] (never the most negative
 # code), as TFLite does: int8 [-127, 127], int4 [-7, 7].
-WEIGHT_BITS = (8, 4)
+WEIGHT_BITS = CLASS_CAPS_WEIGHT_BITS
 
 
 def weight_qmax(bits):

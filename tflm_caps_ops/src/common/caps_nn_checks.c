@@ -195,7 +195,7 @@ caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
 static int s4_dims_ok(const caps_class_caps_dims *dims)
 {
     return caps_class_caps_dims_check(dims) == CAPS_NN_SUCCESS &&
-           (((int64_t)dims->n_out * dims->dim_out * dims->dim_in) & 1) == 0;
+           ((int64_t)dims->n_out * dims->dim_out * dims->dim_in) % CAPS_NN_S4_BLOCK_MULTIPLE == 0;
 }
 
 int32_t caps_predictions_s4_get_buffer_size(const caps_class_caps_dims *dims)
