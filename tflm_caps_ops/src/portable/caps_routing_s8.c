@@ -1,6 +1,8 @@
 /*
  * Portable dynamic routing and the whole class-capsule layer (int8 or
- * packed 4-bit weights).
+ * packed 4-bit weights).  caps_class_caps_s8 and caps_class_caps_s4 share
+ * one body (class_caps below): a backend that replaces this file defines
+ * both, passing the weight width to its prediction source.
  *
  * One pass over the predictions per iteration: for iteration r >= 1 the
  * logit update of iteration r-1 (which needs v_{r-1}) and the softmax of
