@@ -41,6 +41,13 @@ def test_bench_quick_json(capsys):
     assert port["macs"] == opt["macs"] == 1024 * 10 * 6 * 4 + 1024 * 10 * 6 * 5
     assert 0 < opt["instructions"] < port["instructions"]
     assert any(c["check"].endswith(">= 2x fewer than portable") for c in report["checks"])
+    # the same layer with packed int4 weights, and its cost against int8
+    s4 = by[("m7-cortex_m", layer + " int4", "class_caps_store_s4")]
+    assert s4["macs"] == opt["macs"] and s4["instructions"] > 0
+    ratios = {(r["config"], r["kernel"]): r["ratio"] for r in report["int4_ratios"]
+              if r["layer"] == layer}
+    assert ratios[("m7-cortex_m", "class_caps_store")] == \
+        pytest.approx(s4["instructions"] / opt["instructions"], abs=1e-3)
 
 
 def test_bench_rejects_unknown_config(capsys):
