@@ -87,6 +87,9 @@ def test_limits(constants, macros):
     assert macros["CAPS_NN_MAX_DIM_IN"] == C.MAX_DIM_IN
     assert macros["CAPS_NN_MAX_N_IN"] == C.MAX_N_IN
     assert macros["CAPS_NN_MAX_N_OUT"] == C.MAX_N_OUT
+    assert constants["kInt4WeightBlockMultiple"] == macros["CAPS_NN_S4_BLOCK_MULTIPLE"] == \
+        C.INT4_W_BLOCK_MULTIPLE == 2
+    assert C.CLASS_CAPS_WEIGHT_BITS == (8, 4)
 
 
 def test_squash_table_layout(macros):

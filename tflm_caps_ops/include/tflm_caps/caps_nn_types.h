@@ -32,6 +32,9 @@ typedef enum {
 #define CAPS_NN_MAX_DIM_IN 16384     /* predictions: D_in */
 #define CAPS_NN_MAX_N_IN 1048576     /* input capsules of a class-capsule layer */
 #define CAPS_NN_MAX_N_OUT 1024       /* output capsules of a class-capsule layer */
+/* Packed 4-bit weights (the _s4 kernels): n_out*dim_out*dim_in a multiple of
+ * this, so that each input capsule's weights start on a byte. */
+#define CAPS_NN_S4_BLOCK_MULTIPLE 2
 
 /* Fixed output quantization of squash/routing (v) and length. */
 #define CAPS_NN_SQUASH_OUT_SCALE_LOG2 (-7) /* scale 1/128, zero point 0 */
