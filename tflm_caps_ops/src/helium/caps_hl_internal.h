@@ -344,7 +344,10 @@ CAPS_HL_INLINE int8x16_t caps_hl_s4_load16_z(const int8_t *p, mve_pred16_t pred)
     return caps_hl_s4_x16(vldrbq_z_u16((const uint8_t *)p, pred));
 }
 
-/* Predictions from packed weights of any shape (CAPS_HL_PRED_ANY_S4). */
+/* caps_hl_predict of packed weights (pc prepared with s4 = 1), and its
+ * path for any shape (CAPS_HL_PRED_ANY_S4). */
+void caps_hl_predict_s4(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
+                        int8_t *out, int32_t n_in, int32_t rstride, int32_t istride);
 void caps_hl_predict_any_s4(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
                             int8_t *out, int32_t n_in, int32_t rstride, int32_t istride);
 

@@ -144,6 +144,6 @@ caps_nn_status caps_predictions_s4(const caps_nn_context *ctx, const caps_class_
     }
     caps_hl_pred pc;
     caps_hl_pred_init(&pc, dims, params, ctx->buf, 1);
-    caps_hl_predict(&pc, input, weights, u_hat, dims->n_in, 1, pc.core.md);
+    caps_hl_predict_s4(&pc, input, weights, u_hat, dims->n_in, 1, pc.core.md);
     return CAPS_NN_SUCCESS;
 }

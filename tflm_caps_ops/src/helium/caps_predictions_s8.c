@@ -500,33 +500,15 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
                      int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
 {
     const caps_hl_pred_core *pc = &pred->core;
-    if (pc->kind == CAPS_HL_PRED_ANY_S4) {
-        caps_hl_predict_any_s4(pred, input, weights, out, n_in, rstride, istride);
+    if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies CAPS_HL_PRED_D4_S8 */
+        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 0);
         return;
     }
-    const int d4 = pc->kind == CAPS_HL_PRED_D4_S8 || pc->kind == CAPS_HL_PRED_D4_S4;
-    if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies dim_in 4, zp 0 */
-        if (pc->s4) {
-            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 1);
-        } else {
-            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 0);
-        }
-        return;
-    }
-    if (d4 && pc->md % 4 == 0 &&
+    if (pc->kind == CAPS_HL_PRED_D4_S8 && pc->md % 4 == 0 &&
         (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
-        const int rows = pc->num_scales == 1 ? 3 : pc->mode == CAPS_HL_RQ_TABLE ? 1 : 0;
-        if (pc->s4) {
-            if (rows == 3) {
-                d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3, 1);
-            } else if (rows == 1) {
-                d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1, 1);
-            } else {
-                d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0, 1);
-            }
-        } else if (rows == 3) {
+        if (pc->num_scales == 1) {
             d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3, 0);
-        } else if (rows == 1) {
+        } else if (pc->mode == CAPS_HL_RQ_TABLE) {
             d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1, 0);
         } else {
             d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0, 0);
@@ -546,15 +528,35 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
     case CAPS_HL_PRED_D8_S8:
         predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D8_S8);
         break;
-    case CAPS_HL_PRED_D4_S4:
-        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D4_S4);
-        break;
-    case CAPS_HL_PRED_D8_S4:
-        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D8_S4);
-        break;
     default:
         predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_ANY);
         break;
+    }
+}
+
+/* caps_hl_predict with packed 4-bit weights (its own dispatch, so the int8
+ * one compiles as before). */
+void caps_hl_predict_s4(const caps_hl_pred *pred, const int8_t *input, const int8_t *weights,
+                        int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
+{
+    const caps_hl_pred_core *pc = &pred->core;
+    if (pc->kind == CAPS_HL_PRED_ANY_S4) {
+        caps_hl_predict_any_s4(pred, input, weights, out, n_in, rstride, istride);
+    } else if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies dim_in 4, zp 0 */
+        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 1);
+    } else if (pc->kind == CAPS_HL_PRED_D4_S4 && pc->md % 4 == 0 &&
+               (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
+        if (pc->num_scales == 1) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3, 1);
+        } else if (pc->mode == CAPS_HL_RQ_TABLE) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1, 1);
+        } else {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0, 1);
+        }
+    } else if (pc->kind == CAPS_HL_PRED_D4_S4) {
+        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D4_S4);
+    } else {
+        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D8_S4);
     }
 }
 

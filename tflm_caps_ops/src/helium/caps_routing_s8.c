@@ -72,6 +72,18 @@ typedef struct {
     const int8_t *weights;
 } hl_source;
 
+/* Predictions of the w capsules of one tile, int8 or packed weights (out
+ * of line: the routing's loops stay as they are for int8). */
+static CAPS_HL_NOINLINE void predict_tile(const caps_hl_pred *pc, const int8_t *input,
+                                          const int8_t *weights, int8_t *tile, int32_t w)
+{
+    if (pc->core.s4) {
+        caps_hl_predict_s4(pc, input, weights, tile, w, w, 1);
+    } else {
+        caps_hl_predict(pc, input, weights, tile, w, w, 1);
+    }
+}
+
 /* The tiles of input capsules [i0, i0 + n) (i0 a multiple of the tile
  * width): stored, or written into the block buffer. */
 static hl_block block_tiles(const hl_source *src, const caps_nn_routing_buffers *sc,
@@ -129,8 +141,8 @@ static hl_block block_tiles(const hl_source *src, const caps_nn_routing_buffers 
             }
         } else {
             const int32_t i = i0 + k0;
-            caps_hl_predict(src->pc, src->input + (size_t)i * (size_t)dims->dim_in,
-                            caps_hl_pred_weights(src->pc, src->weights, i), tile, w, w, 1);
+            predict_tile(src->pc, src->input + (size_t)i * (size_t)dims->dim_in,
+                         caps_hl_pred_weights(src->pc, src->weights, i), tile, w);
         }
     }
     return bk;
@@ -820,9 +832,8 @@ static caps_nn_status class_caps(const caps_nn_context *ctx, const caps_class_ca
     if (store_predictions) {
         for (int32_t i0 = 0; i0 < dims->n_in; i0 += (int32_t)CAPS_HL_TILE) {
             const int32_t w = MIN32((int32_t)CAPS_HL_TILE, dims->n_in - i0);
-            caps_hl_predict(&pc, input + (size_t)i0 * (size_t)dims->dim_in,
-                            caps_hl_pred_weights(&pc, weights, i0), uhat + (size_t)i0 * md, w,
-                            w, 1);
+            predict_tile(&pc, input + (size_t)i0 * (size_t)dims->dim_in,
+                         caps_hl_pred_weights(&pc, weights, i0), uhat + (size_t)i0 * md, w);
         }
         src.stored = uhat;
     }
