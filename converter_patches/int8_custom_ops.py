@@ -12,10 +12,10 @@ supported for op: CUSTOM").  The passes here finish the job:
    the int8 tensor its producer writes (the DEQUANTIZE in between goes), its
    output becomes int8 with the fixed scale and is read directly (the
    QUANTIZE after it goes); a float graph output gets one DEQUANTIZE.
-3. ``quantize_class_caps`` / ``quantize_self_attention``: int8 weights (per
-   tensor or per output capsule, quantized_dimension 1), the self-attention
-   coupling bias as int32 Q15 (fixed scale 2^-15) and the versioned options
-   with the calibrated scales.
+3. ``quantize_class_caps`` / ``quantize_self_attention``: int8 weights, or
+   packed int4 ones for ClassCaps (per tensor or per output capsule,
+   quantized_dimension 1), the self-attention coupling bias as int32 Q15
+   (fixed scale 2^-15) and the versioned options with the calibrated scales.
 4. ``add_squash_tables``: every int8 Squash gets its gain table (which
    depends only on the capsule dim and input quantization) as input 1, a
    constant int32 tensor the kernel reads in place from flash.
@@ -255,10 +255,11 @@ def activation_quant(model, op, slot=0):
 class ClassCapsInt8(NamedTuple):
     """What one ClassCaps op gets in step 3."""
 
-    weights: np.ndarray     # int8 [N_in, N_out, D_out, D_in], symmetric
+    weights: np.ndarray     # codes [N_in, N_out, D_out, D_in], symmetric, as int8
     scales: np.ndarray      # 1 or N_out weight scales
     options: bytes          # versioned FlexBuffer options (calibrated routing scales)
     weight_name: Optional[str] = None
+    bits: int = 8           # 4: codes in [-7, 7] stored as a packed INT4 tensor
 
 
 def quantize_class_caps(model, layers):
@@ -281,9 +282,14 @@ def quantize_class_caps(model, layers):
         scales = np.asarray(layer.scales, np.float32).reshape(-1)
         if scales.size not in (1, weights.shape[1]):
             raise PatchError(f"{C.CLASS_CAPS}: W needs 1 or N_out scales, got {scales.size}")
-        buffer = G.add_buffer(model, weights.tobytes())
+        if layer.bits == 4:
+            buffer = G.add_buffer(model, quant.pack_int4(weights).tobytes())
+            w_type = tables.INT4
+        else:
+            buffer = G.add_buffer(model, weights.tobytes())
+            w_type = tables.INT8
         new = G.add_tensor(sg, old, layer.weight_name or (tensor_name(old) + "/int8"),
-                           tables.INT8,
+                           w_type,
                            G.affine(scales, np.zeros(scales.size, np.int64),
                                     1 if scales.size > 1 else 0), buffer)
         inputs = [int(t) for t in op.inputs]

@@ -99,6 +99,9 @@ def test_limits(constants, macros):
     assert macros["CAPS_NN_MAX_N_OUT"] == C.MAX_N_OUT
     assert macros["CAPS_NN_MAX_ATTENTION_DIM_OUT"] == C.MAX_ATTENTION_DIM_OUT
     assert macros["CAPS_NN_MAX_ATTENTION_BIAS"] == C.MAX_ATTENTION_BIAS
+    assert constants["kInt4WeightBlockMultiple"] == macros["CAPS_NN_S4_BLOCK_MULTIPLE"] == \
+        C.INT4_W_BLOCK_MULTIPLE == 2
+    assert C.CLASS_CAPS_WEIGHT_BITS == (8, 4)
 
 
 def test_squash_table_layout(macros):

@@ -118,6 +118,12 @@ _SIGNATURES = {
                                        ctypes.POINTER(RoutingParamsC), _P_i8, _P_i8]),
     "caps_class_caps_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
                                   ctypes.POINTER(ClassCapsParamsC), _i32, _P_i8, _P_i8, _P_i8]),
+    "caps_predictions_s4_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC)]),
+    "caps_class_caps_s4_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC), _i32]),
+    "caps_predictions_s4": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
+                                   ctypes.POINTER(PredictionsParamsC), _P_i8, _P_i8, _P_i8]),
+    "caps_class_caps_s4": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
+                                  ctypes.POINTER(ClassCapsParamsC), _i32, _P_i8, _P_i8, _P_i8]),
     "caps_nn_requantize_export": (_i32, [_i32, _i32, _i32]),
     "caps_nn_isqrt_u64_export": (ctypes.c_uint64, [ctypes.c_uint64]),
     "caps_nn_exp2_neg_q30_export": (ctypes.c_uint32, [_i32]),
@@ -313,9 +319,14 @@ def routing_buffer_size(dims):
     return int(load().caps_dynamic_routing_s8_get_buffer_size(ctypes.byref(_dims_c(dims))))
 
 
-def class_caps_buffer_size(dims, store_predictions=True):
-    return int(load().caps_class_caps_s8_get_buffer_size(ctypes.byref(_dims_c(dims)),
-                                                         1 if store_predictions else 0))
+def class_caps_buffer_size(dims, store_predictions=True, weight_bits=8):
+    fn = load().caps_class_caps_s4_get_buffer_size if weight_bits == 4 else \
+        load().caps_class_caps_s8_get_buffer_size
+    return int(fn(ctypes.byref(_dims_c(dims)), 1 if store_predictions else 0))
+
+
+def predictions_s4_buffer_size(dims):
+    return int(load().caps_predictions_s4_get_buffer_size(ctypes.byref(_dims_c(dims))))
 
 
 def _context(size):
@@ -417,6 +428,39 @@ def predictions(u, W, params):
     return out
 
 
+def _packed_c(W_packed, w_shape):
+    """Contiguous int8 view of packed int4 weights of shape w_shape (size checked)."""
+    if len(tuple(w_shape)) != 4:
+        raise ValueError(f"W must be [N_in, N_out, D_out, D_in], got shape {tuple(w_shape)}")
+    raw = np.frombuffer(bytes(W_packed), np.uint8) if isinstance(
+        W_packed, (bytes, bytearray, memoryview)) else np.asarray(W_packed)
+    from tflm_caps.reference.int8 import unpack_weights_s4
+    unpack_weights_s4(raw.reshape(-1).astype(np.uint8), w_shape)  # the layout's checks
+    need = q.int4_packed_size(int(np.prod(w_shape, dtype=np.int64)))
+    if raw.size != need:
+        raise ValueError(f"packed int4 W of shape {tuple(w_shape)} needs {need} bytes, "
+                         f"got {raw.size}")
+    return np.ascontiguousarray(raw.reshape(-1).astype(np.uint8).view(np.int8))
+
+
+def predictions_s4(u, W_packed, w_shape, params):
+    """caps_predictions_s4: u [N_in, D_in], W packed int4 of shape w_shape -> u_hat."""
+    _need(params, q.PredictionsParams, "predictions params")
+    u = _int8_c(u, "predictions input u")
+    if u.ndim != 2:
+        raise ValueError(f"predictions input u must be one sample [N_in, D_in], "
+                         f"got shape {u.shape}")
+    dims = q.ClassCapsDims.from_shapes(u.shape, w_shape)
+    W = _packed_c(W_packed, w_shape)
+    holder = _PredictionsHolder(params)
+    buf, ctx = _context(predictions_s4_buffer_size(dims))
+    out = np.empty((dims.n_in, dims.n_out, dims.dim_out), dtype=np.int8)
+    dc = _dims_c(dims)
+    _ok(load().caps_predictions_s4(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(holder.c),
+                                   _p8(u), _p8(W), _p8(out)), f"caps_predictions_s4({dims})")
+    return out
+
+
 def dynamic_routing(u_hat, params):
     """caps_dynamic_routing_s8: u_hat [N_in, N_out, D_out] -> v [N_out, D_out]."""
     _need(params, q.RoutingParams, "routing params")
@@ -436,28 +480,40 @@ def dynamic_routing(u_hat, params):
     return out
 
 
-def class_caps(u, W, params, store_predictions=True):
-    """caps_class_caps_s8 for u [N_in, D_in] or a batch [B, N_in, D_in]."""
+def _class_caps(u, W, w_shape, params, store_predictions, weight_bits):
     _need(params, q.ClassCapsParams, "class-caps params")
     u = _int8_c(u, "class-caps input u")
-    W = _int8_c(W, "class-caps weights W")
-    dims = q.ClassCapsDims.from_shapes(u.shape, W.shape)
+    dims = q.ClassCapsDims.from_shapes(u.shape, w_shape)
     if u.ndim not in (2, 3):
         raise ValueError(f"class-caps input u must be [N_in, D_in] or [B, N_in, D_in], got {u.shape}")
     batch = u.reshape(-1, dims.n_in, dims.dim_in)
     holder = _PredictionsHolder(params.pred)
     cp = ClassCapsParamsC(holder.c, _routing_c(params.routing))
-    buf, ctx = _context(class_caps_buffer_size(dims, store_predictions))
+    buf, ctx = _context(class_caps_buffer_size(dims, store_predictions, weight_bits))
     dc = _dims_c(dims)
     out = np.empty((batch.shape[0], dims.n_out, dims.dim_out), dtype=np.int8)
     lib = load()
+    kernel = lib.caps_class_caps_s4 if weight_bits == 4 else lib.caps_class_caps_s8
+    name = "caps_class_caps_s4" if weight_bits == 4 else "caps_class_caps_s8"
     for b in range(batch.shape[0]):
         x = np.ascontiguousarray(batch[b])
         o = out[b]
-        _ok(lib.caps_class_caps_s8(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(cp),
-                                   1 if store_predictions else 0, _p8(x), _p8(W), _p8(o)),
-            f"caps_class_caps_s8({dims}, store_predictions={bool(store_predictions)})")
+        _ok(kernel(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(cp),
+                   1 if store_predictions else 0, _p8(x), _p8(W), _p8(o)),
+            f"{name}({dims}, store_predictions={bool(store_predictions)})")
     return out if u.ndim == 3 else out[0]
+
+
+def class_caps(u, W, params, store_predictions=True):
+    """caps_class_caps_s8 for u [N_in, D_in] or a batch [B, N_in, D_in]."""
+    W = _int8_c(W, "class-caps weights W")
+    return _class_caps(u, W, W.shape, params, store_predictions, 8)
+
+
+def class_caps_s4(u, W_packed, w_shape, params, store_predictions=True):
+    """caps_class_caps_s4: class_caps with W packed as int4 (shape ``w_shape``)."""
+    return _class_caps(u, _packed_c(W_packed, w_shape), tuple(w_shape), params,
+                       store_predictions, 4)
 
 
 # ----------------------------------------------------------------------------

@@ -73,6 +73,13 @@ ATTENTION_BIAS_SCALE = 1.0 / 32768.0
 ATTENTION_BIAS_ZERO_POINT = 0
 MAX_ATTENTION_BIAS = 1 << 24
 
+# ClassCaps W: int8, or int4 packed two per byte (TFLite's INT4: element e of
+# W is the low nibble of byte e / 2 when e is even, the high one when odd).
+# An int4 W needs N_out*D_out*D_in to be a multiple of INT4_W_BLOCK_MULTIPLE,
+# so that each input capsule's weights start on a byte.
+CLASS_CAPS_WEIGHT_BITS = (8, 4)
+INT4_W_BLOCK_MULTIPLE = 2
+
 # Limits of the kernels (overflow bounds, docs/quantization.md).
 MIN_ROUTINGS = 1
 MAX_ROUTINGS = 8

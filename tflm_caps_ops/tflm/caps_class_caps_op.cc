@@ -1,6 +1,6 @@
 /*
- * TFLMCaps_ClassCaps: u int8 [B, N_in, D_in], W int8 constant
- * [N_in, N_out, D_out, D_in] (symmetric, 1 or N_out scales) ->
+ * TFLMCaps_ClassCaps: u int8 [B, N_in, D_in], W int8 or packed int4
+ * constant [N_in, N_out, D_out, D_in] (symmetric, 1 or N_out scales) ->
  * v int8 [B, N_out, D_out] (fixed scale 1/128, zero point 0):
  * predictions u_hat = W u, then dynamic routing-by-agreement
  * (docs/custom_ops.md, docs/quantization.md).  The calibrated scales of the
@@ -20,6 +20,7 @@ struct OpData {
   caps_class_caps_dims dims;
   int32_t batch;
   int32_t store_predictions;
+  int32_t weight_bits; /* 8, or 4: W packed two per byte (caps_class_caps_s4) */
   int32_t scratch_bytes;
   int scratch_index;
   int32_t* multipliers; /* num_weight_scales entries, persistent */
@@ -64,7 +65,13 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                             const TfLiteTensor* u, const TfLiteTensor* w,
                             const TfLiteTensor* v) {
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 0 (u)", u, 3));
-  CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 1 (W)", w, 4));
+  CAPS_ENSURE_OK(CapsCheckRank(kOp, "input 1 (W)", w, 4));
+  if (w->type != kTfLiteInt8 && w->type != kTfLiteInt4) {
+    CapsReportError("%s: input 1 (W) must be int8 or int4 (packed two per byte), got %s", kOp,
+                    CapsTypeName(w->type));
+    return kTfLiteError;
+  }
+  const int32_t weight_bits = w->type == kTfLiteInt4 ? 4 : 8;
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "output 0 (v)", v, 3));
   const int32_t batch = u->dims->data[0];
   caps_class_caps_dims dims;
@@ -108,7 +115,16 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                     (int)opt.routings);
     return kTfLiteError;
   }
-  const int32_t bytes = caps_class_caps_s8_get_buffer_size(&dims, opt.store_predictions);
+  if (weight_bits == 4 &&
+      ((int64_t)dims.n_out * dims.dim_out * dims.dim_in) % kInt4WeightBlockMultiple != 0) {
+    CapsReportError("%s: int4 input 1 (W) needs N_out*D_out*D_in even (each input capsule's "
+                    "weights start on a byte), got %d*%d*%d; store W as int8", kOp,
+                    (int)dims.n_out, (int)dims.dim_out, (int)dims.dim_in);
+    return kTfLiteError;
+  }
+  const int32_t bytes =
+      weight_bits == 4 ? caps_class_caps_s4_get_buffer_size(&dims, opt.store_predictions)
+                       : caps_class_caps_s8_get_buffer_size(&dims, opt.store_predictions);
   if (bytes < 0) {
     CapsReportError("%s: dims N_in=%d D_in=%d N_out=%d D_out=%d exceed the kernel limits", kOp,
                     (int)dims.n_in, (int)dims.dim_in, (int)dims.n_out, (int)dims.dim_out);
@@ -122,6 +138,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
   data->dims = dims;
   data->batch = batch;
   data->store_predictions = opt.store_predictions;
+  data->weight_bits = weight_bits;
   data->scratch_bytes = bytes;
   return kTfLiteOk;
 }
@@ -152,14 +169,18 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   scratch.size = data->scratch_bytes;
   const caps_class_caps_dims& d = data->dims;
   const int32_t in_stride = d.n_in * d.dim_in, out_stride = d.n_out * d.dim_out;
+  const bool s4 = data->weight_bits == 4;
   for (int32_t b = 0; b < data->batch; ++b) {
+    const int8_t* u_b = u->data.int8 + (size_t)b * in_stride;
+    int8_t* v_b = v->data.int8 + (size_t)b * out_stride;
     const caps_nn_status st =
-        caps_class_caps_s8(&scratch, &d, &data->params, data->store_predictions,
-                           u->data.int8 + (size_t)b * in_stride, w->data.int8,
-                           v->data.int8 + (size_t)b * out_stride);
+        s4 ? caps_class_caps_s4(&scratch, &d, &data->params, data->store_predictions, u_b,
+                                w->data.int8, v_b)
+           : caps_class_caps_s8(&scratch, &d, &data->params, data->store_predictions, u_b,
+                                w->data.int8, v_b);
     if (st != CAPS_NN_SUCCESS) {
-      CapsReportError("%s: kernel caps_class_caps_s8 failed with status %d (batch item %d)", kOp,
-                      (int)st, (int)b);
+      CapsReportError("%s: kernel %s failed with status %d (batch item %d)", kOp,
+                      s4 ? "caps_class_caps_s4" : "caps_class_caps_s8", (int)st, (int)b);
       return kTfLiteError;
     }
   }

@@ -37,6 +37,7 @@ const char* CapsTypeName(int type) {
     case kTfLiteBool: return "bool";
     case kTfLiteInt16: return "int16";
     case kTfLiteInt8: return "int8";
+    case kTfLiteInt4: return "int4";
     default: return "other";
   }
 }
@@ -61,6 +62,15 @@ TfLiteStatus CapsCheckInt8Rank(const char* op, const char* what, const TfLiteTen
   if (type != kTfLiteInt8) {
     CapsReportError("%s: %s must be int8, got %s (type code %d)", op, what, CapsTypeName(type),
                     type);
+    return kTfLiteError;
+  }
+  return CapsCheckRank(op, what, tensor, rank);
+}
+
+TfLiteStatus CapsCheckRank(const char* op, const char* what, const TfLiteTensor* tensor,
+                           int rank) {
+  if (tensor == nullptr) {
+    CapsReportError("%s: %s is missing (could not allocate its tensor)", op, what);
     return kTfLiteError;
   }
   if (tensor->dims == nullptr || tensor->dims->size != rank) {

@@ -41,6 +41,10 @@ TfLiteStatus CapsCheckArity(const char* op, const TfLiteNode* node, int inputs, 
 TfLiteStatus CapsCheckInt8Rank(const char* op, const char* what, const TfLiteTensor* tensor,
                                int rank);
 
+// The same without the type: rank and positive dims only.
+TfLiteStatus CapsCheckRank(const char* op, const char* what, const TfLiteTensor* tensor,
+                           int rank);
+
 // Reads per-tensor affine quantization (one positive finite scale, zero
 // point in [-128, 127]).
 TfLiteStatus CapsGetPerTensorQuant(const char* op, const char* what, const TfLiteTensor* tensor,

@@ -47,6 +47,10 @@ constexpr const char* kOptionSScale = "s_scale";
 // num_routing lies in [kMinRoutings, CAPS_NN_MAX_ROUTINGS].
 constexpr int64_t kMinRoutings = 1;
 
+// W is int8 or packed int4 (TFLite INT4, low nibble first); an int4 W needs
+// N_out*D_out*D_in to be a multiple of kInt4WeightBlockMultiple.
+constexpr int64_t kInt4WeightBlockMultiple = CAPS_NN_S4_BLOCK_MULTIPLE;
+
 // Fixed int8 output quantization (docs/quantization.md): squash and
 // ClassCaps write 2^CAPS_NN_SQUASH_OUT_SCALE_LOG2 = 1/128 with zero point 0,
 // length 2^CAPS_NN_LENGTH_OUT_SCALE_LOG2 = 1/256 with zero point -128.

@@ -28,16 +28,18 @@ EFFICIENT_SQUASH_SHAPES = {"mazzia2021-mnist": (16, 8)}
 
 
 def calibrated_class_caps(rng, n_in, dim_in, n_out, dim_out, routings=3, per_capsule=True,
-                          batch=2):
+                          batch=2, weight_bits=8):
     """(u int8 [n_in, dim_in], W int8, ClassCapsParams) of a layer whose
     float predictions agree on one class, quantized with scales calibrated
-    on a small batch: a routing that actually routes."""
+    on a small batch: a routing that actually routes.  weight_bits 4: W
+    values in [-7, 7] (pack them: vectors.F_INT4)."""
     u = float_ref.squash(rng.normal(size=(batch, n_in, dim_in)))
     W = rng.normal(size=(n_in, n_out, dim_out, dim_in)) / math.sqrt(dim_in)
     target = rng.normal(size=dim_out)
     W[:, 0] += 0.5 * np.einsum("d,k->dk", target, np.ones(dim_in)) / dim_in
-    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule)
-    Wq = q.quantize_weights(W, quant.weight_scales)
+    quant = q.calibrate_class_caps(u, W, routings, 1.0 / 128, 0, per_capsule=per_capsule,
+                                   weight_bits=weight_bits)
+    Wq = q.quantize_weights(W, quant.weight_scales, weight_bits)
     uq = q.quantize(u[0], 1.0 / 128)
     return uq, Wq, q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
 

@@ -23,7 +23,9 @@ per case an op code and its fields:
   per update (agree m, s, carry m, s, exp_beta m, s), int8 u[n_in*dim_in],
   int8 W[n_in*n_out*dim_out*dim_in].  flags: 1 predictions, 2 routing on
   those predictions (needs 1), 4 class caps storing predictions, 8 class
-  caps recomputing them.
+  caps recomputing them, 16 W packed 4 bits (``quant.pack_int4``, half the
+  bytes) and the ``_s4`` kernels instead of the ``_s8`` ones (the case
+  holds the unpacked values, in [-8, 7]).
 - 4 efficient squash: n_caps, dim, zp, exp multiplier, exp shift,
   int8 x[n_caps*dim]
 - 5 self-attention: n_in, dim_in, n_out, dim_out, pred zp, num_scales,
@@ -43,13 +45,13 @@ import numpy as np
 
 from tflm_caps.reference import int8 as ref
 from tflm_caps.reference.quant import (ClassCapsParams, EfficientSquashParams, LengthParams,
-                                       SelfAttentionParams, SquashParams)
+                                       SelfAttentionParams, SquashParams, pack_int4)
 
 MAGIC = b"CAPV"
 VERSION = 1
 OP_SQUASH, OP_LENGTH, OP_CLASS_CAPS = 1, 2, 3
 OP_EFFICIENT_SQUASH, OP_SELF_ATTENTION = 4, 5
-F_PREDICTIONS, F_ROUTING, F_STORE, F_RECOMPUTE = 1, 2, 4, 8
+F_PREDICTIONS, F_ROUTING, F_STORE, F_RECOMPUTE, F_INT4 = 1, 2, 4, 8, 16
 ALL_CLASS_CAPS = F_PREDICTIONS | F_ROUTING | F_STORE | F_RECOMPUTE
 
 
@@ -111,6 +113,8 @@ def encode_case(case):
             out += _ints(*rp.s[r], sq.input_zp, sq.sq_multiplier, sq.sq_exponent)
         for k in range(rp.routings - 1):
             out += _ints(*rp.agree[k], *rp.carry[k], *rp.exp_beta[k])
+        if flags & F_INT4:
+            return out + _i8(u) + pack_int4(W).tobytes()
         return out + _i8(u) + _i8(W)
     raise ValueError(f"unknown vector case kind {kind!r}")
 
@@ -149,15 +153,17 @@ def case_calls(case):
     # s_j of every iteration + agreement of every update, one MAC per
     # (i, j, d) each.
     route_macs = n_in * n_out * d_out * (routings + routings - 1)
+    s4 = "_s4" if flags & F_INT4 else ""
     calls = []
     if flags & F_PREDICTIONS:
-        calls.append(("predictions", n_in * n_out * d_out, pred_macs))
+        calls.append(("predictions" + s4, n_in * n_out * d_out, pred_macs))
         if flags & F_ROUTING:
             calls.append(("routing", n_out * d_out, route_macs))
     if flags & F_STORE:
-        calls.append(("class_caps_store", n_out * d_out, pred_macs + route_macs))
+        calls.append(("class_caps_store" + s4, n_out * d_out, pred_macs + route_macs))
     if flags & F_RECOMPUTE:
-        calls.append(("class_caps_recompute", n_out * d_out, pred_macs * routings + route_macs))
+        calls.append(("class_caps_recompute" + s4, n_out * d_out,
+                      pred_macs * routings + route_macs))
     return calls
 
 

@@ -109,8 +109,9 @@ class RoutingRecorder:
 
 
 def class_caps_quant(layer_name, u, weights, num_routing, input_scale, input_zero_point,
-                     per_capsule):
-    """ClassCapsQuant for one layer; ConversionError on zero ranges."""
+                     per_capsule, weight_bits=8):
+    """(ClassCapsQuant, weight codes) for one layer with ``weight_bits`` (8 or
+    4) weights; ConversionError on zero ranges."""
     from tflm_caps.reference import quant
 
     if u is None or len(u) == 0:
@@ -127,16 +128,17 @@ def class_caps_quant(layer_name, u, weights, num_routing, input_scale, input_zer
     if not np.any(u):
         raise ConversionError(f"layer {layer_name!r}: its input capsules are all zero on every "
                               "calibration sample (zero activation range)")
-    w_scales = quant.weight_scales(weights, per_capsule=per_capsule)
+    w_scales = quant.weight_scales(weights, per_capsule=per_capsule, bits=weight_bits)
     q = quant.calibrate_class_caps(u, weights, num_routing, input_scale, input_zero_point,
-                                   w_scales=w_scales, per_capsule=per_capsule)
+                                   w_scales=w_scales, per_capsule=per_capsule,
+                                   weight_bits=weight_bits)
     # calibrate_class_caps gives a zero range a tiny positive scale; a range
     # that is exactly zero means the layer carries no signal: refuse it.
     for name, max_abs in _routing_maxima(u[:64], weights, num_routing).items():
         if max_abs == 0.0:
             raise ConversionError(f"layer {layer_name!r}: routing intermediate {name} is zero "
                                   "on the calibration samples (zero activation range)")
-    return q, quant.quantize_weights(weights, w_scales)
+    return q, quant.quantize_weights(weights, w_scales, weight_bits)
 
 
 def _routing_maxima(u, weights, num_routing):

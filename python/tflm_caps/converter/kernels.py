@@ -159,7 +159,7 @@ def _int8_input(call, index, op):
         raise ValueError(f"{op}: input {index} ({t.name.decode()}) must be int8, "
                          f"got TfLiteType {t.type}")
     scales, zps, _ = call.input_quant(index)
-    return call.inputs[index], float(scales[0]), int(zps[0])
+    return t.array(), float(scales[0]), int(zps[0])
 
 
 def _check_output(call, op, scale, zero_point):
@@ -198,8 +198,8 @@ def class_caps_quant_from_node(call, op=C.CLASS_CAPS):
     """ClassCapsQuant of an int8 ClassCaps node (tensors + custom options)."""
     _, scale, zp = _int8_input(call, 0, op)
     w_scales, w_zps, w_dim = call.input_quant(1)
-    if call.input_tensors[1].type != abi.TFLITE_INT8 or np.any(w_zps != 0):
-        raise ValueError(f"{op}: W must be symmetric int8")
+    if call.input_tensors[1].type not in (abi.TFLITE_INT8, abi.TFLITE_INT4) or np.any(w_zps != 0):
+        raise ValueError(f"{op}: W must be symmetric int8 or int4")
     if len(w_scales) > 1 and w_dim != 1:
         raise ValueError(f"{op}: per-capsule W scales need quantized_dimension 1, got {w_dim}")
     o = call.options
@@ -211,8 +211,13 @@ def class_caps_quant_from_node(call, op=C.CLASS_CAPS):
 
 class Int8ClassCaps(_ClassCaps):
     def invoke(self, call):
-        u, w = call.inputs
+        u = call.input_tensors[0].array()
         u_shape, w_shape = _check_class_caps_shapes(call, self.name)
+        w_tensor = call.input_tensors[1]
+        if w_tensor.type == abi.TFLITE_INT4:
+            w = int8_ref.unpack_weights_s4(w_tensor.packed_bytes(), w_shape)
+        else:
+            w = w_tensor.array()
         _check_output(call, self.name, *C.OUTPUT_QUANT[C.CLASS_CAPS])
         q = class_caps_quant_from_node(call, self.name)
         if q.routings != int(call.options[C.OPT_NUM_ROUTING]):
@@ -272,7 +277,7 @@ def _is_int8_model(model_bytes):
 
     info = check_model(bytes(model_bytes))
     for op in info.ops_named(C.CLASS_CAPS) + info.ops_named(C.SELF_ATTENTION_CAPS):
-        return info.tensors[op.inputs[1]].type_name == "int8"
+        return info.tensors[op.inputs[1]].type_name in ("int8", "int4")
     return all(t.type_name == "int8" for t in info.input_tensors())
 
 

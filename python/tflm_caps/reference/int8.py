@@ -1,7 +1,10 @@
 """Integer capsule kernels in numpy, bit-exact with the C kernels.
 
 Each function follows docs/quantization.md step by step (vectorized over
-capsules); params come from tflm_caps.reference.quant.
+capsules); params come from tflm_caps.reference.quant.  The ``_s4``
+functions take class-capsule weights packed two per byte (TFLite INT4,
+``quant.pack_int4``); their arithmetic is that of the int8 weights they
+unpack to.
 """
 import numpy as np
 
@@ -9,7 +12,7 @@ from tflm_caps import ops_contract as C
 from tflm_caps.reference import fixedpoint as fp
 from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, EfficientSquashParams,
                                        LengthParams, PredictionsParams, RoutingParams,
-                                       SelfAttentionParams, SquashParams)
+                                       SelfAttentionParams, SquashParams, unpack_int4)
 
 
 def as_int8(x, what):
@@ -138,6 +141,28 @@ def class_caps_s8(u, W, params, return_intermediates=False):
         return v
     trace["u_hat"] = u_hat
     return v, trace
+
+
+def unpack_weights_s4(W_packed, w_shape):
+    """int8 W [N_in, N_out, D_out, D_in] (values in [-8, 7]) of packed int4 weights."""
+    shape = tuple(int(d) for d in w_shape)
+    if len(shape) != 4:
+        raise ValueError(f"W must be [N_in, N_out, D_out, D_in], got shape {shape}")
+    if (shape[1] * shape[2] * shape[3]) % C.INT4_W_BLOCK_MULTIPLE:
+        raise ValueError(f"int4 W {shape}: N_out*D_out*D_in = {shape[1] * shape[2] * shape[3]} "
+                         "is odd, so the weights of an input capsule would not start on a "
+                         "byte (the kernels need it even)")
+    return unpack_int4(W_packed, shape)
+
+
+def predictions_s4(u, W_packed, w_shape, params):
+    """predictions_s8 with W packed as int4 (shape ``w_shape``)."""
+    return predictions_s8(u, unpack_weights_s4(W_packed, w_shape), params)
+
+
+def class_caps_s4(u, W_packed, w_shape, params, return_intermediates=False):
+    """class_caps_s8 with W packed as int4 (shape ``w_shape``)."""
+    return class_caps_s8(u, unpack_weights_s4(W_packed, w_shape), params, return_intermediates)
 
 
 def efficient_squash_s8(x, params):

@@ -13,7 +13,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from tflm_caps.ops_contract import (ATTENTION_BIAS_SCALE, MAX_ATTENTION_BIAS,
+from tflm_caps.ops_contract import (ATTENTION_BIAS_SCALE, CLASS_CAPS_WEIGHT_BITS, MAX_ATTENTION_BIAS,
                                     MAX_ATTENTION_DIM_OUT, MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN,
                                     MAX_N_OUT, MAX_ROUTINGS)
 from tflm_caps.reference import fixedpoint as fp
@@ -108,16 +108,17 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
 # Choosing scales
 # ----------------------------------------------------------------------------
 
-def symmetric_scale(max_abs):
-    """Symmetric int8 scale max_abs / 127 (float32 value), zero point 0.
+def symmetric_scale(max_abs, qmax=127):
+    """Symmetric scale max_abs / qmax (float32 value), zero point 0.
 
-    A zero range gets the scale of 2^-20 (any positive scale represents an
-    all-zero tensor exactly).
+    qmax: 127 for int8 (the default), 7 for int4 weights.  A zero range
+    gets the scale 2^-20 / qmax (any positive scale represents an all-zero
+    tensor exactly).
     """
     max_abs = float(max_abs)
     if not math.isfinite(max_abs) or max_abs < 0:
         raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
-    return as_float32_scale(max(max_abs, 2.0 ** -20) / 127.0, "symmetric scale")
+    return as_float32_scale(max(max_abs, 2.0 ** -20) / float(qmax), "symmetric scale")
 
 
 def symmetric_scale16(max_abs):
@@ -154,13 +155,27 @@ def dequantize(q, scale, zero_point=0):
     return (np.asarray(q, dtype=np.float64) - int(zero_point)) * np.asarray(scale, dtype=np.float64)
 
 
-def weight_scales(W, per_capsule=True):
+# Weight widths: symmetric weights use [-qmax, qmax] (never the most negative
+# code), as TFLite does: int8 [-127, 127], int4 [-7, 7].
+WEIGHT_BITS = CLASS_CAPS_WEIGHT_BITS
+
+
+def weight_qmax(bits):
+    """Largest weight code of a symmetric ``bits``-wide weight (127 or 7)."""
+    if isinstance(bits, bool) or bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, "
+                         f"got {bits!r}")
+    return (1 << (int(bits) - 1)) - 1
+
+
+def weight_scales(W, per_capsule=True, bits=8):
     """Symmetric scales of class-capsule weights W [N_in, N_out, D_out, D_in].
 
     per_capsule: one scale per output capsule (axis 1, TFLite
-    quantized_dimension 1), else one per tensor.  float32 values in a
-    float64 array.
+    quantized_dimension 1), else one per tensor.  bits: 8 (max|W| / 127)
+    or 4 (max|W| / 7).  float32 values in a float64 array.
     """
+    qmax = weight_qmax(bits)
     W = np.asarray(W, dtype=np.float64)
     if W.ndim != 4:
         raise ValueError(f"class-capsule weights must be [N_in, N_out, D_out, D_in], got shape {W.shape}")
@@ -170,16 +185,60 @@ def weight_scales(W, per_capsule=True):
         max_abs = np.abs(W).max(axis=(0, 2, 3))
     else:
         max_abs = np.array([np.abs(W).max()])
-    return np.array([symmetric_scale(m) for m in max_abs], dtype=np.float64)
+    return np.array([symmetric_scale(m, qmax) for m in max_abs], dtype=np.float64)
 
 
-def quantize_weights(W, scales):
-    """int8 weights for weight_scales(...) (1 or N_out scales)."""
+def quantize_weights(W, scales, bits=8):
+    """Symmetric weight codes for weight_scales(...) (1 or N_out scales), as int8
+    values in [-127, 127] (bits 8) or [-7, 7] (bits 4; pack them with pack_int4)."""
+    qmax = weight_qmax(bits)
     W = np.asarray(W, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64).reshape(-1)
     if scales.size not in (1, W.shape[1]):
         raise ValueError(f"weights need 1 or {W.shape[1]} scales, got {scales.size}")
-    return quantize(W, scales.reshape(1, -1, 1, 1) if scales.size > 1 else scales[0])
+    q = quantize(W, scales.reshape(1, -1, 1, 1) if scales.size > 1 else scales[0])
+    return np.clip(q, -qmax, qmax).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# Packed 4-bit tensors (TFLite INT4)
+# ----------------------------------------------------------------------------
+
+def int4_packed_size(count):
+    """Bytes of ``count`` packed 4-bit values: two per byte, rounded up."""
+    return (int(count) + 1) // 2
+
+
+def pack_int4(q):
+    """Pack int4 codes ([-8, 7], any shape, row-major) as TFLite INT4 does.
+
+    Element e goes to byte e // 2: the low nibble when e is even, the high
+    nibble when e is odd (the order of TFLM's UnpackDenseInt4IntoInt8); an
+    odd count leaves the last high nibble 0.  Returns uint8 bytes.
+    """
+    q = np.asarray(q)
+    if q.size and (not np.issubdtype(q.dtype, np.integer) or q.min() < -8 or q.max() > 7):
+        raise ValueError("int4 values must be integers in [-8, 7]")
+    flat = q.astype(np.int64).reshape(-1) & 0xF
+    if flat.size % 2:
+        flat = np.append(flat, 0)
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(packed, shape):
+    """int8 array of ``shape`` from packed TFLite INT4 bytes (see pack_int4)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.frombuffer(bytes(packed), dtype=np.uint8) if isinstance(
+        packed, (bytes, bytearray, memoryview)) else np.asarray(packed).astype(np.uint8)
+    raw = raw.reshape(-1)
+    if raw.size != int4_packed_size(count):
+        raise ValueError(f"packed int4 data of shape {tuple(shape)} needs "
+                         f"{int4_packed_size(count)} bytes, got {raw.size}")
+    nibbles = np.empty(raw.size * 2, dtype=np.int16)
+    nibbles[0::2] = raw & 0xF
+    nibbles[1::2] = raw >> 4
+    values = ((nibbles ^ 8) - 8)[:count]  # sign-extend the nibble
+    return values.astype(np.int8).reshape(tuple(shape))
 
 
 # ----------------------------------------------------------------------------
@@ -414,12 +473,13 @@ def class_caps_params(dims, quant):
 # ----------------------------------------------------------------------------
 
 def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scales=None,
-                         per_capsule=True, batch_size=256, quantize_input=True):
+                         per_capsule=True, batch_size=256, quantize_input=True, weight_bits=8):
     """ClassCapsQuant from float activations u [B, N_in, D_in] and float W.
 
     Runs the float reference (on u rounded to its int8 grid when
-    quantize_input, and on the int8-rounded weights, i.e. what the kernel
-    sees) and sets every intermediate scale to max|x| / 127 over the batch.
+    quantize_input, and on the weights rounded to their ``weight_bits``
+    grid, i.e. what the kernel sees) and sets every intermediate scale to
+    max|x| / 127 over the batch.
     """
     from tflm_caps.reference import float_ref
 
@@ -428,9 +488,9 @@ def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scal
         u = u[None]
     dims = ClassCapsDims.from_shapes(u.shape, np.shape(W))
     if w_scales is None:
-        w_scales = weight_scales(W, per_capsule)
+        w_scales = weight_scales(W, per_capsule, weight_bits)
     ws = np.asarray(_scale_tuple(w_scales, "weight scales"))
-    Wq = quantize_weights(W, ws)
+    Wq = quantize_weights(W, ws, weight_bits)
     Wd = Wq.astype(np.float64) * (ws.reshape(1, -1, 1, 1) if ws.size > 1 else ws[0])
     routings = int(routings)
     if not 1 <= routings <= MAX_ROUTINGS:

@@ -7,7 +7,8 @@
  *  - buffer sizes and entry checks (src/common/): bytes a kernel needs in
  *    ctx->buf, the squash gain table;
  *  - kernels (src/portable/, re-implemented under the same names by the
- *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap.
+ *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap;
+ *    int8 weights (_s8) or packed 4-bit weights (_s4).
  *
  * Tensors are one sample, row-major, last axis contiguous.  The arithmetic
  * is specified in docs/quantization.md.
@@ -167,6 +168,45 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
 /* Whole class-capsule layer for one sample: predictions + routing.
  * Both store_predictions modes give bit-identical output. */
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output);
+
+/* ---------------------------------------------------------------------
+ * Packed 4-bit weights (the _s4 kernels).
+ *
+ * W [n_in, n_out, dim_out, dim_in] as TFLite stores an INT4 tensor (and
+ * TFLM's UnpackDenseInt4IntoInt8 reads it): element e of the row-major W
+ * is the low nibble of byte e / 2 when e is even, the high nibble when e
+ * is odd, two's complement in [-8, 7] (the converter writes [-7, 7]);
+ * n_in n_out dim_out dim_in / 2 bytes.  The arithmetic is that of the
+ * int8 kernels on the unpacked values (docs/quantization.md); no backend
+ * unpacks the tensor into RAM.  Each input capsule's block W[i] must start
+ * on a byte: n_out * dim_out * dim_in even (else CAPS_NN_ARG_ERROR and
+ * buffer size -1).  The scratch sizes are those of the int8 kernels.
+ * ------------------------------------------------------------------- */
+int32_t caps_predictions_s4_get_buffer_size(const caps_class_caps_dims *dims);
+int32_t caps_class_caps_s4_get_buffer_size(const caps_class_caps_dims *dims,
+                                           int32_t store_predictions);
+caps_nn_status caps_predictions_s4_args_check(const caps_nn_context *ctx,
+                                              const caps_class_caps_dims *dims,
+                                              const caps_predictions_params *params,
+                                              const int8_t *input, const int8_t *weights,
+                                              const int8_t *u_hat);
+caps_nn_status caps_class_caps_s4_args_check(const caps_nn_context *ctx,
+                                             const caps_class_caps_dims *dims,
+                                             const caps_class_caps_params *params,
+                                             int32_t store_predictions, const int8_t *input,
+                                             const int8_t *weights, const int8_t *output);
+
+/* caps_predictions_s8 with packed 4-bit weights. */
+caps_nn_status caps_predictions_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                   const caps_predictions_params *params, const int8_t *input,
+                                   const int8_t *weights, int8_t *u_hat);
+
+/* caps_class_caps_s8 with packed 4-bit weights (same params, same output
+ * for the same weight values). */
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
                                   const caps_class_caps_params *params,
                                   int32_t store_predictions, const int8_t *input,
                                   const int8_t *weights, int8_t *output);

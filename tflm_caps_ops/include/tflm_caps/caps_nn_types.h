@@ -37,6 +37,9 @@ typedef enum {
  * zero point 0), |bias| <= CAPS_NN_MAX_ATTENTION_BIAS. */
 #define CAPS_NN_ATTENTION_BIAS_SCALE_LOG2 (-15)
 #define CAPS_NN_MAX_ATTENTION_BIAS 16777216
+/* Packed 4-bit weights (the _s4 kernels): n_out*dim_out*dim_in a multiple of
+ * this, so that each input capsule's weights start on a byte. */
+#define CAPS_NN_S4_BLOCK_MULTIPLE 2
 
 /* Fixed output quantization of squash/routing (v) and length. */
 #define CAPS_NN_SQUASH_OUT_SCALE_LOG2 (-7) /* scale 1/128, zero point 0 */

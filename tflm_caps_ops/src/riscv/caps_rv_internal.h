@@ -97,14 +97,28 @@ typedef struct {
     int32_t num_scales;
     const int32_t *multipliers;
     const int32_t *shifts;
+    int32_t weight_bits; /* 8, or 4: packed weights (caps_predictions_s4.c) */
 } caps_rv_pred;
 
 void caps_rv_pred_init(caps_rv_pred *pc, const caps_class_caps_dims *dims,
                        const caps_predictions_params *params);
 
-/* u_hat(.|i) [n_out*dim_out] of one input capsule (one core's work). */
+/* u_hat(.|i) [n_out*dim_out] of one input capsule (one core's work) from
+ * its block W[i] (int8, or packed 4-bit when pc->weight_bits is 4). */
 void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out);
+
+/* The same from a packed 4-bit block (caps_rv_predict_capsule forwards there). */
+void caps_rv_predict_capsule_s4(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
+                                int8_t *out);
+
+/* Where W[i] starts: int8 or packed 4-bit weights. */
+CAPS_RV_INLINE const int8_t *caps_rv_weights_of(const caps_rv_pred *pc, const int8_t *weights,
+                                                size_t i)
+{
+    const size_t block = (size_t)pc->n_out * (size_t)pc->dim_out * (size_t)pc->dim_in;
+    return weights + i * (pc->weight_bits == 4 ? block / 2u : block);
+}
 
 /* All predictions [n_in, n_out*dim_out], input capsules split over the cores. */
 void caps_rv_predict_all(const caps_rv_pred *pc, const int8_t *input, const int8_t *weights,

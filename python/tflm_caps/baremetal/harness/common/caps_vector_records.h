@@ -15,6 +15,7 @@
 #ifndef CAPS_VECTOR_RECORDS_H
 #define CAPS_VECTOR_RECORDS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -31,8 +32,37 @@ enum {
     CAPS_VEC_F_PREDICTIONS = 1, /* caps_predictions_s8 */
     CAPS_VEC_F_ROUTING = 2,     /* caps_dynamic_routing_s8 on those predictions */
     CAPS_VEC_F_STORE = 4,       /* caps_class_caps_s8, store_predictions = 1 */
-    CAPS_VEC_F_RECOMPUTE = 8    /* caps_class_caps_s8, store_predictions = 0 */
+    CAPS_VEC_F_RECOMPUTE = 8,   /* caps_class_caps_s8, store_predictions = 0 */
+    CAPS_VEC_F_INT4 = 16        /* W packed 4 bits: the _s4 kernels instead */
 };
+
+/* The class-capsule kernels a record's flags select, and its W bytes. */
+typedef struct {
+    size_t weight_bytes;
+    int32_t (*predictions_buffer_size)(const caps_class_caps_dims *);
+    caps_nn_status (*predictions)(const caps_nn_context *, const caps_class_caps_dims *,
+                                  const caps_predictions_params *, const int8_t *,
+                                  const int8_t *, int8_t *);
+    int32_t (*class_caps_buffer_size)(const caps_class_caps_dims *, int32_t);
+    caps_nn_status (*class_caps)(const caps_nn_context *, const caps_class_caps_dims *,
+                                 const caps_class_caps_params *, int32_t, const int8_t *,
+                                 const int8_t *, int8_t *);
+} caps_vec_kernels;
+
+static void caps_vec_kernels_of(const caps_class_caps_dims *dims, int32_t flags,
+                                caps_vec_kernels *k)
+{
+    const size_t n = (size_t)dims->n_in * (size_t)dims->n_out * (size_t)dims->dim_out *
+                     (size_t)dims->dim_in;
+    const int s4 = (flags & CAPS_VEC_F_INT4) != 0;
+    k->weight_bytes = s4 ? (n + 1u) / 2u : n;
+    k->predictions_buffer_size =
+        s4 ? caps_predictions_s4_get_buffer_size : caps_predictions_s8_get_buffer_size;
+    k->predictions = s4 ? caps_predictions_s4 : caps_predictions_s8;
+    k->class_caps_buffer_size =
+        s4 ? caps_class_caps_s4_get_buffer_size : caps_class_caps_s8_get_buffer_size;
+    k->class_caps = s4 ? caps_class_caps_s4 : caps_class_caps_s8;
+}
 
 typedef int32_t (*caps_vec_rd32_fn)(void);
 
