@@ -12,9 +12,10 @@ supported for op: CUSTOM").  The passes here finish the job:
    the int8 tensor its producer writes (the DEQUANTIZE in between goes), its
    output becomes int8 with the fixed scale and is read directly (the
    QUANTIZE after it goes); a float graph output gets one DEQUANTIZE.
-3. ``quantize_class_caps``: int8 weights (per tensor or per output capsule,
-   quantized_dimension 1) and the versioned options with the calibrated
-   routing scales.
+3. ``quantize_class_caps`` / ``quantize_self_attention``: int8 weights, or
+   packed int4 ones for ClassCaps (per tensor or per output capsule,
+   quantized_dimension 1), the self-attention coupling bias as int32 Q15
+   (fixed scale 2^-15) and the versioned options with the calibrated scales.
 4. ``add_squash_tables``: every int8 Squash gets its gain table (which
    depends only on the capsule dim and input quantization) as input 1, a
    constant int32 tensor the kernel reads in place from flash.
@@ -31,8 +32,10 @@ from tflm_caps.tflite import graph as G
 from tflm_caps.tflite import tables
 from tflm_caps.tflite.model import constant_array, op_name, opcode_of, tensor_name
 
-# Activation inputs of each op (ClassCaps input 1 is the constant W).
-ACTIVATION_INPUTS = {C.SQUASH: (0,), C.CLASS_CAPS: (0,), C.LENGTH: (0,)}
+# Activation inputs of each op (ClassCaps input 1 is the constant W,
+# SelfAttentionCaps inputs 1 and 2 the constant W and bias).
+ACTIVATION_INPUTS = {C.SQUASH: (0,), C.CLASS_CAPS: (0,), C.LENGTH: (0,),
+                     C.EFFICIENT_SQUASH: (0,), C.SELF_ATTENTION_CAPS: (0,)}
 
 
 class PatchError(ValueError):
@@ -252,10 +255,11 @@ def activation_quant(model, op, slot=0):
 class ClassCapsInt8(NamedTuple):
     """What one ClassCaps op gets in step 3."""
 
-    weights: np.ndarray     # int8 [N_in, N_out, D_out, D_in], symmetric
+    weights: np.ndarray     # codes [N_in, N_out, D_out, D_in], symmetric, as int8
     scales: np.ndarray      # 1 or N_out weight scales
     options: bytes          # versioned FlexBuffer options (calibrated routing scales)
     weight_name: Optional[str] = None
+    bits: int = 8           # 4: codes in [-7, 7] stored as a packed INT4 tensor
 
 
 def quantize_class_caps(model, layers):
@@ -278,9 +282,14 @@ def quantize_class_caps(model, layers):
         scales = np.asarray(layer.scales, np.float32).reshape(-1)
         if scales.size not in (1, weights.shape[1]):
             raise PatchError(f"{C.CLASS_CAPS}: W needs 1 or N_out scales, got {scales.size}")
-        buffer = G.add_buffer(model, weights.tobytes())
+        if layer.bits == 4:
+            buffer = G.add_buffer(model, quant.pack_int4(weights).tobytes())
+            w_type = tables.INT4
+        else:
+            buffer = G.add_buffer(model, weights.tobytes())
+            w_type = tables.INT8
         new = G.add_tensor(sg, old, layer.weight_name or (tensor_name(old) + "/int8"),
-                           tables.INT8,
+                           w_type,
                            G.affine(scales, np.zeros(scales.size, np.int64),
                                     1 if scales.size > 1 else 0), buffer)
         inputs = [int(t) for t in op.inputs]
@@ -319,4 +328,73 @@ def add_squash_tables(model):
         sg.tensors[t].shape = np.array([words.size], np.int32)
         sg.tensors[t].shapeSignature = None
         op.inputs = np.array([int(op.inputs[0]), t], np.int32)
+    return model
+
+
+def self_attention_ops(model):
+    """[(operator index, op)] of the SelfAttentionCaps ops in execution order."""
+    sg = model.subgraphs[0]
+    return [(k, sg.operators[k]) for k, name in caps_ops(model) if name == C.SELF_ATTENTION_CAPS]
+
+
+def _float_constant(model, op, slot, what):
+    sg = model.subgraphs[0]
+    t = sg.tensors[int(op.inputs[slot])]
+    if t.type != tables.FLOAT32:
+        raise PatchError(f"{C.SELF_ATTENTION_CAPS}: {what} {tensor_name(t)!r} is "
+                         f"{tables.type_name(t.type)}, expected the float32 constant written "
+                         "by the TF converter")
+    data = constant_array(model, t, np.float32)
+    if data is None:
+        raise PatchError(f"{C.SELF_ATTENTION_CAPS}: {what} {tensor_name(t)!r} is not a constant")
+    return data
+
+
+def self_attention_constants(model, op):
+    """Float (W, bias) of a SelfAttentionCaps op (before ``quantize_self_attention``)."""
+    return _float_constant(model, op, 1, "W"), _float_constant(model, op, 2, "bias")
+
+
+class SelfAttentionInt8(NamedTuple):
+    """What one SelfAttentionCaps op gets in step 3."""
+
+    weights: np.ndarray     # int8 [N_in, N_out, D_out, D_in], symmetric
+    scales: np.ndarray      # 1 or N_out weight scales
+    bias: np.ndarray        # int32 [N_in, N_out], Q15
+    options: bytes          # versioned FlexBuffer options (calibrated scales)
+    weight_name: Optional[str] = None
+    bias_name: Optional[str] = None
+
+
+def quantize_self_attention(model, layers):
+    """Install int8 W, the int32 Q15 bias and the options of every
+    SelfAttentionCaps op (one ``SelfAttentionInt8`` per op, in order)."""
+    sg = model.subgraphs[0]
+    ops = self_attention_ops(model)
+    if len(layers) != len(ops):
+        raise PatchError(f"{len(layers)} int8 SelfAttentionCaps layers for {len(ops)} ops")
+    for (_, op), layer in zip(ops, layers):
+        inputs = [int(t) for t in op.inputs]
+        old_w, old_b = sg.tensors[inputs[1]], sg.tensors[inputs[2]]
+        weights = np.ascontiguousarray(layer.weights, np.int8)
+        bias = np.ascontiguousarray(layer.bias, np.int32)
+        if tuple(weights.shape) != tuple(int(d) for d in old_w.shape) or \
+                tuple(bias.shape) != tuple(int(d) for d in old_b.shape):
+            raise PatchError(f"{C.SELF_ATTENTION_CAPS}: int8 W {weights.shape} / bias "
+                             f"{bias.shape} do not match {tuple(old_w.shape)} / "
+                             f"{tuple(old_b.shape)}")
+        scales = np.asarray(layer.scales, np.float32).reshape(-1)
+        if scales.size not in (1, weights.shape[1]):
+            raise PatchError(f"{C.SELF_ATTENTION_CAPS}: W needs 1 or N_out scales, "
+                             f"got {scales.size}")
+        inputs[1] = G.add_tensor(
+            sg, old_w, layer.weight_name or (tensor_name(old_w) + "/int8"), tables.INT8,
+            G.affine(scales, np.zeros(scales.size, np.int64), 1 if scales.size > 1 else 0),
+            G.add_buffer(model, weights.tobytes()))
+        inputs[2] = G.add_tensor(
+            sg, old_b, layer.bias_name or (tensor_name(old_b) + "/int32"), tables.INT32,
+            G.affine([C.ATTENTION_BIAS_SCALE], [C.ATTENTION_BIAS_ZERO_POINT]),
+            G.add_buffer(model, bias.tobytes()))
+        op.inputs = np.array(inputs, np.int32)
+        G.set_custom_options(op, layer.options)
     return model

@@ -49,3 +49,16 @@ def test_demo_meets_targets(trained_costa_mnist_path, tmp_path, capsys):
     for name in ("costa2022-mnist.tflite", "costa2022-mnist_float.tflite", "out.md", "out.png"):
         assert (workdir / name).stat().st_size > 0
     assert "top-1 agreement, all images" in printed
+
+
+def test_demo_models(capsys):
+    """One demo per capsule family; an unknown model is a usage error."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model" in out and "mazzia2021-mnist" in out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--model", "tiny"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'tiny'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 installed package outside the checkout, checks bit-exactness on the way,
 reports the documented fields, and the project's goals on the published
 layer shapes are met."""
+import io
 import json
 import subprocess
 import sys
@@ -49,6 +50,58 @@ def test_bench_reports_every_kernel_of_every_config(quick_report):
     # critical path = serial part + the busiest core of each parallel phase
     assert len(eight["per_core"]) == 8 and min(eight["per_core"]) > 0
     assert max(eight["per_core"]) <= eight["busiest_core"] < one["instructions"]
+
+
+@pytest.mark.parametrize("layer,kernel", [("mazzia2021-mnist", "self_attention"),
+                                          ("mazzia squash 16x8",
+                                           "efficient_squash")])
+def test_bench_efficient_capsnet_rows(quick_report, layer, kernel):
+    """Every configuration has the Efficient-CapsNet rows, each optimized
+    backend needs fewer instructions than the portable kernels on M7, and
+    the 8-core cluster's critical path is shorter than one core."""
+    by = {(r["config"], r["layer"], r["kernel"]): r for r in quick_report["rows"]}
+    rows = {c: by[(c, layer, kernel)] for c in bench.CONFIG_NAMES}
+    port = rows["m7-portable"]["instructions"]
+    for c in ("m7-cortex_m", "m55-cortex_m", "m55-helium"):
+        assert 0 < rows[c]["instructions"] < port, (c, rows[c]["instructions"], port)
+    eight = rows["rv32-riscv-8core"]
+    assert eight["busiest_core"] < rows["rv32-riscv-1core"]["instructions"]
+    if kernel == "self_attention":
+        assert rows["m7-portable"]["macs"] == 16 * 10 * 16 * (8 + 3)
+        assert rows["m7-cortex_m"]["instructions"] < 0.5 * port
+        assert rows["m55-helium"]["instructions"] < rows["m55-cortex_m"]["instructions"]
+
+
+def test_bench_int4_rows_and_ratio(quick_report):
+    """Every configuration runs the layer with packed int4 weights (the _s4
+    kernels, checked bit for bit like the int8 ones); the report and the
+    table give each int4 row's instructions over its int8 row's."""
+    rows = quick_report["rows"]
+    by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
+    ratios = {(r["config"], r["kernel"]): r for r in quick_report["int4_ratios"]
+              if r["layer"] == LAYER}
+    for config in bench.CONFIG_NAMES:
+        for kernel in ("predictions", "class_caps_store", "class_caps_recompute"):
+            s8 = by[(config, LAYER, kernel)]
+            s4 = by[(config, LAYER + bench.INT4, kernel + "_s4")]
+            assert s4["macs"] == s8["macs"] and s4["instructions"] > 0
+            key = "busiest_core" if s8.get("busiest_core") is not None else "instructions"
+            r = ratios[(config, kernel)]
+            assert (r["int4"], r["int8"]) == (s4[key], s8[key])
+            assert r["ratio"] == pytest.approx(s4[key] / s8[key], abs=1e-3)
+    # unpacking nibbles costs instructions, but the int4 layer stays within
+    # 2x of int8 on the optimized backends (they read the packed bytes
+    # directly, no unpacked copy of W)
+    for config in ("m7-cortex_m", "m55-helium"):
+        assert 0.8 < ratios[(config, "class_caps_store")]["ratio"] < 2.0
+    table = io.StringIO()
+    bench.print_table(quick_report, file=table)
+    text = table.getvalue()
+    assert "int4 / int8 class-capsule weights, instructions:" in text
+    r = ratios[("m55-helium", "class_caps_store")]
+    line = next(ln for ln in text.splitlines()
+                if ln.strip().startswith("m55-helium") and f"{LAYER} class_caps_store " in ln)
+    assert line.rstrip().endswith(f"{r['int4']:,} / {r['int8']:>12,} = {r['ratio']:.3f}")
 
 
 def test_bench_goals_are_met(quick_report):

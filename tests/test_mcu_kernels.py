@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.kernel_cases import random_class_caps
+from support.kernel_cases import random_class_caps, random_self_attention
 from support.toolchains import require_target
 
 from tflm_caps import ops_sources
@@ -71,10 +71,74 @@ def _cases():
         # per pair of output capsules (two pairs)
         (cc, (26, 4, 10, 6), 2, False),
         (cc, (19, 4, 4, 6), 3, True),
+        (cc, (7, 4, 4, 6), 3, False),
     ]
     for make, dims, routings, per_capsule in shapes:
         u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule)
         out.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS))
+    # packed int4 weights (every N_out D_out D_in even): dim_in 4 with even
+    # dim_out (two rows a word, (10, 6) unrolled), 8 and 16 (SMLAD pairs),
+    # other dims and positive shifts (one nibble at a time), N_out > 32,
+    # blocks of recomputed predictions, every nibble code including -8
+    int4_shapes = [
+        (cc, (37, 4, 10, 6), 3, True),
+        (rc, (29, 4, 10, 6), 2, False),
+        (cc, (21, 8, 3, 16), 3, False),
+        (rc, (19, 8, 10, 16), 3, True),
+        (rc, (9, 16, 3, 5), 2, True),
+        (rc, (300, 4, 3, 2), 2, True),
+        (rc, (13, 4, 2, 5), 3, True),
+        (rc, (11, 6, 3, 3), 3, False),
+        (rc, (7, 3, 2, 1), 1, True),
+        (rc, (4, 2, 33, 1), 2, True),
+    ]
+    for make, dims, routings, per_capsule in int4_shapes:
+        u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule, weight_bits=4)
+        out.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
+    # every nibble code through the fast paths: multipliers below 1 with a
+    # right shift (branch-free requantization), N_out > 32 (requantization
+    # not cached), a multiplier in [0.5, 1) (no right shift)
+    for dims, uhat_scale in [((37, 4, 10, 6), 0.5), ((9, 4, 40, 2), 0.5), ((7, 8, 3, 16), 0.5),
+                             ((5, 8, 35, 3), 0.5), ((4, 16, 3, 2), 0.5),
+                             ((6, 4, 3, 4), 0.05 / 128 / 0.7), ((6, 8, 3, 3), 0.05 / 128 / 0.7)]:
+        n_in, d_in, n_out, d_out = dims
+        quant = q.ClassCapsQuant(1 / 128, int(rng.integers(-20, 20)), [0.05],
+                                 uhat_scale, [0.3, 0.2, 0.2], [0.4, 0.4])
+        u = rng.integers(-128, 128, (n_in, d_in)).astype(np.int8)
+        W = rng.integers(-8, 8, (n_in, n_out, d_out, d_in)).astype(np.int8)
+        p = q.class_caps_params(dims, quant)
+        assert all(s <= 0 for s in p.pred.shifts)
+        out.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
+    # packed int4 on Helium: zp 0 with dim_in 4 or 8 takes the int8 loops
+    # (the 6-D pairs, groups of 4 rows, the per-row table, runs of dim_out
+    # rows with 1..3-row tails); other dim_in or zp each row from its first
+    # nibble (odd dim_in: rows starting on a high nibble, predicated last
+    # steps, per-lane params of output capsules with odd dim_out); odd
+    # capsule counts for partial tiles
+    helium_int4 = [
+        (cc, (26, 4, 10, 6), 2, False), (cc, (19, 4, 4, 6), 3, True),
+        (cc, (3, 4, 20, 16), 2, True), (cc, (5, 4, 13, 5), 2, True),
+        (cc, (7, 8, 9, 3), 3, True), (cc, (6, 8, 40, 3), 2, True),
+        (cc, (17, 4, 3, 5), 2, False), (cc, (10, 3, 4, 5), 3, True),
+        (rc, (13, 3, 4, 6), 3, True), (rc, (9, 5, 6, 3), 2, True),
+        (rc, (7, 17, 2, 3), 2, False), (rc, (11, 1, 3, 2), 2, True),
+        (rc, (5, 9, 35, 2), 1, True), (rc, (3, 4, 5, 3), 2, True),
+    ]
+    for make, dims, routings, per_capsule in helium_int4:
+        u, W, p = make(rng, *dims, routings=routings, per_capsule=per_capsule, weight_bits=4)
+        out.append(("class_caps", u, W, p, vec.ALL_CLASS_CAPS | vec.F_INT4))
+    # zp 0 and every nibble code through those loops, with shifts of both signs
+    for dims, uhat_scale, scales in [((7, 4, 3, 5), 0.5, 3), ((5, 8, 5, 3), 0.5, 5),
+                                     ((9, 4, 2, 6), 0.05 / 128 / 0.7, 2),
+                                     ((6, 8, 3, 4), 0.05 / 128 / 0.7, 1),
+                                     ((4, 4, 7, 2), 0.5, 1)]:
+        n_in, d_in, n_out, d_out = dims
+        quant = q.ClassCapsQuant(1 / 128, 0, list(rng.uniform(0.02, 0.08, scales)),
+                                 uhat_scale, [0.3, 0.2, 0.2], [0.4, 0.4])
+        u = rng.integers(-128, 128, (n_in, d_in)).astype(np.int8)
+        W = rng.integers(-8, 8, (n_in, n_out, d_out, d_in)).astype(np.int8)
+        out.append(("class_caps", u, W, q.class_caps_params(dims, quant),
+                    vec.ALL_CLASS_CAPS | vec.F_INT4))
     out.append(cases.squash_case(rng, 33, 5, scale=0.05, zp=3))
     out.append(cases.squash_case(rng, 16, 4, scale=3e-4, zp=-128))
     out.append(cases.squash_case(rng, 7, 16, scale=2.0, zp=127))
@@ -91,6 +155,39 @@ def _cases():
         out.append(cases.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
     for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
         out.append(cases.length_case(rng, n_caps, dim, scale=scale, zp=zp))
+    out.extend(_efficient_cases(rng))
+    return out
+
+
+def _efficient_cases(rng):
+    """Efficient-CapsNet ops: the mazzia2021-mnist shapes, calibrated layers,
+    and odd shapes for every vector tail: N_out 1 (a coupling of 2^15),
+    N_in above one 255-capsule block, D_out at its limit of 128, odd dims,
+    biases that shift the couplings, saturating votes and sums."""
+    out = []
+    ca, ra = cases.calibrated_self_attention, random_self_attention
+    for make, dims, per_capsule, bias_kind in [
+            (ca, cases.ATTENTION_SHAPES["mazzia2021-mnist"], True, None),
+            (ca, (21, 8, 4, 16), False, None),
+            (ca, (13, 5, 3, 7), True, None),
+            (ra, (37, 5, 7, 9), True, 2),
+            (ra, (3, 1, 1, 1), True, 3),
+            (ra, (300, 4, 3, 6), False, 1),
+            (ra, (9, 3, 13, 3), False, 0),
+            (ra, (5, 8, 17, 128), True, 1),
+            (ra, (6, 7, 10, 16), True, 3),
+            (ra, (2, 16, 5, 33), False, 2)]:
+        if bias_kind is None:
+            u, W, bias, p = make(rng, *dims, per_capsule=per_capsule)
+        else:
+            u, W, bias, p = make(rng, *dims, per_capsule=per_capsule, bias_kind=bias_kind)
+        out.append(("self_attention", u, W, bias, p))
+    n, d = cases.EFFICIENT_SQUASH_SHAPES["mazzia2021-mnist"]
+    for n_caps, dim, scale, zp in ((n, d, 0.04, 0), (33, 5, 0.05, 3), (7, 16, 2.0, 127),
+                                   (13, 4, 3e-4, -128), (3, 17, 0.02, -4), (1, 1, 0.5, 0),
+                                   (9, 8, 0.01, 5)):
+        out.append(cases.efficient_squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    out.append(("efficient_squash", np.zeros((3, 6), np.int8), q.efficient_squash_params(0.1, 0)))
     return out
 
 

@@ -49,9 +49,15 @@ def _snake(camel):
 
 def test_op_names(constants):
     assert (constants["kSquashOpName"], constants["kClassCapsOpName"],
-            constants["kLengthOpName"]) == (C.SQUASH, C.CLASS_CAPS, C.LENGTH)
+            constants["kLengthOpName"], constants["kEfficientSquashOpName"],
+            constants["kSelfAttentionCapsOpName"]) == (
+        C.SQUASH, C.CLASS_CAPS, C.LENGTH, C.EFFICIENT_SQUASH, C.SELF_ATTENTION_CAPS)
+    c_names = {v for k, v in constants.items() if k.endswith("OpName")}
+    assert c_names == set(C.CUSTOM_OPS) and constants["kNumCapsOps"] == len(C.CUSTOM_OPS)
     assert all(name.startswith(C.OP_PREFIX) for name in C.CUSTOM_OPS)
     assert set(C.OUTPUT_QUANT) == set(C.OPTION_KEYS) == set(C.CUSTOM_OPS)
+    header = (OPS / "tflm" / "caps_ops.h").read_text()
+    assert header.count("resolver.AddCustom(") == len(C.CUSTOM_OPS)
 
 
 def test_options_version_and_keys(constants):
@@ -64,7 +70,7 @@ def test_options_version_and_keys(constants):
     py_keys = {name[len("OPT_"):]: getattr(C, name) for name in dir(C) if name.startswith("OPT_")}
     assert c_keys == py_keys
     assert set(py_keys.values()) == set().union(*C.OPTION_KEYS.values())
-    assert set(C.CALIBRATED_KEYS) <= set(C.OPTION_KEYS[C.CLASS_CAPS])
+    assert set(C.CALIBRATED_KEYS) <= set().union(*C.OPTION_KEYS.values())
 
 
 def test_fixed_output_quantization(constants, macros):
@@ -72,6 +78,10 @@ def test_fixed_output_quantization(constants, macros):
     length = (constants["kLengthOutputScale"], constants["kLengthOutputZeroPoint"])
     assert squash == C.OUTPUT_QUANT[C.SQUASH] == C.OUTPUT_QUANT[C.CLASS_CAPS]
     assert length == C.OUTPUT_QUANT[C.LENGTH]
+    assert squash == C.OUTPUT_QUANT[C.EFFICIENT_SQUASH] == C.OUTPUT_QUANT[C.SELF_ATTENTION_CAPS]
+    assert (constants["kAttentionBiasScale"], constants["kAttentionBiasZeroPoint"]) == (
+        C.ATTENTION_BIAS_SCALE, C.ATTENTION_BIAS_ZERO_POINT)
+    assert 2.0 ** macros["CAPS_NN_ATTENTION_BIAS_SCALE_LOG2"] == C.ATTENTION_BIAS_SCALE
     # The kernels' power-of-two form, and exact in float32 as TFLite stores scales.
     assert 2.0 ** macros["CAPS_NN_SQUASH_OUT_SCALE_LOG2"] == C.SQUASH_OUT_SCALE
     assert 2.0 ** macros["CAPS_NN_LENGTH_OUT_SCALE_LOG2"] == C.LENGTH_OUT_SCALE
@@ -87,6 +97,11 @@ def test_limits(constants, macros):
     assert macros["CAPS_NN_MAX_DIM_IN"] == C.MAX_DIM_IN
     assert macros["CAPS_NN_MAX_N_IN"] == C.MAX_N_IN
     assert macros["CAPS_NN_MAX_N_OUT"] == C.MAX_N_OUT
+    assert macros["CAPS_NN_MAX_ATTENTION_DIM_OUT"] == C.MAX_ATTENTION_DIM_OUT
+    assert macros["CAPS_NN_MAX_ATTENTION_BIAS"] == C.MAX_ATTENTION_BIAS
+    assert constants["kInt4WeightBlockMultiple"] == macros["CAPS_NN_S4_BLOCK_MULTIPLE"] == \
+        C.INT4_W_BLOCK_MULTIPLE == 2
+    assert C.CLASS_CAPS_WEIGHT_BITS == (8, 4)
 
 
 def test_squash_table_layout(macros):
@@ -100,7 +115,7 @@ def _string_literals(text):
 
 def test_glue_uses_the_header_constants():
     """No op name, option key or fixed scale written again in the glue sources."""
-    own = {C.SQUASH, C.CLASS_CAPS, C.LENGTH} | set().union(*C.OPTION_KEYS.values())
+    own = set(C.CUSTOM_OPS) | set().union(*C.OPTION_KEYS.values())
     for path in sorted((OPS / "tflm").glob("*.cc")):
         text = path.read_text()
         assert not own & _string_literals(text), path.name

@@ -116,9 +116,27 @@ def _realistic_layer_cases():
     return cases
 
 
+def _int4_layer_cases():
+    """Packed int4 weights (a block of exactly the packed size) over every
+    kernel path: dim_in 4 with even dim_out, 8, 16, odd dims, N_out > 32."""
+    rng = np.random.default_rng(2)
+    cases = []
+    for n_in, dim_in, n_out, dim_out, zp in ((37, 4, 10, 6, 0), (9, 8, 3, 16, -3),
+                                             (5, 16, 2, 3, 5), (11, 3, 4, 5, 0),
+                                             (3, 2, 40, 1, 7), (300, 4, 3, 2, 0)):
+        u = rng.integers(-128, 128, (n_in, dim_in)).astype(np.int8)
+        W = rng.integers(-8, 8, (n_in, n_out, dim_out, dim_in)).astype(np.int8)
+        quant = q.ClassCapsQuant(0.01, zp, list(rng.uniform(0.05, 0.2, n_out)), 0.3,
+                                 [0.05, 0.1, 0.1], [0.5, 0.5])
+        params = q.class_caps_params((n_in, dim_in, n_out, dim_out), quant)
+        cases.append(("class_caps", u, W, params, V.ALL_CLASS_CAPS | V.F_INT4))
+    return cases
+
+
 @pytest.mark.parametrize("offset", [0, 3])
 def test_kernels_clean_under_asan_ubsan(sanitized_driver, tmp_path, offset):
-    cases = _edge_caps_cases() + _edge_layer_cases() + _realistic_layer_cases()
+    cases = (_edge_caps_cases() + _edge_layer_cases() + _realistic_layer_cases()
+             + _int4_layer_cases())
     _check(_run(sanitized_driver, cases, tmp_path, offset), cases)
 
 

@@ -154,6 +154,19 @@ def _cases():
             ["TFLMCaps_ClassCaps", "input 1 (W) must have 1 or N_out = 4 scales, got 3"]),
         "caps_missing_weights_input": (single_op_model("TFLMCaps_ClassCaps", [u], [vc], opts),
                                        ["TFLMCaps_ClassCaps", "expected 2 input(s)"]),
+        "caps_weights_int16": (single_op_model(
+            "TFLMCaps_ClassCaps",
+            [u, TensorSpec("W", (16, 4, 3, 4), "int16", scale=0.01, zero_point=0, data=w_q)],
+            [vc], opts),
+            ["TFLMCaps_ClassCaps", "input 1 (W) must be int8 or int4", "got int16"]),
+        "caps_int4_weights_odd_block": (single_op_model(
+            "TFLMCaps_ClassCaps",
+            [TensorSpec("u", (1, 16, 3), "int8", scale=1 / 128, zero_point=0),
+             TensorSpec("W", (16, 3, 3, 3), "int4", scale=0.1, zero_point=0,
+                        data=np.zeros((16, 3, 3, 3), np.int8))],
+            [TensorSpec("v", (1, 3, 3), "int8", scale=1 / 128, zero_point=0)], opts),
+            ["TFLMCaps_ClassCaps", "int4 input 1 (W) needs N_out*D_out*D_in even",
+             "3*3*3", "store W as int8"]),
     }
     return cases
 

@@ -208,7 +208,7 @@ def _main_text(ident, header_name, summary):
         else:
             methods.append(f"  /* {op}: no MicroMutableOpResolver method known, register it "
                            f"yourself */")
-    slots = len(summary.builtin_ops) + 3
+    slots = len(summary.builtin_ops)
     reg = "\n".join(methods) or "  /* no builtin operators */"
     out_t = _C_TYPES.get(summary.outputs[0].dtype, "int8_t")
     in_t = _C_TYPES.get(summary.inputs[0].dtype, "int8_t")
@@ -248,7 +248,7 @@ def _main_text(ident, header_name, summary):
 
 namespace {{
 
-constexpr int kOpSlots = {slots};  // builtins + 3 tflm-caps operators
+constexpr int kOpSlots = {slots} + tflm_caps::kNumCapsOps;  // builtins + tflm-caps operators
 alignas(16) uint8_t tensor_arena[{up}_TENSOR_ARENA_SIZE];
 
 #if TFLM_CAPS_LOG_CALLBACK

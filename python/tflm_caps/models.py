@@ -5,7 +5,13 @@ lengths); ``build(name, decoder=True)`` the training model with inputs
 ``[image, one-hot label]`` and outputs ``[lengths, reconstruction]``.
 Layer names are stable: ``conv1``..``convN``, ``primary_caps``,
 ``class_caps``, ``length`` (and ``label``, ``mask``, ``reconstruction`` in
-the training model).
+the training model; ``bn1``..``bnN`` in a model with batch normalization).
+
+Two capsule families: dynamic routing (Sabour et al.: ``PrimaryCaps`` +
+``ClassCaps``) and self-attention routing (Efficient-CapsNet, ``"family":
+"efficient"``: ``DepthwisePrimaryCaps`` + ``SelfAttentionCaps``, whose
+``"primary"`` entry is (capsules per grid position, dim, kernel, stride) of
+the depthwise convolution and ``"class_caps"`` (dim, None)).
 """
 # Metadata only: importing this module does not import TensorFlow.
 ZOO = {
@@ -55,6 +61,23 @@ ZOO = {
         "convs": [(32, 7, 1)],
         "primary": (16, 4, 7, 2),
         "class_caps": (6, 3),
+    },
+    "mazzia2021-mnist": {
+        "description": "Efficient-CapsNet for MNIST: conv 32@5x5, 64@3x3, 64@3x3, 128@3x3/2 "
+                       "(ReLU, BatchNorm) -> 16x8D primary caps 9x9 depthwise -> 10x16D "
+                       "capsules, self-attention routing",
+        "paper": "Mazzia, Salvetti, Chiaberge, Efficient-CapsNet: Capsule Network with "
+                 "Self-Attention Routing, Scientific Reports 2021 (arXiv 2101.12491)",
+        "input_shape": (28, 28, 1),
+        "num_classes": 10,
+        # Trainable parameters (the paper's "161K"): 161,248 in convolutions,
+        # capsule weights and biases + 576 BatchNorm scales and offsets.
+        "published_params": 161_824,
+        "family": "efficient",
+        "convs": [(32, 5, 1), (64, 3, 1), (64, 3, 1), (128, 3, 2)],
+        "batch_norm": True,
+        "primary": (16, 8, 9, 1),
+        "class_caps": (16, None),
     },
     "tiny": {
         "description": "Small CapsNet for fast tests: conv 8@5x5/2 -> 8x4D primary caps 5x5/2 "
@@ -135,7 +158,8 @@ def build(name, decoder=False, num_classes=None, input_shape=None):
     """
     import keras
 
-    from tflm_caps.layers import ClassCaps, Decoder, Length, Mask, PrimaryCaps
+    from tflm_caps.layers import (ClassCaps, Decoder, DepthwisePrimaryCaps, Length, Mask,
+                                  PrimaryCaps, SelfAttentionCaps)
 
     if name not in ZOO:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(ZOO)}")
@@ -147,16 +171,27 @@ def build(name, decoder=False, num_classes=None, input_shape=None):
     feature_shapes(name, input_shape)  # clear error before Keras raises an obscure one
     spec = _spec(name, input_shape)
 
+    efficient = spec.get("family") == "efficient"
     image = keras.Input(shape=input_shape, name="image")
     x = image
     for k, (filters, kernel, stride) in enumerate(spec["convs"]):
+        # Efficient-CapsNet's public code initializes its convolutions with he_normal.
+        init = "he_normal" if efficient else "glorot_uniform"
         x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid",
-                                activation="relu", name=f"conv{k + 1}")(x)
+                                activation="relu", kernel_initializer=init,
+                                name=f"conv{k + 1}")(x)
+        if spec.get("batch_norm"):
+            x = keras.layers.BatchNormalization(name=f"bn{k + 1}")(x)
     caps, dim, kernel, stride = spec["primary"]
-    x = PrimaryCaps(caps, dim, kernel, strides=stride, padding="valid",
-                    name="primary_caps")(x)
     out_dim, routings = spec["class_caps"]
-    v = ClassCaps(num_classes, out_dim, routings=routings, name="class_caps")(x)
+    if efficient:
+        x = DepthwisePrimaryCaps(dim, kernel, strides=stride, padding="valid",
+                                 name="primary_caps")(x)
+        v = SelfAttentionCaps(num_classes, out_dim, name="class_caps")(x)
+    else:
+        x = PrimaryCaps(caps, dim, kernel, strides=stride, padding="valid",
+                        name="primary_caps")(x)
+        v = ClassCaps(num_classes, out_dim, routings=routings, name="class_caps")(x)
     lengths = Length(name="length")(v)
     if not decoder:
         return keras.Model(image, lengths, name=name)
@@ -190,8 +225,15 @@ def inference_model(model):
 
 
 def count_inference_params(model):
-    """Number of parameters of the inference part (no decoder)."""
+    """Number of parameters of the inference part (no decoder), trainable or not
+    (BatchNorm moving statistics included)."""
     return int(inference_model(model).count_params())
+
+
+def count_trainable_params(model):
+    """Number of trainable parameters of the inference part (no decoder)."""
+    import math
+    return int(sum(math.prod(w.shape) for w in inference_model(model).trainable_weights))
 
 
 def compile_for_training(model, learning_rate=1e-3, reconstruction_weight=0.0005,
@@ -231,6 +273,7 @@ def describe(name):
         "input_shape": list(meta["input_shape"]),
         "num_classes": meta["num_classes"],
         "published_params": meta["published_params"],
+        "routing": "self-attention" if meta.get("family") == "efficient" else "dynamic",
         "num_input_capsules": _num_input_capsules(name),
     }
 
@@ -238,28 +281,54 @@ def describe(name):
 def inference_param_count(name, input_shape=None, num_classes=None):
     """Parameters of the inference model of zoo model ``name``, computed from
     the layer shapes (no TensorFlow; equal to ``count_inference_params`` of
-    the built model, tested).  An entry whose layers are not the
-    conv / primary caps / class caps chain gives its own count as a
-    ``"param_count"`` function ``(input_shape, num_classes) -> int``; None
-    when it has neither.
+    the built model, tested; BatchNorm moving statistics included).  An entry
+    whose layers are not the conv / primary caps / class caps chain of one of
+    the two families gives its own count as a ``"param_count"`` function
+    ``(input_shape, num_classes) -> int``; None when it has neither.
     """
+    counts = _param_counts(name, input_shape, num_classes)
+    return None if counts is None else counts[0]
+
+
+def trainable_param_count(name, input_shape=None, num_classes=None):
+    """Trainable parameters of the inference model of zoo model ``name``
+    (``count_trainable_params`` of the built model; BatchNorm's moving
+    statistics are not trainable).  None when ``inference_param_count`` is."""
+    counts = _param_counts(name, input_shape, num_classes)
+    return None if counts is None else counts[1]
+
+
+def _param_counts(name, input_shape, num_classes):
+    """(all, trainable) parameters computed from the layer shapes, or None."""
     input_shape = _check_input_shape(name, input_shape or ZOO[name]["input_shape"])
     num_classes = ZOO[name]["num_classes"] if num_classes is None else num_classes
     spec = _spec(name, input_shape)
     if "param_count" in spec:
-        return int(spec["param_count"](input_shape, num_classes))
+        total = int(spec["param_count"](input_shape, num_classes))
+        return total, total
     if not all(k in spec for k in ("convs", "primary", "class_caps")):
         return None
-    channels, total = input_shape[2], 0
+    channels, total, moving = input_shape[2], 0, 0
     for filters, kernel, _ in spec["convs"]:  # Conv2D with bias
         total += kernel * kernel * channels * filters + filters
+        if spec.get("batch_norm"):  # gamma, beta trainable; moving mean, variance not
+            total += 4 * filters
+            moving += 2 * filters
         channels = filters
-    caps, dim, kernel, _ = spec["primary"]  # its Conv2D: caps * dim filters
-    total += kernel * kernel * channels * caps * dim + caps * dim
+    caps, dim, kernel, _ = spec["primary"]
     h, w = feature_shapes(name, input_shape)[-1]
-    out_dim = spec["class_caps"][0]  # W: (N_in, N_out, D_out, D_in), no bias
-    total += h * w * caps * num_classes * out_dim * dim
-    return total
+    out_dim = spec["class_caps"][0]
+    n_in = h * w * caps
+    if spec.get("family") == "efficient":
+        # DepthwiseConv2D with bias (caps * dim outputs per position), then
+        # SelfAttentionCaps W (N_in, N_out, D_out, D_in) and its bias (N_in, N_out).
+        total += kernel * kernel * caps * dim + caps * dim
+        total += n_in * num_classes * out_dim * dim + n_in * num_classes
+    else:
+        # PrimaryCaps' Conv2D: caps * dim filters; ClassCaps W, no bias.
+        total += kernel * kernel * channels * caps * dim + caps * dim
+        total += n_in * num_classes * out_dim * dim
+    return total, total - moving
 
 
 def _num_input_capsules(name):
@@ -268,5 +337,5 @@ def _num_input_capsules(name):
 
 
 __all__ = ["ZOO", "names", "build", "inference_model", "compile_for_training",
-           "count_inference_params", "inference_param_count", "is_training_model",
-           "feature_shapes", "describe"]
+           "count_inference_params", "count_trainable_params", "inference_param_count",
+           "trainable_param_count", "is_training_model", "feature_shapes", "describe"]

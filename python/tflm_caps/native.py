@@ -118,6 +118,12 @@ _SIGNATURES = {
                                        ctypes.POINTER(RoutingParamsC), _P_i8, _P_i8]),
     "caps_class_caps_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
                                   ctypes.POINTER(ClassCapsParamsC), _i32, _P_i8, _P_i8, _P_i8]),
+    "caps_predictions_s4_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC)]),
+    "caps_class_caps_s4_get_buffer_size": (_i32, [ctypes.POINTER(ClassCapsDimsC), _i32]),
+    "caps_predictions_s4": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
+                                   ctypes.POINTER(PredictionsParamsC), _P_i8, _P_i8, _P_i8]),
+    "caps_class_caps_s4": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(ClassCapsDimsC),
+                                  ctypes.POINTER(ClassCapsParamsC), _i32, _P_i8, _P_i8, _P_i8]),
     "caps_nn_requantize_export": (_i32, [_i32, _i32, _i32]),
     "caps_nn_isqrt_u64_export": (ctypes.c_uint64, [ctypes.c_uint64]),
     "caps_nn_exp2_neg_q30_export": (ctypes.c_uint32, [_i32]),
@@ -313,9 +319,14 @@ def routing_buffer_size(dims):
     return int(load().caps_dynamic_routing_s8_get_buffer_size(ctypes.byref(_dims_c(dims))))
 
 
-def class_caps_buffer_size(dims, store_predictions=True):
-    return int(load().caps_class_caps_s8_get_buffer_size(ctypes.byref(_dims_c(dims)),
-                                                         1 if store_predictions else 0))
+def class_caps_buffer_size(dims, store_predictions=True, weight_bits=8):
+    fn = load().caps_class_caps_s4_get_buffer_size if weight_bits == 4 else \
+        load().caps_class_caps_s8_get_buffer_size
+    return int(fn(ctypes.byref(_dims_c(dims)), 1 if store_predictions else 0))
+
+
+def predictions_s4_buffer_size(dims):
+    return int(load().caps_predictions_s4_get_buffer_size(ctypes.byref(_dims_c(dims))))
 
 
 def _context(size):
@@ -417,6 +428,39 @@ def predictions(u, W, params):
     return out
 
 
+def _packed_c(W_packed, w_shape):
+    """Contiguous int8 view of packed int4 weights of shape w_shape (size checked)."""
+    if len(tuple(w_shape)) != 4:
+        raise ValueError(f"W must be [N_in, N_out, D_out, D_in], got shape {tuple(w_shape)}")
+    raw = np.frombuffer(bytes(W_packed), np.uint8) if isinstance(
+        W_packed, (bytes, bytearray, memoryview)) else np.asarray(W_packed)
+    from tflm_caps.reference.int8 import unpack_weights_s4
+    unpack_weights_s4(raw.reshape(-1).astype(np.uint8), w_shape)  # the layout's checks
+    need = q.int4_packed_size(int(np.prod(w_shape, dtype=np.int64)))
+    if raw.size != need:
+        raise ValueError(f"packed int4 W of shape {tuple(w_shape)} needs {need} bytes, "
+                         f"got {raw.size}")
+    return np.ascontiguousarray(raw.reshape(-1).astype(np.uint8).view(np.int8))
+
+
+def predictions_s4(u, W_packed, w_shape, params):
+    """caps_predictions_s4: u [N_in, D_in], W packed int4 of shape w_shape -> u_hat."""
+    _need(params, q.PredictionsParams, "predictions params")
+    u = _int8_c(u, "predictions input u")
+    if u.ndim != 2:
+        raise ValueError(f"predictions input u must be one sample [N_in, D_in], "
+                         f"got shape {u.shape}")
+    dims = q.ClassCapsDims.from_shapes(u.shape, w_shape)
+    W = _packed_c(W_packed, w_shape)
+    holder = _PredictionsHolder(params)
+    buf, ctx = _context(predictions_s4_buffer_size(dims))
+    out = np.empty((dims.n_in, dims.n_out, dims.dim_out), dtype=np.int8)
+    dc = _dims_c(dims)
+    _ok(load().caps_predictions_s4(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(holder.c),
+                                   _p8(u), _p8(W), _p8(out)), f"caps_predictions_s4({dims})")
+    return out
+
+
 def dynamic_routing(u_hat, params):
     """caps_dynamic_routing_s8: u_hat [N_in, N_out, D_out] -> v [N_out, D_out]."""
     _need(params, q.RoutingParams, "routing params")
@@ -436,28 +480,40 @@ def dynamic_routing(u_hat, params):
     return out
 
 
-def class_caps(u, W, params, store_predictions=True):
-    """caps_class_caps_s8 for u [N_in, D_in] or a batch [B, N_in, D_in]."""
+def _class_caps(u, W, w_shape, params, store_predictions, weight_bits):
     _need(params, q.ClassCapsParams, "class-caps params")
     u = _int8_c(u, "class-caps input u")
-    W = _int8_c(W, "class-caps weights W")
-    dims = q.ClassCapsDims.from_shapes(u.shape, W.shape)
+    dims = q.ClassCapsDims.from_shapes(u.shape, w_shape)
     if u.ndim not in (2, 3):
         raise ValueError(f"class-caps input u must be [N_in, D_in] or [B, N_in, D_in], got {u.shape}")
     batch = u.reshape(-1, dims.n_in, dims.dim_in)
     holder = _PredictionsHolder(params.pred)
     cp = ClassCapsParamsC(holder.c, _routing_c(params.routing))
-    buf, ctx = _context(class_caps_buffer_size(dims, store_predictions))
+    buf, ctx = _context(class_caps_buffer_size(dims, store_predictions, weight_bits))
     dc = _dims_c(dims)
     out = np.empty((batch.shape[0], dims.n_out, dims.dim_out), dtype=np.int8)
     lib = load()
+    kernel = lib.caps_class_caps_s4 if weight_bits == 4 else lib.caps_class_caps_s8
+    name = "caps_class_caps_s4" if weight_bits == 4 else "caps_class_caps_s8"
     for b in range(batch.shape[0]):
         x = np.ascontiguousarray(batch[b])
         o = out[b]
-        _ok(lib.caps_class_caps_s8(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(cp),
-                                   1 if store_predictions else 0, _p8(x), _p8(W), _p8(o)),
-            f"caps_class_caps_s8({dims}, store_predictions={bool(store_predictions)})")
+        _ok(kernel(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(cp),
+                   1 if store_predictions else 0, _p8(x), _p8(W), _p8(o)),
+            f"{name}({dims}, store_predictions={bool(store_predictions)})")
     return out if u.ndim == 3 else out[0]
+
+
+def class_caps(u, W, params, store_predictions=True):
+    """caps_class_caps_s8 for u [N_in, D_in] or a batch [B, N_in, D_in]."""
+    W = _int8_c(W, "class-caps weights W")
+    return _class_caps(u, W, W.shape, params, store_predictions, 8)
+
+
+def class_caps_s4(u, W_packed, w_shape, params, store_predictions=True):
+    """caps_class_caps_s4: class_caps with W packed as int4 (shape ``w_shape``)."""
+    return _class_caps(u, _packed_c(W_packed, w_shape), tuple(w_shape), params,
+                       store_predictions, 4)
 
 
 # ----------------------------------------------------------------------------
@@ -491,3 +547,187 @@ def squash_gain(sq, sq_multiplier, sq_exponent):
 def squash_table_gain(sq, sq_multiplier, sq_exponent):
     return int(load().caps_nn_squash_table_gain_export(int(sq), int(sq_multiplier),
                                                        int(sq_exponent)))
+
+
+# ----------------------------------------------------------------------------
+# Efficient-CapsNet: exponential squash and self-attention capsules
+# ----------------------------------------------------------------------------
+
+class EfficientSquashParamsC(ctypes.Structure):
+    _fields_ = [("input_zp", _i32), ("exp", Requant)]
+
+
+class SelfAttentionParamsC(ctypes.Structure):
+    _fields_ = [("pred", PredictionsParamsC), ("n_in", _i32), ("n_out", _i32),
+                ("dim_out", _i32), ("acc_shift", _i32), ("coupling_shift", _i32),
+                ("exp_beta", Requant), ("s", Requant), ("squash_exp", Requant)]
+
+
+class SelfAttentionQuantC(ctypes.Structure):
+    _fields_ = [("input_scale", ctypes.c_float), ("input_zp", _i32),
+                ("weight_scales", _P_f32), ("num_weight_scales", _i32),
+                ("uhat_scale", ctypes.c_float), ("s_scale", ctypes.c_float)]
+
+
+_P_ESQ = ctypes.POINTER(EfficientSquashParamsC)
+_P_SA = ctypes.POINTER(SelfAttentionParamsC)
+_P_DIMS = ctypes.POINTER(ClassCapsDimsC)
+_SIGNATURES.update({
+    "caps_efficient_squash_params_init": (_i32, [ctypes.c_float, _i32, _P_ESQ]),
+    "caps_self_attention_params_init": (_i32, [_P_DIMS, ctypes.POINTER(SelfAttentionQuantC),
+                                               _P_i32, _P_i32, _P_i32, _P_SA]),
+    "caps_efficient_squash_s8_get_buffer_size": (_i32, [ctypes.POINTER(CapsDims), _P_ESQ]),
+    "caps_efficient_squash_s8_init_table": (_i32, [ctypes.POINTER(Context),
+                                                   ctypes.POINTER(CapsDims), _P_ESQ]),
+    "caps_efficient_squash_s8": (_i32, [ctypes.POINTER(Context), ctypes.POINTER(CapsDims),
+                                        _P_ESQ, _P_i8, _P_i8]),
+    "caps_self_attention_s8_get_buffer_size": (_i32, [_P_DIMS]),
+    "caps_self_attention_s8": (_i32, [ctypes.POINTER(Context), _P_DIMS, _P_SA, _P_i8, _P_i8,
+                                      _P_i32, _P_i8]),
+    "caps_nn_efficient_squash_gain_export": (ctypes.c_uint32, [ctypes.c_uint32, _i32, _i32]),
+    "caps_nn_inv_sqrt_q30_export": (ctypes.c_uint32, [ctypes.c_uint32]),
+})
+
+
+def _efficient_squash_c(p):
+    return EfficientSquashParamsC(p.input_zp, Requant(p.exp_multiplier, p.exp_shift))
+
+
+def _efficient_squash_py(c):
+    return q.EfficientSquashParams(int(c.input_zp), int(c.exp.multiplier), int(c.exp.shift))
+
+
+def efficient_squash_params(input_scale, input_zp=0):
+    """caps_efficient_squash_params_init -> reference EfficientSquashParams."""
+    c = EfficientSquashParamsC()
+    _ok(load().caps_efficient_squash_params_init(float(input_scale), int(input_zp),
+                                                 ctypes.byref(c)),
+        "caps_efficient_squash_params_init")
+    return _efficient_squash_py(c)
+
+
+def _bias_c(bias, n_in, n_out):
+    b = np.asarray(bias)
+    if b.shape != (n_in, n_out) or not np.issubdtype(b.dtype, np.integer):
+        raise ValueError(f"self-attention bias must be integer [N_in, N_out] = [{n_in}, {n_out}], "
+                         f"got {b.dtype} {b.shape}")
+    if b.size and (b.min() < -(1 << 31) or b.max() >= 1 << 31):
+        raise ValueError("self-attention bias has values outside int32")
+    return np.ascontiguousarray(b, dtype=np.int32)
+
+
+def self_attention_params(dims, quant, bias):
+    """caps_self_attention_params_init -> reference SelfAttentionParams."""
+    dims = q.ClassCapsDims(*dims)
+    ws = _f32_array(quant.weight_scales)
+    cq = SelfAttentionQuantC(quant.input_scale, quant.input_zero_point,
+                             ws.ctypes.data_as(_P_f32), ws.size, quant.uhat_scale, quant.s_scale)
+    b = _bias_c(bias, dims.n_in, dims.n_out)
+    mult = np.zeros(ws.size, dtype=np.int32)
+    shift = np.zeros(ws.size, dtype=np.int32)
+    dc = _dims_c(dims)
+    c = SelfAttentionParamsC()
+    _ok(load().caps_self_attention_params_init(
+        ctypes.byref(dc), ctypes.byref(cq), b.ctypes.data_as(_P_i32),
+        mult.ctypes.data_as(_P_i32), shift.ctypes.data_as(_P_i32), ctypes.byref(c)),
+        "caps_self_attention_params_init")
+    pred = q.PredictionsParams(int(c.pred.input_zp), tuple(int(v) for v in mult),
+                               tuple(int(v) for v in shift))
+    pair = lambda x: (int(x.multiplier), int(x.shift))  # noqa: E731
+    return q.SelfAttentionParams(pred, int(c.n_in), int(c.n_out), int(c.dim_out),
+                                 int(c.acc_shift), int(c.coupling_shift), pair(c.exp_beta),
+                                 pair(c.s), pair(c.squash_exp))
+
+
+def _self_attention_c(p):
+    holder = _PredictionsHolder(p.pred)
+    c = SelfAttentionParamsC(holder.c, p.n_in, p.n_out, p.dim_out, p.acc_shift,
+                             p.coupling_shift, Requant(*p.exp_beta), Requant(*p.s),
+                             Requant(*p.squash_exp))
+    return holder, c
+
+
+def efficient_squash_buffer_size(dim, params):
+    """caps_efficient_squash_s8_get_buffer_size: bytes of the gain table (-1 if invalid)."""
+    _need(params, q.EfficientSquashParams, "efficient squash params")
+    dims = CapsDims(0, int(dim))
+    return int(load().caps_efficient_squash_s8_get_buffer_size(
+        ctypes.byref(dims), ctypes.byref(_efficient_squash_c(params))))
+
+
+def efficient_squash_table(dim, params):
+    """The gain table bytes caps_efficient_squash_s8_init_table fills for `dim`."""
+    size = efficient_squash_buffer_size(dim, params)
+    if size < 0:
+        raise ValueError(f"no efficient squash table for dim {dim} and {params}")
+    buf = np.zeros(size, dtype=np.uint8)
+    ctx = Context(buf.ctypes.data_as(ctypes.c_void_p), size)
+    _ok(load().caps_efficient_squash_s8_init_table(
+        ctypes.byref(ctx), ctypes.byref(CapsDims(0, int(dim))),
+        ctypes.byref(_efficient_squash_c(params))), "caps_efficient_squash_s8_init_table")
+    return buf
+
+
+def efficient_squash(x, params, use_table=True, table=None):
+    """caps_efficient_squash_s8 on int8 capsules [..., D] (with a gain table
+    filled by caps_efficient_squash_s8_init_table, the given `table` bytes,
+    or each capsule's gain computed on the fly)."""
+    _need(params, q.EfficientSquashParams, "efficient squash params")
+    x = _int8_c(x, "efficient squash input")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"efficient squash input must be [..., D] with D >= 1, got shape "
+                         f"{x.shape}")
+    out = np.empty_like(x)
+    dims = CapsDims(int(x.size // x.shape[-1]), int(x.shape[-1]))
+    ctx = None
+    if table is not None or use_table:
+        buf = np.ascontiguousarray(
+            table if table is not None else efficient_squash_table(dims.dim, params),
+            dtype=np.uint8)
+        ctx = ctypes.byref(Context(buf.ctypes.data_as(ctypes.c_void_p), buf.size))
+    _ok(load().caps_efficient_squash_s8(ctx, ctypes.byref(dims),
+                                        ctypes.byref(_efficient_squash_c(params)), _p8(x),
+                                        _p8(out)),
+        f"caps_efficient_squash_s8(shape {x.shape})")
+    return out
+
+
+def self_attention_buffer_size(dims):
+    return int(load().caps_self_attention_s8_get_buffer_size(ctypes.byref(_dims_c(dims))))
+
+
+def self_attention(u, W, bias, params, scratch_size=None):
+    """caps_self_attention_s8 for u [N_in, D_in] or a batch [B, N_in, D_in];
+    bias int32 [N_in, N_out] (Q15).  scratch_size: bytes given to the kernel
+    (default: its buffer size)."""
+    _need(params, q.SelfAttentionParams, "self-attention params")
+    u = _int8_c(u, "self-attention input u")
+    W = _int8_c(W, "self-attention weights W")
+    if u.ndim not in (2, 3):
+        raise ValueError(f"self-attention input u must be [N_in, D_in] or [B, N_in, D_in], "
+                         f"got {u.shape}")
+    dims = q.ClassCapsDims.from_shapes(u.shape, W.shape)
+    b = _bias_c(bias, dims.n_in, dims.n_out)
+    holder, pc = _self_attention_c(params)
+    size = self_attention_buffer_size(dims) if scratch_size is None else int(scratch_size)
+    buf, ctx = _context(size)
+    dc = _dims_c(dims)
+    batch = u.reshape(-1, dims.n_in, dims.dim_in)
+    out = np.empty((batch.shape[0], dims.n_out, dims.dim_out), dtype=np.int8)
+    lib = load()
+    for k in range(batch.shape[0]):
+        x = np.ascontiguousarray(batch[k])
+        o = out[k]
+        _ok(lib.caps_self_attention_s8(ctypes.byref(ctx), ctypes.byref(dc), ctypes.byref(pc),
+                                       _p8(x), _p8(W), b.ctypes.data_as(_P_i32), _p8(o)),
+            f"caps_self_attention_s8({dims})")
+    return out if u.ndim == 3 else out[0]
+
+
+def efficient_squash_gain(sq, exp_multiplier, exp_shift):
+    return int(load().caps_nn_efficient_squash_gain_export(int(sq), int(exp_multiplier),
+                                                           int(exp_shift)))
+
+
+def inv_sqrt_q30(n):
+    return int(load().caps_nn_inv_sqrt_q30_export(int(n)))

@@ -26,6 +26,8 @@ RECIPES = {
              "decoder": False},
     "costa2022-mnist": {"epochs": 5, "batch_size": 32, "learning_rate": 3e-3, "lr_decay": 0.7,
                         "decoder": False},
+    "mazzia2021-mnist": {"epochs": 5, "batch_size": 32, "learning_rate": 2e-3, "lr_decay": 0.7,
+                         "decoder": False},
 }
 
 

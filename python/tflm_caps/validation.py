@@ -14,8 +14,10 @@ interpreter (with the tflm-caps operators) and reports:
     (tflm_caps.reference.float_ref) of that op applied to the op's own
     dequantized int8 inputs as TFLM saw them, i.e. the error the op itself
     adds;
-- flash: float and int8 ``.tflite`` bytes; RAM: the exact minimum tensor
-  arena (tflm_caps.runtime.find_min_arena_size).
+- flash: float and int8 ``.tflite`` bytes, the constant bytes of each
+  layer with its weight width (int8 or packed int4) and the constant bytes
+  per bit width (``weight_report``); RAM: the exact minimum tensor arena
+  (tflm_caps.runtime.find_min_arena_size).
 
 ``write_report`` stores the JSON, a Markdown summary and a PNG plot.
 """
@@ -51,7 +53,11 @@ def _dequant(tensor, q):
 
 
 def _weights_float(tensor):
-    raw = np.frombuffer(tensor.data, dtype=np.int8).reshape(tensor.shape).astype(np.float64)
+    if tensor.type_name == "int4":
+        from tflm_caps.reference.quant import unpack_int4
+        raw = unpack_int4(tensor.data, tensor.shape).astype(np.float64)
+    else:
+        raw = np.frombuffer(tensor.data, dtype=np.int8).reshape(tensor.shape).astype(np.float64)
     scale = tensor.scale.astype(np.float64)
     if scale.size > 1:
         shape = [1] * len(tensor.shape)
@@ -69,9 +75,47 @@ def _op_reference(info, op, deq_inputs):
         return float_ref.squash(deq_inputs[0])
     if op.op_name == C.LENGTH:
         return float_ref.length(deq_inputs[0])
+    if op.op_name == C.EFFICIENT_SQUASH:
+        return float_ref.efficient_squash(deq_inputs[0])
+    if op.op_name == C.SELF_ATTENTION_CAPS:
+        w = _weights_float(info.tensors[op.inputs[1]])
+        b = info.tensors[op.inputs[2]]
+        bias = np.frombuffer(b.data, dtype=np.int32).reshape(b.shape) * C.ATTENTION_BIAS_SCALE
+        return float_ref.self_attention_float(deq_inputs[0], w, bias, return_intermediates=False)
     routings = int(options.decode(op.op_name, op.custom_options)[C.OPT_NUM_ROUTING])
     w = _weights_float(info.tensors[op.inputs[1]])
     return float_ref.class_caps_float(deq_inputs[0], w, routings, return_intermediates=False)
+
+
+def weight_report(keras_model, tflite_bytes):
+    """Weights per layer and per bit width of a converted model.
+
+    Returns (rows, bytes by bits): one row per operator with constant
+    inputs (layer name: the Keras layer when the weighted builtins map one
+    to one onto the model's Conv2D / DepthwiseConv2D / Dense / PrimaryCaps
+    layers, the capsule ops' output names otherwise), its weight width
+    (bits of input 1 of the weighted ops, the filter or W; None for the
+    others, e.g. a RESHAPE's shape), weight bytes and total bytes.
+    """
+    from tflm_caps.converter import bit_widths
+    from tflm_caps.converter_patches.int4_weights import INT4_BUILTINS
+    from tflm_caps.tflite import weights_by_layer
+
+    layers, by_bits = weights_by_layer(tflite_bytes)
+    builtins = [lw for lw in layers if lw.op_name in INT4_BUILTINS]
+    names = bit_widths.keras_weighted_layers(keras_model, [ly.name for ly in keras_model.layers])
+    keras_name = dict(zip((lw.op_index for lw in builtins), names)) \
+        if len(names) == len(builtins) else {}
+    rows = []
+    weighted = set(INT4_BUILTINS) | {C.CLASS_CAPS}
+    for lw in layers:
+        weight = next((t for t in lw.tensors if t["slot"] == 1), None) \
+            if lw.op_name in weighted else None
+        rows.append({"layer": keras_name.get(lw.op_index, lw.output), "op": lw.op_name,
+                     "weight_bits": None if weight is None else weight["bits"],
+                     "weight_bytes": 0 if weight is None else weight["bytes"],
+                     "bytes": lw.bytes, "tensors": lw.tensors})
+    return rows, {str(k): v for k, v in by_bits.items()}
 
 
 def load_keras(model):
@@ -227,6 +271,7 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
     else:
         arena = None if arena_bytes is None else int(arena_bytes)
 
+    weight_rows, bytes_by_bits = weight_report(model, int8_bytes)
     report = {
         "model": getattr(model, "name", "model"),
         "tflite": int8_name,
@@ -243,6 +288,8 @@ def validate(keras_model, tflite_model, data, *, samples=None, float_tflite=None
         "int8_to_float_size": len(int8_bytes) / len(float_bytes),
         "arena_bytes": arena,
         "layers": layers,
+        "weights": weight_rows,
+        "weight_bytes_by_bits": bytes_by_bits,
         "max_length_error": float(np.max(np.abs(float_scores - int8_scores))),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -319,6 +366,17 @@ def markdown(report, title="tflm-caps validation"):
         lines.append(f"| {layer['name']} | {layer['op']} | {_fmt_db(layer.get('sqnr_db'))} | "
                      f"{'-' if mae is None else f'{mae:.4f}'} | "
                      f"{_fmt_db(layer.get('op_sqnr_db'))} | {layer['op_max_abs_error']:.4f} |")
+    if r.get("weights"):
+        lines += ["", "Constant data per layer (weights, biases, shapes) and per bit width.", "",
+                  "| layer | op | weight bits | weight bytes | all bytes |",
+                  "| --- | --- | --- | --- | --- |"]
+        for w in r["weights"]:
+            bits = "-" if w["weight_bits"] is None else str(w["weight_bits"])
+            lines.append(f"| {w['layer']} | {w['op']} | {bits} | {w['weight_bytes']:,} | "
+                         f"{w['bytes']:,} |")
+        lines += ["", "| bits | bytes |", "| --- | --- |"]
+        for bits, n in r.get("weight_bytes_by_bits", {}).items():
+            lines.append(f"| {bits} | {n:,} |")
     if "targets" in r:
         lines += ["", "| target | required | measured | met |", "| --- | --- | --- | --- |"]
         for t in r["targets"]:

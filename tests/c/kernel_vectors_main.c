@@ -125,20 +125,22 @@ static void run_class_caps(void)
     int32_t *shift = (int32_t *)block_at(sizeof(int32_t) * (size_t)params.pred.num_scales, 0, &bs);
     check_record(caps_vec_read_class_caps_rest(rd32, &dims, &params, mult, shift));
     const caps_routing_params *rp = &params.routing;
+    caps_vec_kernels kern;
+    caps_vec_kernels_of(&dims, flags, &kern);
     const size_t nu = (size_t)dims.n_in * (size_t)dims.dim_in;
     const size_t nv = (size_t)dims.n_out * (size_t)dims.dim_out;
     const size_t nuh = (size_t)dims.n_in * nv;
     void *bu, *bw, *buh = NULL, *bv, *bbuf;
     int8_t *u = read_i8(nu, &bu);
-    int8_t *w = read_i8(nuh * (size_t)dims.dim_in, &bw);
+    int8_t *w = read_i8(kern.weight_bytes, &bw);
     int8_t *v = (int8_t *)block(nv, &bv);
     caps_nn_context ctx;
 
     if (flags & CAPS_VEC_F_PREDICTIONS) {
         int8_t *uh = (int8_t *)block(nuh, &buh);
-        ctx.size = caps_predictions_s8_get_buffer_size(&dims);
+        ctx.size = kern.predictions_buffer_size(&dims);
         ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
-        const caps_nn_status st = caps_predictions_s8(&ctx, &dims, &params.pred, u, w, uh);
+        const caps_nn_status st = kern.predictions(&ctx, &dims, &params.pred, u, w, uh);
         emit(st, uh, nuh);
         free(bbuf);
         if (flags & CAPS_VEC_F_ROUTING) {
@@ -153,9 +155,9 @@ static void run_class_caps(void)
         if (!(flags & (store ? CAPS_VEC_F_STORE : CAPS_VEC_F_RECOMPUTE))) {
             continue;
         }
-        ctx.size = caps_class_caps_s8_get_buffer_size(&dims, store);
+        ctx.size = kern.class_caps_buffer_size(&dims, store);
         ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
-        emit(caps_class_caps_s8(&ctx, &dims, &params, store, u, w, v), v, nv);
+        emit(kern.class_caps(&ctx, &dims, &params, store, u, w, v), v, nv);
         free(bbuf);
     }
     free(bu);

@@ -16,6 +16,7 @@ import numpy as np
 
 from tflm_caps import ops_contract as C
 from tflm_caps import tflite
+from tflm_caps.reference import quant as ref_quant
 from tflm_caps.tflite import tables
 
 
@@ -100,12 +101,17 @@ def build_model(tensors, operators, inputs, outputs, description="tflm-caps test
             q.quantizedDimension = int(spec.quantized_dimension)
             t.quantization = q
         if spec.data is not None:
-            data = np.ascontiguousarray(np.asarray(spec.data).astype(spec.dtype))
-            if data.size != int(np.prod(spec.shape)):
-                raise ValueError(f"tensor {spec.name!r}: data has {data.size} elements, shape "
+            if spec.dtype == "int4":  # values in [-8, 7], packed two per byte
+                values = np.asarray(spec.data)
+                packed = ref_quant.pack_int4(values).tobytes()
+            else:
+                values = np.ascontiguousarray(np.asarray(spec.data).astype(spec.dtype))
+                packed = values.tobytes()
+            if values.size != int(np.prod(spec.shape)):
+                raise ValueError(f"tensor {spec.name!r}: data has {values.size} elements, shape "
                                  f"{list(spec.shape)} needs {int(np.prod(spec.shape))}")
             buf = fb.BufferT()
-            buf.data = data.tobytes()
+            buf.data = packed
             model.buffers.append(buf)
             t.buffer = len(model.buffers) - 1
         else:
@@ -232,14 +238,16 @@ def random_class_caps(seed, n_in, n_out, d_out, d_in, routings=3, samples=8):
     return q.quantize_weights(w, ws), quant
 
 
-def class_caps_model(batch, weights_q, quant, store_predictions=True, options=None):
-    """TFLMCaps_ClassCaps with int8 weights [N_in, N_out, D_out, D_in] and the
-    quantization of a reference ClassCapsQuant (1 or N_out weight scales)."""
+def class_caps_model(batch, weights_q, quant, store_predictions=True, options=None,
+                     weight_dtype="int8"):
+    """TFLMCaps_ClassCaps with weights [N_in, N_out, D_out, D_in] (``weight_dtype``
+    int8, or int4: values in [-8, 7] stored packed) and the quantization of a
+    reference ClassCapsQuant (1 or N_out weight scales)."""
     n_in, n_out, d_out, d_in = np.asarray(weights_q).shape
     u = TensorSpec("u", (batch, n_in, d_in), "int8", scale=quant.input_scale,
                    zero_point=quant.input_zero_point)
     scales = list(quant.weight_scales)
-    w = TensorSpec("W", (n_in, n_out, d_out, d_in), "int8",
+    w = TensorSpec("W", (n_in, n_out, d_out, d_in), weight_dtype,
                    scale=scales if len(scales) > 1 else scales[0], zero_point=0,
                    quantized_dimension=1 if len(scales) > 1 else 0, data=weights_q)
     scale, zp = C.OUTPUT_QUANT[C.CLASS_CAPS]
@@ -247,3 +255,42 @@ def class_caps_model(batch, weights_q, quant, store_predictions=True, options=No
     if options is None:
         options = class_caps_options(quant, store_predictions)
     return single_op_model(C.CLASS_CAPS, [u, w], [v], options)
+
+
+def efficient_squash_model(shape, input_scale, input_zero_point=0, options=None):
+    """TFLMCaps_EfficientSquash on an int8 [B, N, D] input."""
+    scale, zp = C.OUTPUT_QUANT[C.EFFICIENT_SQUASH]
+    x = TensorSpec("x", shape, "int8", scale=input_scale, zero_point=input_zero_point)
+    v = TensorSpec("v", shape, "int8", scale=scale, zero_point=zp)
+    return single_op_model(C.EFFICIENT_SQUASH, [x], [v],
+                           _VERSION_ONLY if options is None else options)
+
+
+def self_attention_options(quant):
+    """Options dict of TFLMCaps_SelfAttentionCaps from a reference SelfAttentionQuant."""
+    return {C.OPT_VERSION: C.OPTIONS_VERSION, C.OPT_U_HAT_SCALE: quant.uhat_scale,
+            C.OPT_S_SCALE: quant.s_scale}
+
+
+def self_attention_tensors(batch, weights_q, bias_q15, quant):
+    """[u, W, bias, v] TensorSpecs of a TFLMCaps_SelfAttentionCaps op."""
+    n_in, n_out, d_out, d_in = np.asarray(weights_q).shape
+    u = TensorSpec("u", (batch, n_in, d_in), "int8", scale=quant.input_scale,
+                   zero_point=quant.input_zero_point)
+    scales = list(quant.weight_scales)
+    w = TensorSpec("W", (n_in, n_out, d_out, d_in), "int8",
+                   scale=scales if len(scales) > 1 else scales[0], zero_point=0,
+                   quantized_dimension=1 if len(scales) > 1 else 0, data=weights_q)
+    b = TensorSpec("b", (n_in, n_out), "int32", scale=C.ATTENTION_BIAS_SCALE,
+                   zero_point=C.ATTENTION_BIAS_ZERO_POINT, data=bias_q15)
+    scale, zp = C.OUTPUT_QUANT[C.SELF_ATTENTION_CAPS]
+    v = TensorSpec("v", (batch, n_out, d_out), "int8", scale=scale, zero_point=zp)
+    return [u, w, b, v]
+
+
+def self_attention_model(batch, weights_q, bias_q15, quant, options=None):
+    """TFLMCaps_SelfAttentionCaps with int8 weights [N_in, N_out, D_out, D_in], an
+    int32 Q15 bias [N_in, N_out] and the quantization of a SelfAttentionQuant."""
+    u, w, b, v = self_attention_tensors(batch, weights_q, bias_q15, quant)
+    return single_op_model(C.SELF_ATTENTION_CAPS, [u, w, b], [v],
+                           self_attention_options(quant) if options is None else options)

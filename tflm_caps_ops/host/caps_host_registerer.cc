@@ -54,7 +54,7 @@ void TFLMCaps_ClearLastError(void) {
 // (the wheel's builtins), for the interface canary.
 unsigned TFLMCaps_HostResolverCountSeen(void) { return g_resolver_count_seen; }
 
-// Registers TFLMCaps_Squash, TFLMCaps_ClassCaps and TFLMCaps_Length.
+// Registers the capsule operators (tflm_caps::AddCapsOps).
 bool TFLMCaps_RegisterOps(void* resolver) {
   tflm_caps_host::HostOpResolver adapter(resolver);
   if (!adapter.LayoutLooksValid()) {

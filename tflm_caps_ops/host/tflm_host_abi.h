@@ -34,6 +34,7 @@ typedef enum {
   kTfLiteBool = 6,
   kTfLiteInt16 = 7,
   kTfLiteInt8 = 9,
+  kTfLiteInt4 = 18, /* packed, two per byte (TFLite's INT4 tensor type) */
 } TfLiteType;
 
 /* Quantization kinds: only affine quantization is used by int8 models. */

@@ -1,13 +1,11 @@
 /*
- * TFLMCaps_ClassCaps: u int8 [B, N_in, D_in], W int8 constant
- * [N_in, N_out, D_out, D_in] (symmetric, 1 or N_out scales) ->
+ * TFLMCaps_ClassCaps: u int8 [B, N_in, D_in], W int8 or packed int4
+ * constant [N_in, N_out, D_out, D_in] (symmetric, 1 or N_out scales) ->
  * v int8 [B, N_out, D_out] (fixed scale 1/128, zero point 0):
  * predictions u_hat = W u, then dynamic routing-by-agreement
  * (docs/custom_ops.md, docs/quantization.md).  The calibrated scales of the
  * routing intermediates come from the options.
  */
-#include <float.h>
-
 #include "tflm/caps_op_common.h"
 #include "tflm/caps_ops.h"
 #include "tflm_caps/caps_nn_functions.h"
@@ -22,6 +20,7 @@ struct OpData {
   caps_class_caps_dims dims;
   int32_t batch;
   int32_t store_predictions;
+  int32_t weight_bits; /* 8, or 4: W packed two per byte (caps_class_caps_s4) */
   int32_t scratch_bytes;
   int scratch_index;
   int32_t* multipliers; /* num_weight_scales entries, persistent */
@@ -62,64 +61,17 @@ TfLiteStatus ReadOptions(const TfLiteNode* node, Options* opt) {
   return kTfLiteOk;
 }
 
-// Weight quantization: symmetric, 1 scale or one per output capsule along
-// dimension 1; returns the scale array and count.
-TfLiteStatus CheckWeights(const TfLiteTensor* w, int32_t n_out, const float** scales,
-                          int32_t* count) {
-  const char* what = "input 1 (W)";
-  if (w->allocation_type != kCapsConstantAllocation) {
-    CapsReportError("%s: %s must be a constant tensor (weights stored in the model)", kOp, what);
-    return kTfLiteError;
-  }
-  const TfLiteAffineQuantization* affine =
-      w->quantization.type == kTfLiteAffineQuantization
-          ? static_cast<const TfLiteAffineQuantization*>(w->quantization.params)
-          : nullptr;
-  if (affine == nullptr || affine->scale == nullptr || affine->zero_point == nullptr) {
-    CapsReportError("%s: %s must have affine quantization, got none", kOp, what);
-    return kTfLiteError;
-  }
-  const int32_t n = affine->scale->size;
-  if (n != 1 && n != n_out) {
-    CapsReportError("%s: %s must have 1 or N_out = %d scales, got %d", kOp, what, (int)n_out,
-                    (int)n);
-    return kTfLiteError;
-  }
-  if (n > 1 && affine->quantized_dimension != 1) {
-    CapsReportError("%s: %s per-capsule scales must be along dimension 1 (N_out), got "
-                    "quantized_dimension %d", kOp, what, (int)affine->quantized_dimension);
-    return kTfLiteError;
-  }
-  if (affine->zero_point->size != n && affine->zero_point->size != 1) {
-    CapsReportError("%s: %s has %d scales but %d zero points", kOp, what, (int)n,
-                    (int)affine->zero_point->size);
-    return kTfLiteError;
-  }
-  for (int i = 0; i < affine->zero_point->size; ++i) {
-    if (affine->zero_point->data[i] != 0) {
-      CapsReportError("%s: %s must be symmetric (zero point 0), got zero point %d at %d", kOp,
-                      what, affine->zero_point->data[i], i);
-      return kTfLiteError;
-    }
-  }
-  for (int i = 0; i < n; ++i) {
-    const float s = affine->scale->data[i];
-    if (!(s > 0.0f) || s > FLT_MAX) {
-      CapsReportError("%s: %s scale %d must be positive and finite, got %g", kOp, what, i,
-                      (double)s);
-      return kTfLiteError;
-    }
-  }
-  *scales = affine->scale->data;
-  *count = n;
-  return kTfLiteOk;
-}
-
 TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options& opt,
                             const TfLiteTensor* u, const TfLiteTensor* w,
                             const TfLiteTensor* v) {
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 0 (u)", u, 3));
-  CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 1 (W)", w, 4));
+  CAPS_ENSURE_OK(CapsCheckRank(kOp, "input 1 (W)", w, 4));
+  if (w->type != kTfLiteInt8 && w->type != kTfLiteInt4) {
+    CapsReportError("%s: input 1 (W) must be int8 or int4 (packed two per byte), got %s", kOp,
+                    CapsTypeName(w->type));
+    return kTfLiteError;
+  }
+  const int32_t weight_bits = w->type == kTfLiteInt4 ? 4 : 8;
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "output 0 (v)", v, 3));
   const int32_t batch = u->dims->data[0];
   caps_class_caps_dims dims;
@@ -137,7 +89,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                                      kSquashOutputZeroPoint));
   const float* w_scales = nullptr;
   int32_t n_scales = 0;
-  CAPS_ENSURE_OK(CheckWeights(w, dims.n_out, &w_scales, &n_scales));
+  CAPS_ENSURE_OK(CapsCheckCapsuleWeights(kOp, w, dims.n_out, &w_scales, &n_scales));
 
   data->multipliers =
       static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));
@@ -163,7 +115,16 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                     (int)opt.routings);
     return kTfLiteError;
   }
-  const int32_t bytes = caps_class_caps_s8_get_buffer_size(&dims, opt.store_predictions);
+  if (weight_bits == 4 &&
+      ((int64_t)dims.n_out * dims.dim_out * dims.dim_in) % kInt4WeightBlockMultiple != 0) {
+    CapsReportError("%s: int4 input 1 (W) needs N_out*D_out*D_in even (each input capsule's "
+                    "weights start on a byte), got %d*%d*%d; store W as int8", kOp,
+                    (int)dims.n_out, (int)dims.dim_out, (int)dims.dim_in);
+    return kTfLiteError;
+  }
+  const int32_t bytes =
+      weight_bits == 4 ? caps_class_caps_s4_get_buffer_size(&dims, opt.store_predictions)
+                       : caps_class_caps_s8_get_buffer_size(&dims, opt.store_predictions);
   if (bytes < 0) {
     CapsReportError("%s: dims N_in=%d D_in=%d N_out=%d D_out=%d exceed the kernel limits", kOp,
                     (int)dims.n_in, (int)dims.dim_in, (int)dims.n_out, (int)dims.dim_out);
@@ -177,6 +138,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
   data->dims = dims;
   data->batch = batch;
   data->store_predictions = opt.store_predictions;
+  data->weight_bits = weight_bits;
   data->scratch_bytes = bytes;
   return kTfLiteOk;
 }
@@ -207,14 +169,18 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   scratch.size = data->scratch_bytes;
   const caps_class_caps_dims& d = data->dims;
   const int32_t in_stride = d.n_in * d.dim_in, out_stride = d.n_out * d.dim_out;
+  const bool s4 = data->weight_bits == 4;
   for (int32_t b = 0; b < data->batch; ++b) {
+    const int8_t* u_b = u->data.int8 + (size_t)b * in_stride;
+    int8_t* v_b = v->data.int8 + (size_t)b * out_stride;
     const caps_nn_status st =
-        caps_class_caps_s8(&scratch, &d, &data->params, data->store_predictions,
-                           u->data.int8 + (size_t)b * in_stride, w->data.int8,
-                           v->data.int8 + (size_t)b * out_stride);
+        s4 ? caps_class_caps_s4(&scratch, &d, &data->params, data->store_predictions, u_b,
+                                w->data.int8, v_b)
+           : caps_class_caps_s8(&scratch, &d, &data->params, data->store_predictions, u_b,
+                                w->data.int8, v_b);
     if (st != CAPS_NN_SUCCESS) {
-      CapsReportError("%s: kernel caps_class_caps_s8 failed with status %d (batch item %d)", kOp,
-                      (int)st, (int)b);
+      CapsReportError("%s: kernel %s failed with status %d (batch item %d)", kOp,
+                      s4 ? "caps_class_caps_s4" : "caps_class_caps_s8", (int)st, (int)b);
       return kTfLiteError;
     }
   }

@@ -37,6 +37,7 @@ const char* CapsTypeName(int type) {
     case kTfLiteBool: return "bool";
     case kTfLiteInt16: return "int16";
     case kTfLiteInt8: return "int8";
+    case kTfLiteInt4: return "int4";
     default: return "other";
   }
 }
@@ -61,6 +62,15 @@ TfLiteStatus CapsCheckInt8Rank(const char* op, const char* what, const TfLiteTen
   if (type != kTfLiteInt8) {
     CapsReportError("%s: %s must be int8, got %s (type code %d)", op, what, CapsTypeName(type),
                     type);
+    return kTfLiteError;
+  }
+  return CapsCheckRank(op, what, tensor, rank);
+}
+
+TfLiteStatus CapsCheckRank(const char* op, const char* what, const TfLiteTensor* tensor,
+                           int rank) {
+  if (tensor == nullptr) {
+    CapsReportError("%s: %s is missing (could not allocate its tensor)", op, what);
     return kTfLiteError;
   }
   if (tensor->dims == nullptr || tensor->dims->size != rank) {
@@ -339,6 +349,57 @@ TfLiteStatus CapsPrepareUnaryCaps(TfLiteContext* context, TfLiteNode* node,
   CapsFreeTemp(context, input);
   CapsFreeTemp(context, output);
   return status;
+}
+
+TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int32_t n_out,
+                                     const float** scales, int32_t* count) {
+  const char* what = "input 1 (W)";
+  if (w->allocation_type != kCapsConstantAllocation) {
+    CapsReportError("%s: %s must be a constant tensor (weights stored in the model)", op, what);
+    return kTfLiteError;
+  }
+  const TfLiteAffineQuantization* affine =
+      w->quantization.type == kTfLiteAffineQuantization
+          ? static_cast<const TfLiteAffineQuantization*>(w->quantization.params)
+          : nullptr;
+  if (affine == nullptr || affine->scale == nullptr || affine->zero_point == nullptr) {
+    CapsReportError("%s: %s must have affine quantization, got none", op, what);
+    return kTfLiteError;
+  }
+  const int32_t n = affine->scale->size;
+  if (n != 1 && n != n_out) {
+    CapsReportError("%s: %s must have 1 or N_out = %d scales, got %d", op, what, (int)n_out,
+                    (int)n);
+    return kTfLiteError;
+  }
+  if (n > 1 && affine->quantized_dimension != 1) {
+    CapsReportError("%s: %s per-capsule scales must be along dimension 1 (N_out), got "
+                    "quantized_dimension %d", op, what, (int)affine->quantized_dimension);
+    return kTfLiteError;
+  }
+  if (affine->zero_point->size != n && affine->zero_point->size != 1) {
+    CapsReportError("%s: %s has %d scales but %d zero points", op, what, (int)n,
+                    (int)affine->zero_point->size);
+    return kTfLiteError;
+  }
+  for (int i = 0; i < affine->zero_point->size; ++i) {
+    if (affine->zero_point->data[i] != 0) {
+      CapsReportError("%s: %s must be symmetric (zero point 0), got zero point %d at %d", op,
+                      what, affine->zero_point->data[i], i);
+      return kTfLiteError;
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    const float s = affine->scale->data[i];
+    if (!(s > 0.0f) || s > FLT_MAX) {
+      CapsReportError("%s: %s scale %d must be positive and finite, got %g", op, what, i,
+                      (double)s);
+      return kTfLiteError;
+    }
+  }
+  *scales = affine->scale->data;
+  *count = n;
+  return kTfLiteOk;
 }
 
 }  // namespace tflm_caps

@@ -41,6 +41,10 @@ TfLiteStatus CapsCheckArity(const char* op, const TfLiteNode* node, int inputs, 
 TfLiteStatus CapsCheckInt8Rank(const char* op, const char* what, const TfLiteTensor* tensor,
                                int rank);
 
+// The same without the type: rank and positive dims only.
+TfLiteStatus CapsCheckRank(const char* op, const char* what, const TfLiteTensor* tensor,
+                           int rank);
+
 // Reads per-tensor affine quantization (one positive finite scale, zero
 // point in [-128, 127]).
 TfLiteStatus CapsGetPerTensorQuant(const char* op, const char* what, const TfLiteTensor* tensor,
@@ -87,6 +91,12 @@ int CapsTensorType(const Tensor* tensor) {
   memcpy(&code, &tensor->type, sizeof(code));
   return static_cast<int>(code);
 }
+
+// Capsule weights W [N_in, N_out, D_out, D_in] (ClassCaps, SelfAttentionCaps):
+// a constant int8 tensor, symmetric, 1 scale or one per output capsule along
+// dimension 1; returns the scale array and count.
+TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int32_t n_out,
+                                     const float** scales, int32_t* count);
 
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);

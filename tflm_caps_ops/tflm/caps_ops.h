@@ -4,7 +4,7 @@
  * Firmware:
  *   static tflite::MicroMutableOpResolver<N> resolver;
  *   resolver.AddConv2D(); resolver.AddReshape(); ...   // the builtins
- *   tflm_caps::AddCapsOps(resolver);                     // our three ops
+ *   tflm_caps::AddCapsOps(resolver);                     // our five ops
  *
  * Build the .cc files of this directory together with
  * tflm_caps_ops/src/common and one kernel backend (src/portable,
@@ -26,6 +26,8 @@ namespace tflm_caps {
 constexpr const char* kSquashOpName = "TFLMCaps_Squash";
 constexpr const char* kClassCapsOpName = "TFLMCaps_ClassCaps";
 constexpr const char* kLengthOpName = "TFLMCaps_Length";
+constexpr const char* kEfficientSquashOpName = "TFLMCaps_EfficientSquash";
+constexpr const char* kSelfAttentionCapsOpName = "TFLMCaps_SelfAttentionCaps";
 
 // FlexBuffer custom options: the version the converter writes, the oldest
 // this build still reads, and the keys.  Version 2 gave TFLMCaps_Squash its
@@ -40,9 +42,14 @@ constexpr const char* kOptionStorePredictions = "store_predictions";
 constexpr const char* kOptionUHatScale = "u_hat_scale";
 constexpr const char* kOptionSScales = "s_scales";
 constexpr const char* kOptionBScales = "b_scales";
+constexpr const char* kOptionSScale = "s_scale";
 
 // num_routing lies in [kMinRoutings, CAPS_NN_MAX_ROUTINGS].
 constexpr int64_t kMinRoutings = 1;
+
+// W is int8 or packed int4 (TFLite INT4, low nibble first); an int4 W needs
+// N_out*D_out*D_in to be a multiple of kInt4WeightBlockMultiple.
+constexpr int64_t kInt4WeightBlockMultiple = CAPS_NN_S4_BLOCK_MULTIPLE;
 
 // Fixed int8 output quantization (docs/quantization.md): squash and
 // ClassCaps write 2^CAPS_NN_SQUASH_OUT_SCALE_LOG2 = 1/128 with zero point 0,
@@ -51,16 +58,24 @@ constexpr float kSquashOutputScale = 1.0f / (1 << -CAPS_NN_SQUASH_OUT_SCALE_LOG2
 constexpr int32_t kSquashOutputZeroPoint = 0;
 constexpr float kLengthOutputScale = 1.0f / (1 << -CAPS_NN_LENGTH_OUT_SCALE_LOG2);
 constexpr int32_t kLengthOutputZeroPoint = CAPS_NN_LENGTH_OUT_ZERO_POINT;
+// SelfAttentionCaps' coupling bias: int32 in Q15, zero point 0.
+constexpr float kAttentionBiasScale = 1.0f / (1 << -CAPS_NN_ATTENTION_BIAS_SCALE_LOG2);
+constexpr int32_t kAttentionBiasZeroPoint = 0;
 
 // Static registrations (TFLM convention for custom ops).
 TFLMRegistration* Register_TFLMCAPS_SQUASH();
 TFLMRegistration* Register_TFLMCAPS_CLASS_CAPS();
 TFLMRegistration* Register_TFLMCAPS_LENGTH();
+TFLMRegistration* Register_TFLMCAPS_EFFICIENT_SQUASH();
+TFLMRegistration* Register_TFLMCAPS_SELF_ATTENTION_CAPS();
 
-// Adds the three capsule operators to any resolver with TFLM's
+// Number of operators AddCapsOps registers (free resolver slots it needs).
+constexpr int kNumCapsOps = 5;
+
+// Adds the capsule operators to any resolver with TFLM's
 // AddCustom(const char*, const TFLMRegistration*) (MicroMutableOpResolver,
 // or the host adapter of the Python wheel's resolver).  The resolver needs
-// three free slots.
+// kNumCapsOps free slots.
 template <typename Resolver>
 TfLiteStatus AddCapsOps(Resolver& resolver) {
   if (resolver.AddCustom(kSquashOpName, Register_TFLMCAPS_SQUASH()) != kTfLiteOk)
@@ -68,6 +83,12 @@ TfLiteStatus AddCapsOps(Resolver& resolver) {
   if (resolver.AddCustom(kClassCapsOpName, Register_TFLMCAPS_CLASS_CAPS()) != kTfLiteOk)
     return kTfLiteError;
   if (resolver.AddCustom(kLengthOpName, Register_TFLMCAPS_LENGTH()) != kTfLiteOk)
+    return kTfLiteError;
+  if (resolver.AddCustom(kEfficientSquashOpName, Register_TFLMCAPS_EFFICIENT_SQUASH()) !=
+      kTfLiteOk)
+    return kTfLiteError;
+  if (resolver.AddCustom(kSelfAttentionCapsOpName, Register_TFLMCAPS_SELF_ATTENTION_CAPS()) !=
+      kTfLiteOk)
     return kTfLiteError;
   return kTfLiteOk;
 }

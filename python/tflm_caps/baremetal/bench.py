@@ -13,6 +13,10 @@ portable C build with the optimized backends:
   8 emulated cluster cores (busiest-core critical path from the per-core
   counters).
 
+Layers: the class-capsule layers of costa2022-mnist and sabour2017-mnist
+(dynamic routing), a 1024 x 4D squash and length, and Efficient-CapsNet's
+(mazzia2021-mnist) self-attention capsule layer and 16 x 8D squash.
+
 Every call is also checked bit for bit against the numpy reference, and the
 SysTick rate of each Arm board is calibrated first against a loop of a known
 instruction count (reported as instructions per tick).  Each
@@ -44,6 +48,7 @@ GOALS_BY_CONFIG = {
 # The configuration each optimized one is compared with (>= 2x fewer).
 BASELINE = {"m7-cortex_m": "m7-portable", "m55-helium": "m55-cortex_m"}
 RISCV_CORES = 8
+INT4 = " int4"  # label suffix of the packed int4 weight rows
 
 # name, target, backend, kernel defines
 CONFIGS = [
@@ -77,12 +82,27 @@ def make_cases(quick=False, seed=0):
         if name == "costa2022-mnist":
             flags |= vec.F_RECOMPUTE
         labelled.append((name, ("class_caps", u, W, p, flags)))
+        # the same layer with packed int4 weights (the _s4 kernels)
+        u, W, p = cases.calibrated_class_caps(rng, n_in, d_in, n_out, d_out, routings=3,
+                                              weight_bits=4)
+        labelled.append((name + INT4, ("class_caps", u, W, p, flags | vec.F_INT4)))
     labelled.append(("squash 1024x4", cases.squash_case(rng, 1024, 4, scale=0.05, zp=3)))
     labelled.append(("length 1024x4", cases.length_case(rng, 1024, 4, scale=1 / 128)))
+    # Efficient-CapsNet (mazzia2021-mnist): the self-attention capsule layer
+    # (votes included) and the squash of its 16 x 8D primary capsules.
+    for name, (n_in, d_in, n_out, d_out) in cases.ATTENTION_SHAPES.items():
+        u, W, bias, p = cases.calibrated_self_attention(rng, n_in, d_in, n_out, d_out)
+        labelled.append((name, ("self_attention", u, W, bias, p)))
+    for name, (n, d) in cases.EFFICIENT_SQUASH_SHAPES.items():
+        labelled.append((f"{name.split('-')[0][:6]} squash {n}x{d}",
+                         cases.efficient_squash_case(rng, n, d, scale=0.04, zp=0)))
     return labelled
 
 
 def shape_text(case):
+    if case[0] == "self_attention":
+        n_in, n_out, d_out, d_in = case[2].shape
+        return f"{n_in}x{d_in}D->{n_out}x{d_out}D self-attention"
     if case[0] == "class_caps":
         n_in, n_out, d_out, d_in = case[2].shape
         return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{case[3].routing.routings}"
@@ -203,6 +223,24 @@ def goal_checks(rows):
     return checks
 
 
+def int4_ratios(rows):
+    """[{config, layer, kernel, int4, int8, ratio}]: instructions of each int4
+    row (busiest core on the cluster) over those of its int8 row."""
+    by = {(r["config"], r["layer"], r["kernel"]): r for r in rows}
+    out = []
+    for r in rows:
+        if not r["layer"].endswith(INT4) or not r["kernel"].endswith("_s4"):
+            continue
+        layer, kernel = r["layer"][:-len(INT4)], r["kernel"][:-len("_s4")]
+        base = by.get((r["config"], layer, kernel))
+        if base is None:
+            continue
+        key = "busiest_core" if r.get("busiest_core") is not None else "instructions"
+        out.append({"config": r["config"], "layer": layer, "kernel": kernel,
+                    "int4": r[key], "int8": base[key], "ratio": round(r[key] / base[key], 3)})
+    return out
+
+
 def print_table(report, file=sys.stdout):
     rows = report["rows"]
     configs = list(dict.fromkeys(r["config"] for r in rows))
@@ -233,6 +271,12 @@ def print_table(report, file=sys.stdout):
     for c in report["checks"]:
         print(f"  [{'ok' if c['ok'] else 'MISSED'}] {c['check']}: {c['value']:,} "
               f"(limit {c['limit']:,})", file=file)
+    ratios = report.get("int4_ratios")
+    if ratios:
+        print("\nint4 / int8 class-capsule weights, instructions:", file=file)
+        for r in ratios:
+            print(f"  {r['config']:<18}{r['layer'] + ' ' + r['kernel']:<44}"
+                  f"{r['int4']:>12,} / {r['int8']:>12,} = {r['ratio']:.3f}", file=file)
     print("\nPublished int8 CapsNet kernels on Cortex-M7 (Costa et al. 2022): "
           + ", ".join(f"{k} {v / 1e6:g} M" for k, v in PUBLISHED.items()), file=file)
     calibration = report.get("instructions_per_tick")
@@ -245,7 +289,7 @@ def print_table(report, file=sys.stdout):
 def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
     """Build, run and check every configuration named in `configs` (default:
     all of CONFIG_NAMES); returns the report {rows, checks, published,
-    seconds, instructions_per_tick, notes}.  Raises ValueError for an unknown configuration and
+    int4_ratios, seconds, instructions_per_tick, notes}.  Raises ValueError for an unknown configuration and
     McuError when a toolchain is missing or a run fails."""
     unknown = [c for c in configs or () if c not in CONFIG_NAMES]
     if unknown:
@@ -277,6 +321,7 @@ def run(configs=None, quick=False, seed=0, timeout=600.0, progress=True):
                 if target not in calibration and get_target(target).arch == "arm":
                     calibration[target] = calibrate(target, tmp, cache, timeout)
                 rows += run_config(config, header_dir, calls, labels, cache, timeout)
-    return {"rows": rows, "checks": goal_checks(rows), "published": PUBLISHED,
+    return {"rows": rows, "checks": goal_checks(rows), "int4_ratios": int4_ratios(rows),
+            "published": PUBLISHED,
             "seconds": round(time.time() - t0, 1), "instructions_per_tick": calibration,
             "notes": NOTES}

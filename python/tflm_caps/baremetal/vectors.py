@@ -23,11 +23,20 @@ per case an op code and its fields:
   per update (agree m, s, carry m, s, exp_beta m, s), int8 u[n_in*dim_in],
   int8 W[n_in*n_out*dim_out*dim_in].  flags: 1 predictions, 2 routing on
   those predictions (needs 1), 4 class caps storing predictions, 8 class
-  caps recomputing them.
+  caps recomputing them, 16 W packed 4 bits (``quant.pack_int4``, half the
+  bytes) and the ``_s4`` kernels instead of the ``_s8`` ones (the case
+  holds the unpacked values, in [-8, 7]).
+- 4 efficient squash: n_caps, dim, zp, exp multiplier, exp shift,
+  int8 x[n_caps*dim]
+- 5 self-attention: n_in, dim_in, n_out, dim_out, pred zp, num_scales,
+  multipliers[num_scales], shifts[num_scales], acc_shift, coupling_shift,
+  exp_beta (m, s), s (m, s), squash_exp (m, s), int8 u[n_in*dim_in],
+  int8 W[n_in*n_out*dim_out*dim_in], int32 bias[n_in*n_out] (Q15)
 
 Output file: per call, int32 status then the output bytes (written even on
 error, zero-filled).  A squash case is two calls: with the gain table from
-caps_squash_s8_init_table, then without a table.
+caps_squash_s8_init_table, then without a table; an efficient squash case
+likewise (caps_efficient_squash_s8_init_table).
 """
 import struct
 from pathlib import Path
@@ -35,12 +44,14 @@ from pathlib import Path
 import numpy as np
 
 from tflm_caps.reference import int8 as ref
-from tflm_caps.reference.quant import ClassCapsParams, LengthParams, SquashParams
+from tflm_caps.reference.quant import (ClassCapsParams, EfficientSquashParams, LengthParams,
+                                       SelfAttentionParams, SquashParams, pack_int4)
 
 MAGIC = b"CAPV"
 VERSION = 1
 OP_SQUASH, OP_LENGTH, OP_CLASS_CAPS = 1, 2, 3
-F_PREDICTIONS, F_ROUTING, F_STORE, F_RECOMPUTE = 1, 2, 4, 8
+OP_EFFICIENT_SQUASH, OP_SELF_ATTENTION = 4, 5
+F_PREDICTIONS, F_ROUTING, F_STORE, F_RECOMPUTE, F_INT4 = 1, 2, 4, 8, 16
 ALL_CLASS_CAPS = F_PREDICTIONS | F_ROUTING | F_STORE | F_RECOMPUTE
 
 
@@ -53,8 +64,29 @@ def _i8(a):
 
 
 def encode_case(case):
-    """Bytes of one case: ('squash'|'length', x, params) or ('class_caps', u, W, params, flags)."""
+    """Bytes of one case: ('squash'|'length'|'efficient_squash', x, params),
+    ('class_caps', u, W, params, flags) or ('self_attention', u, W, bias, params)."""
     kind = case[0]
+    if kind == "efficient_squash":
+        _, x, p = case
+        if not isinstance(p, EfficientSquashParams):
+            raise ValueError("efficient_squash case needs EfficientSquashParams")
+        x = np.asarray(x, dtype=np.int8)
+        n, dim = int(x.size // x.shape[-1]), int(x.shape[-1])
+        return _ints(OP_EFFICIENT_SQUASH, n, dim, p.input_zp, p.exp_multiplier,
+                     p.exp_shift) + _i8(x)
+    if kind == "self_attention":
+        _, u, W, bias, p = case
+        if not isinstance(p, SelfAttentionParams):
+            raise ValueError("self_attention case needs SelfAttentionParams")
+        n_in, n_out, dim_out, dim_in = W.shape
+        bias = np.ascontiguousarray(bias, dtype="<i4")
+        if bias.shape != (n_in, n_out):
+            raise ValueError(f"self_attention bias must be [{n_in}, {n_out}], got {bias.shape}")
+        return (_ints(OP_SELF_ATTENTION, n_in, dim_in, n_out, dim_out, p.pred.input_zp,
+                      len(p.pred.multipliers), *p.pred.multipliers, *p.pred.shifts,
+                      p.acc_shift, p.coupling_shift, *p.exp_beta, *p.s, *p.squash_exp)
+                + _i8(u) + _i8(W) + bias.tobytes())
     if kind in ("squash", "length"):
         _, x, p = case
         x = np.asarray(x, dtype=np.int8)
@@ -81,6 +113,8 @@ def encode_case(case):
             out += _ints(*rp.s[r], sq.input_zp, sq.sq_multiplier, sq.sq_exponent)
         for k in range(rp.routings - 1):
             out += _ints(*rp.agree[k], *rp.carry[k], *rp.exp_beta[k])
+        if flags & F_INT4:
+            return out + _i8(u) + pack_int4(W).tobytes()
         return out + _i8(u) + _i8(W)
     raise ValueError(f"unknown vector case kind {kind!r}")
 
@@ -103,6 +137,15 @@ def case_calls(case):
     if case[0] == "length":
         x = np.asarray(case[1])
         return [("length", x.size // x.shape[-1], x.size)]
+    if case[0] == "efficient_squash":
+        x = np.asarray(case[1])
+        return [("efficient_squash", x.size, x.size),
+                ("efficient_squash_no_table", x.size, x.size)]
+    if case[0] == "self_attention":
+        n_in, n_out, d_out, d_in = np.shape(case[2])
+        # votes, then the vote sums, agreements and weighted sums: one MAC
+        # per (i, j, d) each
+        return [("self_attention", n_out * d_out, n_in * n_out * d_out * (d_in + 3))]
     _, u, W, p, flags = case
     n_in, n_out, d_out, d_in = W.shape
     routings = p.routing.routings
@@ -110,15 +153,17 @@ def case_calls(case):
     # s_j of every iteration + agreement of every update, one MAC per
     # (i, j, d) each.
     route_macs = n_in * n_out * d_out * (routings + routings - 1)
+    s4 = "_s4" if flags & F_INT4 else ""
     calls = []
     if flags & F_PREDICTIONS:
-        calls.append(("predictions", n_in * n_out * d_out, pred_macs))
+        calls.append(("predictions" + s4, n_in * n_out * d_out, pred_macs))
         if flags & F_ROUTING:
             calls.append(("routing", n_out * d_out, route_macs))
     if flags & F_STORE:
-        calls.append(("class_caps_store", n_out * d_out, pred_macs + route_macs))
+        calls.append(("class_caps_store" + s4, n_out * d_out, pred_macs + route_macs))
     if flags & F_RECOMPUTE:
-        calls.append(("class_caps_recompute", n_out * d_out, pred_macs * routings + route_macs))
+        calls.append(("class_caps_recompute" + s4, n_out * d_out,
+                      pred_macs * routings + route_macs))
     return calls
 
 
@@ -148,6 +193,11 @@ def expected_outputs(case):
         return [ref.squash_s8(case[1], case[2]).reshape(-1)] * 2
     if case[0] == "length":
         return [ref.length_s8(case[1], case[2]).reshape(-1)]
+    if case[0] == "efficient_squash":
+        return [ref.efficient_squash_s8(case[1], case[2]).reshape(-1)] * 2
+    if case[0] == "self_attention":
+        _, u, W, bias, p = case
+        return [ref.self_attention_s8(u, W, bias, p).reshape(-1)]
     _, u, W, p, flags = case
     u_hat = ref.predictions_s8(u, W, p.pred)
     v = ref.dynamic_routing_s8(u_hat, p.routing).reshape(-1)
@@ -185,6 +235,14 @@ def _case_arena(case, scratch_offset):
         return x.size + native.squash_buffer_size(x.shape[-1], case[2]) + 2 * ALIGN
     if case[0] == "length":
         return np.asarray(case[1]).size + 2 * ALIGN
+    if case[0] == "efficient_squash":
+        x = np.asarray(case[1])
+        return x.size + native.efficient_squash_buffer_size(x.shape[-1], case[2]) + 2 * ALIGN
+    if case[0] == "self_attention":
+        n_in, n_out, d_out, d_in = np.shape(case[2])
+        dims = (n_in, d_in, n_out, d_out)
+        return (n_out * d_out + 4 * n_in * n_out + native.self_attention_buffer_size(dims)
+                + 3 * ALIGN + 8 * scratch_offset)
     _, u, W, p, flags = case
     n_in, n_out, d_out, d_in = W.shape
     dims = (n_in, d_in, n_out, d_out)

@@ -38,8 +38,50 @@ def add_parser(subparsers):
                         help="also write the float model of the same graph")
     parser.add_argument("--no-metadata", action="store_true",
                         help="do not embed TFLite metadata (name, labels, normalization)")
+    parser.add_argument("--weight-bits", type=_weight_bits, default=8, metavar="8|4|auto|L=B,..",
+                        help="weight width of the weighted layers (convolutions, dense, "
+                             "ClassCaps W): 8 (default), 4 (packed int4 wherever possible), "
+                             "auto (greedy per-layer search, needs --max-drop), or "
+                             "LAYER=BITS pairs such as class_caps=4 (the rest int8)")
+    parser.add_argument("--max-drop", type=_points, default=None, metavar="P",
+                        help="--weight-bits auto: the most validation accuracy, in points, the "
+                             "int4 layers may cost against the float model (e.g. 0.3)")
+    parser.add_argument("--validation-samples", type=options.positive_int, default=1000,
+                        metavar="N",
+                        help="--weight-bits auto: validation images carved from the train "
+                             "split (default: 1000; never the test split)")
     parser.set_defaults(func=run)
     return parser
+
+
+def _weight_bits(text):
+    """8, 4, 'auto' or {layer: bits} from 'name=bits,name=bits'."""
+    import argparse
+
+    text = text.strip()
+    if text in ("8", "4"):
+        return int(text)
+    if text == "auto":
+        return text
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"must be 8, 4, auto or LAYER=BITS[,LAYER=BITS...], "
+                                         f"got {text!r}")
+    out = {}
+    for item in text.split(","):
+        name, _, bits = item.partition("=")
+        if not name.strip() or bits.strip() not in ("8", "4"):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected LAYER=8 or LAYER=4")
+        out[name.strip()] = int(bits)
+    return out
+
+
+def _points(text):
+    import argparse
+
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of points >= 0, got {text}")
+    return value
 
 
 def _calibration_data(args, model):
@@ -56,6 +98,11 @@ def run(args):
     options.check_output_file(args.output, "-o/--output")
     options.check_output_file(args.float_output, "--float-output")
 
+    if args.weight_bits == "auto" and args.max_drop is None:
+        raise CliError("--weight-bits auto needs --max-drop P (accuracy points, e.g. 0.3)")
+    if args.max_drop is not None and args.weight_bits != "auto":
+        raise CliError("--max-drop only applies to --weight-bits auto")
+
     from tflm_caps.converter import convert_detailed, load_keras_model
 
     model = load_keras_model(args.model)
@@ -64,7 +111,9 @@ def run(args):
         weight_granularity="per-capsule" if args.per_capsule else "per-tensor",
         io_dtype="float32" if args.float_io else "int8",
         store_predictions=not args.recompute_predictions, batch_size=args.batch_size,
-        metadata=None if args.no_metadata else "auto", progress=options.show_progress(args))
+        metadata=None if args.no_metadata else "auto", progress=options.show_progress(args),
+        weight_bits=args.weight_bits, max_drop=args.max_drop,
+        validation_samples=args.validation_samples)
     with open(args.output, "wb") as f:
         f.write(result.model)
     if args.float_output:

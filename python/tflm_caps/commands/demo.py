@@ -1,6 +1,7 @@
 """``tflm-caps demo``: the main job end to end on the bundled MNIST digits.
 
-train (or reuse WORKDIR/costa2022-mnist.keras) -> convert to int8 with a
+train (or reuse WORKDIR/MODEL.keras; MODEL is costa2022-mnist, or
+mazzia2021-mnist for Efficient-CapsNet with --model) -> convert to int8 with a
 representative set from the training split -> run in the TFLM host
 interpreter -> validate on the held-out split and measure top-1 agreement
 on all bundled images -> report (JSON, Markdown, PNG) with the targets.
@@ -14,6 +15,8 @@ from tflm_caps.commands import options
 from tflm_caps.commands.errors import CliError
 
 MODEL_NAME = "costa2022-mnist"
+# The zoo models the demo runs: one per capsule family.
+MODELS = ("costa2022-mnist", "mazzia2021-mnist")
 # Targets of the main job.
 TARGET_AGREEMENT = 0.995        # top-1 agreement on all bundled images
 TARGET_ACCURACY_DROP = 0.002    # int8 accuracy at most 0.2 points below float (held-out)
@@ -23,16 +26,21 @@ CALIBRATION_SAMPLES = 200
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "demo", help="train, convert, run in TFLM and validate costa2022-mnist end to end",
+        "demo", help="train, convert, run in TFLM and validate a CapsNet end to end "
+                     "(costa2022-mnist or mazzia2021-mnist)",
         parents=[options.shared(json="the report", seed="the training", progress=True,
                                 report="WORKDIR/report.json")],
-        description="Train costa2022-mnist on the bundled MNIST digits (or reuse "
-                    "WORKDIR/costa2022-mnist.keras), convert it to a fully int8 .tflite "
+        description="Train costa2022-mnist (or --model mazzia2021-mnist, Efficient-CapsNet) "
+                    "on the bundled MNIST digits (or reuse WORKDIR/MODEL.keras), convert it "
+                    "to a fully int8 .tflite "
                     "with calibration images from the training split, run it in the TFLM "
                     "host interpreter with the tflm-caps operators, validate it against "
                     "Keras on the held-out split and measure the top-1 agreement on all "
                     "bundled images.  Prints a summary (or the JSON report with --json) "
                     "and writes the report as JSON, Markdown and PNG.")
+    parser.add_argument("--model", choices=MODELS, default=MODEL_NAME,
+                        help=f"zoo model (default: {MODEL_NAME}; mazzia2021-mnist is "
+                             "Efficient-CapsNet with self-attention routing)")
     parser.add_argument("--workdir", default="tflm-caps-demo", metavar="DIR",
                         help="where models and reports go (default: ./tflm-caps-demo)")
     parser.add_argument("--retrain", action="store_true",
@@ -65,9 +73,9 @@ def _targets(report):
     ]
 
 
-def _trained_model(ds, keras_path, retrain, seed, progress):
+def _trained_model(ds, keras_path, retrain, seed, progress, model_name=MODEL_NAME):
     """(inference model, training summary or None): WORKDIR's model unless
-    there is none or --retrain, else costa2022-mnist trained and saved there."""
+    there is none or --retrain, else ``model_name`` trained and saved there."""
     from tflm_caps.converter import load_keras_model
 
     if os.path.isfile(keras_path) and not retrain:
@@ -79,8 +87,8 @@ def _trained_model(ds, keras_path, retrain, seed, progress):
                            f"{tuple(ds.input_shape)}: delete it or pass --retrain")
         return model, None
     from tflm_caps import train
-    _log(f"training {MODEL_NAME} (seed {seed})")
-    _, result = train.train(MODEL_NAME, ds, seed=seed, progress=progress)
+    _log(f"training {model_name} (seed {seed})")
+    _, result = train.train(model_name, ds, seed=seed, progress=progress)
     result.inference_model.save(keras_path)
     training = result.as_dict()
     training.pop("history", None)
@@ -105,7 +113,7 @@ def _all_images_agreement(report, tflite, model, ds, progress):
 
 
 def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False,
-             progress=True):
+             progress=True, model_name=MODEL_NAME):
     """The demo as a function; returns (report dict, files written)."""
     from tflm_caps import data as caps_data
     from tflm_caps.converter import convert_detailed
@@ -113,13 +121,15 @@ def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False
 
     t0 = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
-    files = {"keras": os.path.join(workdir, f"{MODEL_NAME}.keras"),
-             "int8_tflite": os.path.join(workdir, f"{MODEL_NAME}.tflite"),
-             "float_tflite": os.path.join(workdir, f"{MODEL_NAME}_float.tflite")}
+    if model_name not in MODELS:
+        raise CliError(f"unknown demo model {model_name!r}; choose one of {', '.join(MODELS)}")
+    files = {"keras": os.path.join(workdir, f"{model_name}.keras"),
+             "int8_tflite": os.path.join(workdir, f"{model_name}.tflite"),
+             "float_tflite": os.path.join(workdir, f"{model_name}_float.tflite")}
 
     ds = caps_data.load("bundled")
     _log(f"data: {ds}")
-    model, training = _trained_model(ds, files["keras"], retrain, seed, progress)
+    model, training = _trained_model(ds, files["keras"], retrain, seed, progress, model_name)
 
     _log("converting to int8 (calibration on the training split)")
     conv = convert_detailed(model, ds.calibration_subset(CALIBRATION_SAMPLES, seed=seed),
@@ -133,7 +143,7 @@ def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False
     _log("validating on the held-out split (Keras float vs TFLM int8)")
     report = validate(model, files["int8_tflite"], ds, float_tflite=conv.float_model,
                       progress=progress)
-    report["model"] = MODEL_NAME
+    report["model"] = model_name
     _log("top-1 agreement on all bundled images (the training split; held-out done)")
     report.update(_all_images_agreement(report, conv.model, model, ds, progress))
     report["training"] = training
@@ -145,7 +155,7 @@ def run_demo(workdir, report_path=None, retrain=False, seed=0, per_capsule=False
     report["targets_met"] = all(t["met"] for t in report["targets"])
     report["seconds"] = round(time.perf_counter() - t0, 1)
     written = write_report(report, report_path or os.path.join(workdir, "report.json"),
-                           title=f"tflm-caps demo: {MODEL_NAME}")
+                           title=f"tflm-caps demo: {model_name}")
     return report, written
 
 
@@ -156,11 +166,12 @@ def run(args):
     from tflm_caps.validation import markdown, to_json
 
     report, files = run_demo(args.workdir, args.report, retrain=args.retrain, seed=args.seed,
-                             per_capsule=args.per_capsule, progress=options.show_progress(args))
+                             per_capsule=args.per_capsule, progress=options.show_progress(args),
+                             model_name=args.model)
     if args.json:
         print(json.dumps(to_json(report), indent=2))
     else:
-        print(markdown(report, f"tflm-caps demo: {MODEL_NAME}"))
+        print(markdown(report, f"tflm-caps demo: {args.model}"))
         print(f"wrote {files['json']}, {files['markdown']}, {files['png']}")
     for t in report["targets"]:
         if not t["met"]:

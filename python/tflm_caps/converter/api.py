@@ -11,9 +11,10 @@ Pipeline (docs/converter.md):
 3. ``converter_patches.int8_custom_ops.set_fixed_output_ranges`` +
    ``mlir_quantize``: builtins quantized by TensorFlow exactly as its
    converter would.
-4. ``converter_patches``: custom ops int8, weights int8, routing scales
-   calibrated (``tflm_caps.reference.quant.calibrate_class_caps``) and written
-   into the ops' options, QUANTIZE/DEQUANTIZE pairs and dead data removed.
+4. ``converter_patches``: custom ops int8, weights int8 (or packed int4 where
+   ``weight_bits`` says, ``bit_widths``), routing scales calibrated
+   (``tflm_caps.reference.quant.calibrate_class_caps``) and written into the
+   ops' options, QUANTIZE/DEQUANTIZE pairs and dead data removed.
 5. Optional TFLite metadata.
 
 Models are read and written with ``tflm_caps.tflite``.
@@ -29,10 +30,11 @@ from tflm_caps import ops_contract as C
 from tflm_caps.console import progress as progress_bar
 from tflm_caps.console import quiet_native
 from tflm_caps import tflite
-from tflm_caps.converter import calibration, export
+from tflm_caps.converter import bit_widths, calibration, export
 from tflm_caps.converter import options as caps_options
 from tflm_caps.converter.errors import ConversionError
 from tflm_caps.converter.summary import ConversionSummary
+from tflm_caps.converter_patches import int4_weights
 from tflm_caps.converter_patches import int8_custom_ops as P
 from tflm_caps.converter_patches import slim
 from tflm_caps.tflite import graph as G
@@ -236,14 +238,17 @@ def _resolve_metadata(metadata, ex, data):
 
 
 def _verify_int8(model_obj, io_dtype):
-    """Every activation and weight int8 (int32 biases/shapes); float and Q/DQ only at
-    float I/O (an int8 -> int8 requantizing QUANTIZE is allowed)."""
+    """Every activation int8, every weight int8 or packed int4 (int32
+    biases/shapes); float and Q/DQ only at float I/O (an int8 -> int8
+    requantizing QUANTIZE is allowed)."""
     sg = model_obj.subgraphs[0]
     io = {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
     allowed_float = io if io_dtype == "float32" else set()
     for index, tensor in enumerate(sg.tensors):
         if tensor.type in (tables.INT8, tables.INT32):
             continue
+        if tensor.type == tables.INT4 and model_obj.buffers[tensor.buffer].data is not None:
+            continue  # packed int4 weights
         if index in allowed_float and tensor.type == tables.FLOAT32:
             continue
         raise ConversionError(f"internal: tensor {tensor_name(tensor)!r} is "
@@ -307,50 +312,108 @@ def _quantize_builtins(cal_model, io_dtype):
         raise ConversionError(f"TensorFlow Lite quantizer failed: {exc}") from exc
 
 
-def _finish_int8(quantized, ex, routing_inputs, per_capsule, store_predictions, io_dtype):
-    """Step 4: capsule ops, their weights and options int8, dead data dropped.
+class _Finisher:
+    """Step 4 for any choice of weight widths, from one quantized model.
 
-    Returns (int8 model bytes, per-ClassCaps reports, QUANTIZE/DEQUANTIZE removed).
+    ClassCaps calibrations (the routing scales depend on the weights'
+    grid) are computed once per layer and width; ``finish(bits)`` returns
+    (int8 model bytes, per-layer reports of the ClassCaps and
+    SelfAttentionCaps ops, QUANTIZE/DEQUANTIZE removed).
     """
-    q_model = tflite.load(quantized)
-    quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
-    try:
-        P.make_custom_ops_int8(q_model, _layer_names(q_model, ex))
-    except P.PatchError as exc:
-        raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
-    removed = len(quantized_ops - {id(op) for op in q_model.subgraphs[0].operators})
-    reports, layers = [], []
-    for (_, op), info, u in zip(P.class_caps_ops(q_model), ex.class_caps, routing_inputs):
-        scale, zp = P.activation_quant(q_model, op)
-        weights = P.class_caps_weights(q_model, op)
-        q, w_int8 = calibration.class_caps_quant(info.layer_name, u, weights, info.num_routing,
-                                                 scale, zp, per_capsule)
-        opts = caps_options.encode(C.CLASS_CAPS, {
-            C.OPT_NUM_ROUTING: info.num_routing,
-            C.OPT_STORE_PREDICTIONS: int(bool(store_predictions)),
-            C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALES: list(q.s_scales),
-            C.OPT_B_SCALES: list(q.b_scales)})
-        layers.append(P.ClassCapsInt8(w_int8, q.weight_scales, opts, f"{info.layer_name}/W"))
-        reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
-                        "calibration_samples": int(len(u)), **q.to_dict()})
-    P.quantize_class_caps(q_model, layers)
-    for k, name in P.caps_ops(q_model):
-        if name != C.CLASS_CAPS:
-            G.set_custom_options(q_model.subgraphs[0].operators[k],
-                                 caps_options.encode(name, {}))
-    try:
-        P.add_squash_tables(q_model)
-    except P.PatchError as exc:
-        raise ConversionError(f"cannot add the squash gain tables: {exc}") from exc
-    slim.strip_bias_quantization(q_model)
-    tflite.prune(q_model)
-    _verify_int8(q_model, io_dtype)
-    return tflite.dump(q_model), reports, removed
+
+    def __init__(self, quantized, ex, routing_inputs, attention_inputs, per_capsule,
+                 store_predictions, io_dtype, layers, float_weights):
+        self.quantized = quantized
+        self.ex = ex
+        self.routing_inputs = routing_inputs
+        self.attention_inputs = attention_inputs
+        self.per_capsule = per_capsule
+        self.store_predictions = store_predictions
+        self.io_dtype = io_dtype
+        self.layers = layers
+        self.float_weights = float_weights
+        self._class_caps = {}
+
+    def _class_caps_quant(self, k, info, u, scale, zp, weights, bits):
+        key = (k, bits)
+        if key not in self._class_caps:
+            self._class_caps[key] = calibration.class_caps_quant(
+                info.layer_name, u, weights, info.num_routing, scale, zp, self.per_capsule,
+                weight_bits=bits)
+        return self._class_caps[key]
+
+    def finish(self, bits):
+        """The model with ``bits`` ({layer name: 8 or 4}) weights."""
+        q_model = tflite.load(self.quantized)
+        quantized_ops = {id(op) for op in q_model.subgraphs[0].operators}
+        try:
+            P.make_custom_ops_int8(q_model, _layer_names(q_model, self.ex))
+        except P.PatchError as exc:
+            raise ConversionError(f"cannot make the capsule ops int8: {exc}") from exc
+        removed = len(quantized_ops - {id(op) for op in q_model.subgraphs[0].operators})
+        by_kind = {(layer.kind, layer.index): layer for layer in self.layers}
+        reports, cc_layers = [], []
+        for k, ((_, op), info, u) in enumerate(zip(P.class_caps_ops(q_model), self.ex.class_caps,
+                                                    self.routing_inputs)):
+            w_bits = bits[by_kind[(bit_widths.CLASS_CAPS, k)].name]
+            scale, zp = P.activation_quant(q_model, op)
+            weights = P.class_caps_weights(q_model, op)
+            q, w_codes = self._class_caps_quant(k, info, u, scale, zp, weights, w_bits)
+            opts = caps_options.encode(C.CLASS_CAPS, {
+                C.OPT_NUM_ROUTING: info.num_routing,
+                C.OPT_STORE_PREDICTIONS: int(bool(self.store_predictions)),
+                C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALES: list(q.s_scales),
+                C.OPT_B_SCALES: list(q.b_scales)})
+            cc_layers.append(P.ClassCapsInt8(w_codes, q.weight_scales, opts,
+                                             f"{info.layer_name}/W", w_bits))
+            reports.append({"layer": info.layer_name, "num_routing": info.num_routing,
+                            "calibration_samples": int(len(u)), "weight_bits": w_bits,
+                            **q.to_dict()})
+        P.quantize_class_caps(q_model, cc_layers)
+        sa_layers = []
+        for (_, op), info, u in zip(P.self_attention_ops(q_model), self.ex.self_attention,
+                                    self.attention_inputs):
+            scale, zp = P.activation_quant(q_model, op)
+            weights, bias = P.self_attention_constants(q_model, op)
+            q, w_int8, b_int32 = calibration.self_attention_quant(
+                info.layer_name, u, weights, bias, scale, zp, self.per_capsule)
+            opts = caps_options.encode(C.SELF_ATTENTION_CAPS, {
+                C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALE: q.s_scale})
+            sa_layers.append(P.SelfAttentionInt8(w_int8, q.weight_scales, b_int32, opts,
+                                                 f"{info.layer_name}/W", f"{info.layer_name}/b"))
+            reports.append({"layer": info.layer_name, "routing": "self-attention",
+                            "calibration_samples": int(len(u)), **q.to_dict()})
+        P.quantize_self_attention(q_model, sa_layers)
+        builtins = int4_weights.weighted_builtins(q_model)
+        if len(builtins) != len(self.float_weights):
+            raise ConversionError(f"internal: {len(builtins)} weighted builtins in the int8 "
+                                  f"model, {len(self.float_weights)} in the float model")
+        for k, ((op_index, _), weights) in enumerate(zip(builtins, self.float_weights)):
+            layer = by_kind[(bit_widths.BUILTIN, k)]
+            if bits[layer.name] == 4:
+                try:
+                    int4_weights.requantize_int4(q_model, op_index, weights)
+                except int4_weights.Int4Error as exc:
+                    raise ConversionError(f"layer {layer.name!r}: {exc}") from exc
+        for k, name in P.caps_ops(q_model):
+            if name not in (C.CLASS_CAPS, C.SELF_ATTENTION_CAPS):
+                G.set_custom_options(q_model.subgraphs[0].operators[k],
+                                     caps_options.encode(name, {}))
+        try:
+            P.add_squash_tables(q_model)
+        except P.PatchError as exc:
+            raise ConversionError(f"cannot add the squash gain tables: {exc}") from exc
+        slim.strip_bias_quantization(q_model)
+        tflite.prune(q_model)
+        _verify_int8(q_model, self.io_dtype)
+        return tflite.dump(q_model), reports, removed
 
 
 def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
                      weight_granularity="per-tensor", io_dtype="int8", store_predictions=True,
-                     batch_size=1, metadata="auto", progress=False):
+                     batch_size=1, metadata="auto", progress=False, weight_bits=8,
+                     max_drop=None, validation_data=None,
+                     validation_samples=bit_widths.DEFAULT_VALIDATION_SAMPLES):
     """Convert ``model`` (keras.Model or .keras path); returns a ConversionResult.
 
     representative_dataset: calibration images of the train split (array
@@ -361,11 +424,21 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     io_dtype: ``"int8"`` (int8 input/output tensors) or ``"float32"`` (one
     QUANTIZE at the input, one DEQUANTIZE at the output).  batch_size: the
     model's fixed batch dimension.  metadata: ``"auto"``, None or a dict
-    (keys of ``tflm_caps.metadata.write``).  progress: tqdm bar.
+    (keys of ``tflm_caps.metadata.write``).  progress: tqdm bars.
+
+    weight_bits: width of each weighted layer's weights (builtin
+    convolutions / dense layers and ClassCaps W): ``8``, ``4`` (every layer
+    that can be int4, packed two per byte), a dict ``{layer name: 8 or 4}``,
+    or ``"auto"``: the greedy search of ``bit_widths`` keeping the lowest
+    widths whose validation accuracy stays within ``max_drop`` points of
+    the float model.  Its validation images are ``validation_data``
+    (images, labels) or ``validation_samples`` images of the training split
+    of a Dataset ``representative_dataset`` (never the test split).
     """
     start = time.perf_counter()
     _check_choice("weight_granularity", weight_granularity, WEIGHT_GRANULARITIES)
     _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    bit_widths.check_spec(weight_bits, max_drop)
     if not isinstance(store_predictions, (bool, np.bool_)) and store_predictions not in (0, 1):
         raise ConversionError(f"store_predictions must be a bool, got {store_predictions!r}")
     _check_positive("num_samples", num_samples)
@@ -382,6 +455,9 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     used = n_batches * batch_size
     batches = samples[:used].reshape(n_batches, batch_size, *ex.input_shape)
     meta = _resolve_metadata(metadata, ex, representative_dataset)
+    if weight_bits == bit_widths.AUTO:  # checked before the long work
+        x_val, y_val = bit_widths.validation_split(validation_data, representative_dataset,
+                                                   ex.input_shape, validation_samples)
 
     float_bytes = _float_model_bytes(ex)
     calibrated, recorder, calibration_seconds = _calibrate(ex, batches, progress)
@@ -393,11 +469,25 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
     if len(routing_inputs) != len(ex.class_caps):
         raise ConversionError(f"internal: {len(routing_inputs)} ClassCaps ops in the graph, "
                               f"{len(ex.class_caps)} ClassCaps layers in the model")
+    attention_inputs = [recorder.samples(int(op.outputs[0]))
+                        for _, op in P.self_attention_ops(cal_model)]
+    if len(attention_inputs) != len(ex.self_attention):
+        raise ConversionError(f"internal: {len(attention_inputs)} SelfAttentionCaps ops in the "
+                              f"graph, {len(ex.self_attention)} layers in the model")
+    layers = bit_widths.weight_layers(model, ex, cal_model)
+    float_weights = int4_weights.float_weights(cal_model)
     P.set_fixed_output_ranges(cal_model)
     quantized = _quantize_builtins(cal_model, io_dtype)
-    int8_bytes, cc_reports, removed = _finish_int8(
-        quantized, ex, routing_inputs, weight_granularity == "per-capsule", store_predictions,
-        io_dtype)
+    finisher = _Finisher(quantized, ex, routing_inputs, attention_inputs,
+                         weight_granularity == "per-capsule",
+                         store_predictions, io_dtype, layers, float_weights)
+    search = None
+    if weight_bits == bit_widths.AUTO:
+        bits, search = bit_widths.search(lambda b: finisher.finish(b)[0], layers, ex, x_val,
+                                         y_val, float(max_drop), progress)
+    else:
+        bits = bit_widths.resolve(weight_bits, layers)
+    int8_bytes, cc_reports, removed = finisher.finish(bits)
 
     if meta is not None:
         int8_bytes = _add_metadata(int8_bytes, meta)
@@ -409,18 +499,22 @@ def convert_detailed(model, representative_dataset, *, num_samples=DEFAULT_NUM_S
         io_dtype=io_dtype, weight_granularity=weight_granularity, batch_size=batch_size,
         calibration_samples=used, calibration_seconds=calibration_seconds,
         conversion_seconds=time.perf_counter() - start, class_caps=cc_reports,
-        removed_conversions=removed)
+        removed_conversions=removed, weights=bit_widths.layer_report(layers, bits),
+        bit_search=search)
     return ConversionResult(int8_bytes, float_bytes, summary)
 
 
 def convert(model, representative_dataset, *, num_samples=DEFAULT_NUM_SAMPLES,
             weight_granularity="per-tensor", io_dtype="int8", store_predictions=True,
-            batch_size=1, metadata="auto", progress=False):
+            batch_size=1, metadata="auto", progress=False, weight_bits=8, max_drop=None,
+            validation_data=None, validation_samples=bit_widths.DEFAULT_VALIDATION_SAMPLES):
     """Fully int8 .tflite (bytes) of a Keras CapsNet; see ``convert_detailed``."""
     return convert_detailed(model, representative_dataset, num_samples=num_samples,
                             weight_granularity=weight_granularity, io_dtype=io_dtype,
                             store_predictions=store_predictions, batch_size=batch_size,
-                            metadata=metadata, progress=progress).model
+                            metadata=metadata, progress=progress, weight_bits=weight_bits,
+                            max_drop=max_drop, validation_data=validation_data,
+                            validation_samples=validation_samples).model
 
 
 def convert_float(model, *, batch_size=1, store_predictions=True, metadata=None):

@@ -109,8 +109,9 @@ class RoutingRecorder:
 
 
 def class_caps_quant(layer_name, u, weights, num_routing, input_scale, input_zero_point,
-                     per_capsule):
-    """ClassCapsQuant for one layer; ConversionError on zero ranges."""
+                     per_capsule, weight_bits=8):
+    """(ClassCapsQuant, weight codes) for one layer with ``weight_bits`` (8 or
+    4) weights; ConversionError on zero ranges."""
     from tflm_caps.reference import quant
 
     if u is None or len(u) == 0:
@@ -127,16 +128,17 @@ def class_caps_quant(layer_name, u, weights, num_routing, input_scale, input_zer
     if not np.any(u):
         raise ConversionError(f"layer {layer_name!r}: its input capsules are all zero on every "
                               "calibration sample (zero activation range)")
-    w_scales = quant.weight_scales(weights, per_capsule=per_capsule)
+    w_scales = quant.weight_scales(weights, per_capsule=per_capsule, bits=weight_bits)
     q = quant.calibrate_class_caps(u, weights, num_routing, input_scale, input_zero_point,
-                                   w_scales=w_scales, per_capsule=per_capsule)
+                                   w_scales=w_scales, per_capsule=per_capsule,
+                                   weight_bits=weight_bits)
     # calibrate_class_caps gives a zero range a tiny positive scale; a range
     # that is exactly zero means the layer carries no signal: refuse it.
     for name, max_abs in _routing_maxima(u[:64], weights, num_routing).items():
         if max_abs == 0.0:
             raise ConversionError(f"layer {layer_name!r}: routing intermediate {name} is zero "
                                   "on the calibration samples (zero activation range)")
-    return q, quant.quantize_weights(weights, w_scales)
+    return q, quant.quantize_weights(weights, w_scales, weight_bits)
 
 
 def _routing_maxima(u, weights, num_routing):
@@ -148,3 +150,38 @@ def _routing_maxima(u, weights, num_routing):
     out.update({f"s[{r}]": float(np.abs(s).max()) for r, s in enumerate(inter["s"])})
     out.update({f"b[{r}]": float(np.abs(b).max()) for r, b in enumerate(inter["b"])})
     return out
+
+
+def self_attention_quant(layer_name, u, weights, bias, input_scale, input_zero_point,
+                         per_capsule):
+    """(SelfAttentionQuant, int8 W, int32 Q15 bias) for one SelfAttentionCaps layer;
+    ConversionError on zero ranges or a bias beyond the kernel's limit."""
+    from tflm_caps.reference import float_ref, quant
+
+    what = f"layer {layer_name!r} (SelfAttentionCaps)"
+    if u is None or len(u) == 0:
+        raise ConversionError(f"{what}: the calibration never ran the op")
+    if not np.any(weights):
+        raise ConversionError(f"{what}: weight W is all zero (zero range); cannot choose an "
+                              "int8 scale for it")
+    if per_capsule:
+        zero = [j for j in range(weights.shape[1]) if not np.any(weights[:, j])]
+        if zero:
+            raise ConversionError(f"{what}: weight W of output capsule(s) {zero} is all zero "
+                                  "(zero range); use per-tensor weight scales or retrain")
+    if not np.any(u):
+        raise ConversionError(f"{what}: its input capsules are all zero on every calibration "
+                              "sample (zero activation range)")
+    try:
+        bias_q15 = quant.quantize_attention_bias(bias)
+    except ValueError as exc:
+        raise ConversionError(f"{what}: {exc}") from exc
+    w_scales = quant.weight_scales(weights, per_capsule=per_capsule)
+    q = quant.calibrate_self_attention(u, weights, bias, input_scale, input_zero_point,
+                                       w_scales=w_scales, per_capsule=per_capsule)
+    _, inter = float_ref.self_attention_float(u[:64], weights, bias, return_intermediates=True)
+    for name in ("u_hat", "s"):
+        if float(np.abs(inter[name]).max()) == 0.0:
+            raise ConversionError(f"{what}: intermediate {name} is zero on the calibration "
+                                  "samples (zero activation range)")
+    return q, quant.quantize_weights(weights, w_scales), bias_q15

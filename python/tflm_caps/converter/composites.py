@@ -42,3 +42,18 @@ def class_caps_fn(num_routing, store_predictions=True):
     return tf.function(body, autograph=False, experimental_implements=implements(
         C.CLASS_CAPS, **{C.OPT_NUM_ROUTING: num_routing,
                          C.OPT_STORE_PREDICTIONS: int(bool(store_predictions))}))
+
+
+def efficient_squash_fn():
+    def body(x):
+        return capsule_math.efficient_squash(x)
+    return tf.function(body, autograph=False,
+                       experimental_implements=implements(C.EFFICIENT_SQUASH))
+
+
+def self_attention_fn():
+    """u [B, N_in, D_in], W [N_in, N_out, D_out, D_in], b [N_in, N_out] -> v [B, N_out, D_out]."""
+    def body(u, w, b):
+        return capsule_math.self_attention_routing(capsule_math.predictions(u, w), b)
+    return tf.function(body, autograph=False,
+                       experimental_implements=implements(C.SELF_ATTENTION_CAPS))

@@ -6,7 +6,11 @@ built-in layers are called as they are (inside a ``keras.StatelessScope``
 that feeds every variable as a constant, so the converter sees frozen
 weights), capsule layers are re-expressed with the fusable composites of
 ``composites.py``: PrimaryCaps = its Conv2D + RESHAPE + Squash, ClassCaps =
-one op with W as a constant input, Length = one op.
+one op with W as a constant input, Length = one op; Efficient-CapsNet's
+DepthwisePrimaryCaps = its DepthwiseConv2D + RESHAPE + EfficientSquash,
+SelfAttentionCaps = one op with W and the bias as constant inputs.
+BatchNormalization followed by a 'valid' convolution is folded into that
+convolution's weights (``batchnorm.py``).
 """
 import dataclasses
 
@@ -26,6 +30,15 @@ class ClassCapsInfo:
 
 
 @dataclasses.dataclass
+class SelfAttentionInfo:
+    """A SelfAttentionCaps layer as exported."""
+
+    layer_name: str
+    weights: np.ndarray  # float32 [N_in, N_out, D_out, D_in]
+    bias: np.ndarray     # float32 [N_in, N_out]
+
+
+@dataclasses.dataclass
 class InferenceExport:
     """The traced inference function and what the converter needs to know about it."""
 
@@ -37,6 +50,8 @@ class InferenceExport:
     layer_path: list  # names of the layers on the image -> lengths path, in order
     model_name: str
     custom_ops: list  # (custom op name, Keras layer name) in call order
+    self_attention: list = dataclasses.field(default_factory=list)
+    folded_batch_norms: list = dataclasses.field(default_factory=list)
 
 
 def _capsule_classes():
@@ -81,14 +96,18 @@ def _functional(model):
 
 def _check_layers(order, L):
     """ConversionError for a layer on the image -> lengths path that cannot be
-    exported; returns (ClassCapsInfo list, [(custom op, layer name)]) in call order."""
+    exported; returns (ClassCapsInfo list, SelfAttentionInfo list,
+    [(custom op, layer name)]) in call order."""
     import keras
 
-    supported = (L.PrimaryCaps, L.Squash, L.ClassCaps, L.Length)
+    supported = (L.PrimaryCaps, L.Squash, L.ClassCaps, L.Length, L.EfficientSquash,
+                 L.DepthwisePrimaryCaps, L.SelfAttentionCaps)
     training_only = (L.Mask, L.Decoder)
-    class_caps, custom_ops = [], []
+    class_caps, self_attention, custom_ops = [], [], []
     op_of = {L.PrimaryCaps: C.SQUASH, L.Squash: C.SQUASH, L.ClassCaps: C.CLASS_CAPS,
-             L.Length: C.LENGTH}
+             L.Length: C.LENGTH, L.EfficientSquash: C.EFFICIENT_SQUASH,
+             L.DepthwisePrimaryCaps: C.EFFICIENT_SQUASH,
+             L.SelfAttentionCaps: C.SELF_ATTENTION_CAPS}
     for _, op in order:
         if isinstance(op, training_only):
             raise ConversionError(
@@ -96,9 +115,17 @@ def _check_layers(order, L):
                 "training-only (reconstruction) and cannot be part of the inference export")
         if isinstance(op, supported):
             custom_ops.append((next(v for k, v in op_of.items() if isinstance(op, k)), op.name))
-            if isinstance(op, L.Squash) and op.axis not in (-1, 2):
-                raise ConversionError(f"layer {op.name!r} (Squash): only axis=-1 (capsule "
-                                      f"dimension) is supported, got axis={op.axis}")
+            if isinstance(op, (L.Squash, L.EfficientSquash)) and op.axis not in (-1, 2):
+                raise ConversionError(f"layer {op.name!r} ({type(op).__name__}): only axis=-1 "
+                                      f"(capsule dimension) is supported, got axis={op.axis}")
+            if isinstance(op, L.SelfAttentionCaps):
+                if op.capsule_dim > C.MAX_ATTENTION_DIM_OUT:
+                    raise ConversionError(
+                        f"layer {op.name!r} (SelfAttentionCaps): capsule_dim={op.capsule_dim}, "
+                        f"the int8 kernel takes at most {C.MAX_ATTENTION_DIM_OUT}")
+                self_attention.append(SelfAttentionInfo(
+                    op.name, np.asarray(op.W.numpy(), np.float32),
+                    np.asarray(op.b.numpy(), np.float32)))
             if isinstance(op, L.ClassCaps):
                 if not C.MIN_ROUTINGS <= op.routings <= C.MAX_ROUTINGS:
                     raise ConversionError(
@@ -114,8 +141,9 @@ def _check_layers(order, L):
             raise ConversionError(
                 f"layer {op.name!r} ({type(op).__module__}.{type(op).__name__}) cannot be "
                 "converted: only Keras built-in layers and the tflm_caps capsule layers "
-                "(PrimaryCaps, Squash, ClassCaps, Length) are supported")
-    return class_caps, custom_ops
+                "(PrimaryCaps, Squash, ClassCaps, Length, DepthwisePrimaryCaps, "
+                "EfficientSquash, SelfAttentionCaps) are supported")
+    return class_caps, self_attention, custom_ops
 
 
 def build_inference_export(model, batch_size=1, store_predictions=True):
@@ -123,7 +151,7 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
     import keras
     import tensorflow as tf
 
-    from tflm_caps.converter import composites
+    from tflm_caps.converter import batchnorm, composites
 
     L = _capsule_classes()
     if not isinstance(model, keras.Model):
@@ -162,25 +190,36 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
         raise ConversionError(f"model {model.name!r}: input {image.name!r} must be an NHWC image "
                               f"with known height, width and channels, got {tuple(image.shape)}")
 
-    class_caps, custom_ops = _check_layers(order, L)
-    if not class_caps:
-        raise ConversionError(f"model {model.name!r}: no ClassCaps layer on the path to the "
-                              "lengths; nothing to convert into capsule ops")
+    class_caps, self_attention, custom_ops = _check_layers(order, L)
+    if not class_caps and not self_attention:
+        raise ConversionError(f"model {model.name!r}: no ClassCaps or SelfAttentionCaps layer "
+                              "on the path to the lengths; nothing to convert into capsule ops")
 
-    # Constants for every variable: frozen weights for the converter.
-    values = [(v, np.asarray(v.numpy())) for v in functional.variables]
+    # Constants for every variable: frozen weights for the converter (the
+    # convolutions that absorb a BatchNorm get their folded weights).
+    folded, overrides, folded_names = batchnorm.fold_plan(order, L)
+    values = [(v, overrides.get(id(v), np.asarray(v.numpy()))) for v in functional.variables]
     squash = composites.squash_fn()
+    efficient_squash = composites.efficient_squash_fn()
+    self_attention_op = composites.self_attention_fn()
     length = composites.length_fn()
     routing_fns = {}
 
     def run_node(op, args, kwargs, W_consts):
-        if isinstance(op, L.PrimaryCaps):
+        if id(op) in folded:
+            return args[0]  # the BatchNorm lives in the next convolution's weights
+        if isinstance(op, (L.PrimaryCaps, L.DepthwisePrimaryCaps)):
             x = op.conv(args[0])
-            h, w = int(x.shape[1]), int(x.shape[2])
-            x = tf.reshape(x, [batch_size, h * w * op.num_capsules, op.capsule_dim])
-            return squash(x)
+            h, w, c = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+            x = tf.reshape(x, [batch_size, h * w * c // op.capsule_dim, op.capsule_dim])
+            return squash(x) if isinstance(op, L.PrimaryCaps) else efficient_squash(x)
         if isinstance(op, L.Squash):
             return squash(args[0])
+        if isinstance(op, L.EfficientSquash):
+            return efficient_squash(args[0])
+        if isinstance(op, L.SelfAttentionCaps):
+            w, b = W_consts[op.name]
+            return self_attention_op(args[0], w, b)
         if isinstance(op, L.ClassCaps):
             key = (op.routings, bool(store_predictions))
             if key not in routing_fns:
@@ -198,6 +237,8 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
     def infer(x):
         mapping = [(v, tf.constant(a, dtype=a.dtype)) for v, a in values]
         W_consts = {c.layer_name: tf.constant(c.weights) for c in class_caps}
+        W_consts.update({a.layer_name: (tf.constant(a.weights), tf.constant(a.bias))
+                         for a in self_attention})
         cache = {id(image): x}
         with keras.StatelessScope(state_mapping=mapping):
             for node, op in order:
@@ -217,4 +258,5 @@ def build_inference_export(model, batch_size=1, store_predictions=True):
                               f"{exc}") from exc
     num_classes = int(target.shape[-1])
     return InferenceExport(concrete, shape, batch_size, num_classes, class_caps,
-                           [op.name for _, op in order], model.name, custom_ops)
+                           [op.name for _, op in order], model.name, custom_ops,
+                           self_attention, folded_names)

@@ -1,9 +1,10 @@
 """Python kernels of the capsule custom ops for TensorFlow Lite's interpreter.
 
 - ``float_kernels(recorder)``: float math of ``tflm_caps.reference.float_ref``
-  for calibrating and running float graphs; the ClassCaps kernel hands its
-  float input capsules to ``recorder`` (the routing intermediates are
-  calibrated from them, see ``calibration.py``).
+  for calibrating and running float graphs; the ClassCaps and
+  SelfAttentionCaps kernels hand their float input capsules to ``recorder``
+  (the routing intermediates are calibrated from them, see
+  ``calibration.py``).
 - ``int8_kernels()``: the numpy integer reference (``tflm_caps.reference.int8``),
   bit-exact with the C kernels, so a converted int8 model runs in ``tf.lite``
   exactly as the custom ops compute in TFLM (builtins use TFLite's kernels).
@@ -106,9 +107,48 @@ class FloatClassCaps(_ClassCaps):
             self.recorder(call.output_indices[0], np.array(u, np.float32))
 
 
+class _EfficientSquash(_Squash):
+    name = C.EFFICIENT_SQUASH
+
+
+class _SelfAttention(PythonKernel):
+    name = C.SELF_ATTENTION_CAPS
+
+    def check(self, call):
+        u = _shape(call, 0, 3, self.name)
+        w = _shape(call, 1, 4, self.name)
+        b = _shape(call, 2, 2, self.name)
+        if u[1] != w[0] or u[2] != w[3] or tuple(b) != (w[0], w[1]):
+            raise ValueError(f"{self.name}: u {u}, W {w} and bias {b} do not match (expected "
+                             "u [B, N_in, D_in], W [N_in, N_out, D_out, D_in], bias [N_in, N_out])")
+
+    def output_shapes(self, call):
+        u, w = call.input_tensors[0].shape(), call.input_tensors[1].shape()
+        return [(u[0], w[1], w[2])]
+
+
+class FloatEfficientSquash(_EfficientSquash):
+    def invoke(self, call):
+        call.outputs[0][...] = float_ref.efficient_squash(call.inputs[0])
+
+
+class FloatSelfAttention(_SelfAttention):
+    def __init__(self, recorder=None):
+        self.recorder = recorder
+
+    def invoke(self, call):
+        u, w, b = call.inputs
+        call.outputs[0][...] = float_ref.self_attention_float(u, w, b,
+                                                              return_intermediates=False)
+        if self.recorder is not None:
+            self.recorder(call.output_indices[0], np.array(u, np.float32))
+
+
 def float_kernels(recorder=None):
-    """Float kernels; ``recorder(output_tensor_index, u)`` sees every ClassCaps input."""
-    return KernelSet([FloatSquash(), FloatLength(), FloatClassCaps(recorder)], parse_options)
+    """Float kernels; ``recorder(output_tensor_index, u)`` sees every ClassCaps and
+    SelfAttentionCaps input."""
+    return KernelSet([FloatSquash(), FloatLength(), FloatClassCaps(recorder),
+                      FloatEfficientSquash(), FloatSelfAttention(recorder)], parse_options)
 
 
 # ----------------------------------------------------------------------------- int8
@@ -119,7 +159,7 @@ def _int8_input(call, index, op):
         raise ValueError(f"{op}: input {index} ({t.name.decode()}) must be int8, "
                          f"got TfLiteType {t.type}")
     scales, zps, _ = call.input_quant(index)
-    return call.inputs[index], float(scales[0]), int(zps[0])
+    return t.array(), float(scales[0]), int(zps[0])
 
 
 def _check_output(call, op, scale, zero_point):
@@ -158,8 +198,8 @@ def class_caps_quant_from_node(call, op=C.CLASS_CAPS):
     """ClassCapsQuant of an int8 ClassCaps node (tensors + custom options)."""
     _, scale, zp = _int8_input(call, 0, op)
     w_scales, w_zps, w_dim = call.input_quant(1)
-    if call.input_tensors[1].type != abi.TFLITE_INT8 or np.any(w_zps != 0):
-        raise ValueError(f"{op}: W must be symmetric int8")
+    if call.input_tensors[1].type not in (abi.TFLITE_INT8, abi.TFLITE_INT4) or np.any(w_zps != 0):
+        raise ValueError(f"{op}: W must be symmetric int8 or int4")
     if len(w_scales) > 1 and w_dim != 1:
         raise ValueError(f"{op}: per-capsule W scales need quantized_dimension 1, got {w_dim}")
     o = call.options
@@ -171,8 +211,13 @@ def class_caps_quant_from_node(call, op=C.CLASS_CAPS):
 
 class Int8ClassCaps(_ClassCaps):
     def invoke(self, call):
-        u, w = call.inputs
+        u = call.input_tensors[0].array()
         u_shape, w_shape = _check_class_caps_shapes(call, self.name)
+        w_tensor = call.input_tensors[1]
+        if w_tensor.type == abi.TFLITE_INT4:
+            w = int8_ref.unpack_weights_s4(w_tensor.packed_bytes(), w_shape)
+        else:
+            w = w_tensor.array()
         _check_output(call, self.name, *C.OUTPUT_QUANT[C.CLASS_CAPS])
         q = class_caps_quant_from_node(call, self.name)
         if q.routings != int(call.options[C.OPT_NUM_ROUTING]):
@@ -183,8 +228,47 @@ class Int8ClassCaps(_ClassCaps):
         call.outputs[0][...] = int8_ref.class_caps_s8(u, w, params)
 
 
+class Int8EfficientSquash(_EfficientSquash):
+    def invoke(self, call):
+        x, scale, zp = _int8_input(call, 0, self.name)
+        _check_output(call, self.name, *C.OUTPUT_QUANT[C.EFFICIENT_SQUASH])
+        call.outputs[0][...] = int8_ref.efficient_squash_s8(
+            x, quant.efficient_squash_params(scale, zp))
+
+
+def self_attention_quant_from_node(call, op=C.SELF_ATTENTION_CAPS):
+    """(SelfAttentionQuant, int32 bias) of an int8 SelfAttentionCaps node."""
+    _, scale, zp = _int8_input(call, 0, op)
+    w_scales, w_zps, w_dim = call.input_quant(1)
+    if call.input_tensors[1].type != abi.TFLITE_INT8 or np.any(w_zps != 0):
+        raise ValueError(f"{op}: W must be symmetric int8")
+    if len(w_scales) > 1 and w_dim != 1:
+        raise ValueError(f"{op}: per-capsule W scales need quantized_dimension 1, got {w_dim}")
+    b_scales, b_zps, _ = call.input_quant(2)
+    if (call.input_tensors[2].type != abi.TFLITE_INT32 or len(b_scales) != 1
+            or float(b_scales[0]) != C.ATTENTION_BIAS_SCALE or int(b_zps[0]) != 0):
+        raise ValueError(f"{op}: the bias must be int32 with scale 2^-15 and zero point 0")
+    o = call.options
+    if C.OPT_U_HAT_SCALE not in o:
+        raise ValueError(f"{op}: custom options lack the calibrated scales (a float model?)")
+    return (quant.SelfAttentionQuant(scale, zp, tuple(w_scales), o[C.OPT_U_HAT_SCALE],
+                                     o[C.OPT_S_SCALE]), call.inputs[2])
+
+
+class Int8SelfAttention(_SelfAttention):
+    def invoke(self, call):
+        u, w = call.inputs[0], call.inputs[1]
+        self.check(call)
+        _check_output(call, self.name, *C.OUTPUT_QUANT[C.SELF_ATTENTION_CAPS])
+        q, bias = self_attention_quant_from_node(call, self.name)
+        dims = quant.ClassCapsDims.from_shapes(u.shape, w.shape)
+        params = quant.self_attention_params(dims, q, bias)
+        call.outputs[0][...] = int8_ref.self_attention_s8(u, w, bias, params)
+
+
 def int8_kernels():
-    return KernelSet([Int8Squash(), Int8Length(), Int8ClassCaps()], parse_options)
+    return KernelSet([Int8Squash(), Int8Length(), Int8ClassCaps(), Int8EfficientSquash(),
+                      Int8SelfAttention()], parse_options)
 
 
 def _is_int8_model(model_bytes):
@@ -192,8 +276,8 @@ def _is_int8_model(model_bytes):
     from tflm_caps.tflite import check_model
 
     info = check_model(bytes(model_bytes))
-    for op in info.ops_named(C.CLASS_CAPS):
-        return info.tensors[op.inputs[1]].type_name == "int8"
+    for op in info.ops_named(C.CLASS_CAPS) + info.ops_named(C.SELF_ATTENTION_CAPS):
+        return info.tensors[op.inputs[1]].type_name in ("int8", "int4")
     return all(t.type_name == "int8" for t in info.input_tensors())
 
 

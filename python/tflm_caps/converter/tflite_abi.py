@@ -21,6 +21,7 @@ K_TFLITE_ERROR = 1
 TFLITE_FLOAT32 = 1
 TFLITE_INT32 = 2
 TFLITE_INT8 = 9
+TFLITE_INT4 = 18  # packed two per byte
 _NP_TYPES = {TFLITE_FLOAT32: np.float32, TFLITE_INT32: np.int32, TFLITE_INT8: np.int8}
 
 ADD_CUSTOM_SYMBOL = "_ZN6tflite17MutableOpResolver9AddCustomEPKcPK18TfLiteRegistrationi"
@@ -91,6 +92,16 @@ class TfLiteTensor(ctypes.Structure):
             return np.zeros(shape, dtype)
         buf = (ctypes.c_char * (count * dtype.itemsize)).from_address(self.data)
         return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+    def packed_bytes(self):
+        """The bytes of a packed int4 tensor (two values per byte, rounded up)."""
+        if self.type != TFLITE_INT4:
+            raise TypeError(f"tensor {self.name!r}: TfLiteType {self.type} is not int4")
+        shape = self.shape()
+        n = (int(np.prod(shape)) + 1) // 2 if shape else 1
+        if n > self.bytes:
+            raise ValueError(f"tensor {self.name!r}: {self.bytes} bytes for int4 shape {shape}")
+        return ctypes.string_at(self.data, n)
 
     def affine_quantization(self):
         """(scales, zero_points, quantized_dimension) or None."""

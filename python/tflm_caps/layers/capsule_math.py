@@ -140,3 +140,53 @@ def is_integer_labels(labels, num_classes):
         return True
     last = labels.shape[-1] if rank else None
     return bool(rank == 2 and last == 1 and num_classes not in (None, 1))
+
+
+# ---------------------------------------------------------------------------
+# Efficient-CapsNet (Mazzia et al. 2021): exponential squash, self-attention
+# routing
+# ---------------------------------------------------------------------------
+
+def efficient_squash(s, axis=-1):
+    """Efficient-CapsNet squash: (1 - exp(-|s|)) * s / |s| (0 for a zero vector).
+
+    Computed as ``s * g(|s|)`` with ``g(n) = -expm1(-n) / n`` (g(0) = 1): it
+    never divides by a zero norm, so a zero vector maps to an exact zero
+    with the true derivative (the identity) at 0, never NaN, and no epsilon
+    is added anywhere.
+    """
+    s = tf.convert_to_tensor(s)
+    sq = squared_norm(s, axis=axis, keepdims=True)
+    nonzero = sq > 0.0
+    norm = tf.sqrt(tf.where(nonzero, sq, tf.ones_like(sq)))
+    gain = tf.where(nonzero, -tf.math.expm1(-norm) / norm, tf.ones_like(sq))
+    return s * gain
+
+
+def self_attention_routing(u_hat, bias, return_intermediates=False):
+    """Self-attention routing (Efficient-CapsNet) of predictions u_hat.
+
+    u_hat: ``[B, N_in, N_out, D_out]`` (the votes ``W[i, j] @ u_i``); bias:
+    ``[N_in, N_out]``.  One pass, no iteration:
+
+    - agreement ``A[b, i, j] = u_hat[b, i, j] . sum_k u_hat[b, k, j] / sqrt(D_out)``
+      (every vote against the sum of the votes for the same output capsule);
+    - couplings ``c = softmax_j(A)`` (over the output capsules) ``+ bias``;
+    - ``s_j = sum_i c_ij u_hat_ij``, ``v_j = efficient_squash(s_j)``.
+
+    Returns v ``[B, N_out, D_out]``; with ``return_intermediates`` also a
+    dict with ``A``, ``c`` (after the bias) and ``s``.
+    """
+    u_hat = tf.convert_to_tensor(u_hat)
+    dim = u_hat.shape[-1]
+    if dim is None:
+        raise ValueError(f"self_attention_routing: the capsule dimension must be known, "
+                         f"got u_hat of shape {u_hat.shape}")
+    total = tf.reduce_sum(u_hat, axis=1, keepdims=True)
+    agreement = tf.reduce_sum(u_hat * total, axis=-1) / tf.sqrt(tf.cast(dim, u_hat.dtype))
+    c = tf.nn.softmax(agreement, axis=-1) + tf.cast(bias, u_hat.dtype)
+    s = tf.einsum("bij,bijd->bjd", c, u_hat)
+    v = efficient_squash(s)
+    if return_intermediates:
+        return v, {"A": agreement, "c": c, "s": s}
+    return v

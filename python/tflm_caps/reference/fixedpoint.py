@@ -196,3 +196,71 @@ def squash_table_entries(dim, input_zp):
 def squash_apply(y, gain_q24):
     """floor((y * G + 2^23) / 2^24) (round half up), saturated to int8."""
     return sat8((_i64(y) * _i64(gain_q24) + (np.int64(1) << 23)) >> 24)
+
+
+# ---------------------------------------------------------------------------
+# Efficient-CapsNet: exponential squash and self-attention routing
+# ---------------------------------------------------------------------------
+
+def efficient_squash_gain(sq, exp_multiplier, exp_shift):
+    """Gain G (Q24) of the Efficient-CapsNet squash for squared offset norms sq
+    (< 2^30): G = 128 (1 - exp(-S |y|)) / |y|.
+
+    r = norm_q16(sq) (|y| in Q16); w = requantize(r, exp) = S |y| log2(e) in
+    Q16; f = 2^30 - exp2_neg_q30(w) = 1 - exp(-S |y|) in Q30; G = round(f 2^17 / r).
+    """
+    sq = _i64(sq)
+    r = norm_q16(sq)
+    w = requantize(r, int(exp_multiplier), int(exp_shift))
+    f = (np.int64(1) << 30) - exp2_neg_q30(w)
+    safe_r = np.where(r > 0, r, 1)
+    g = (f * (np.int64(1) << 17) + (safe_r >> 1)) // safe_r
+    return np.where(sq > 0, g, np.int64(0))
+
+
+def efficient_squash_table_gain(sq, exp_multiplier, exp_shift):
+    """Gain (Q24, <= INT32_MAX) the Efficient-CapsNet squash applies at squared
+    norm sq: that of the representative of sq's table index (as squash)."""
+    rep = squash_index_rep(squash_index(sq))
+    return np.minimum(efficient_squash_gain(rep, exp_multiplier, exp_shift), INT32_MAX)
+
+
+def inv_sqrt_q30(n):
+    """floor(2^30 / sqrt(n)) for an integer n >= 1, exact: isqrt(floor(2^60 / n))."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"inv_sqrt_q30: n must be >= 1, got {n}")
+    return int(isqrt((1 << 60) // n))
+
+
+def normalize_q15(e):
+    """Couplings in unsigned Q15 from Q30 exponentials e [..., N] whose maximum
+    per row is 2^30 (sum >= 2^30): round(e 2^15 / sum) via softmax_recip."""
+    e = _i64(e)
+    total = e.sum(axis=-1, keepdims=True)
+    recip = ((np.int64(1) << 62) + (total >> 1)) // total
+    return (e * recip + (np.int64(1) << 46)) >> 47
+
+
+def sat16(x):
+    """Clamp into int16 (result int64)."""
+    return np.clip(_i64(x), -(1 << 15), (1 << 15) - 1)
+
+
+def efficient_squash_wide(y, exp_multiplier, exp_shift):
+    """Efficient-CapsNet squash of int16 capsules y [..., D] (D <= 128) to int8
+    at 1/128, the last step of the self-attention layer.
+
+    sq = sum y^2 (< 2^37); r = isqrt(sq 2^16) = floor(|y| 2^8);
+    w = requantize(r, exp) (S |y| log2(e) in Q16); f = 2^30 - exp2_neg_q30(w);
+    G = min(round(f 2^9 / r), 2^31 - 1) (= 128 f / |y| in Q24); v = sat8((y G + 2^23) >> 24).
+    """
+    y = _i64(y)
+    sq = np.sum(y * y, axis=-1, keepdims=True)
+    r = isqrt(sq << 16)
+    w = requantize(r, int(exp_multiplier), int(exp_shift))
+    f = (np.int64(1) << 30) - exp2_neg_q30(w)
+    safe_r = np.where(r > 0, r, 1)
+    g = np.minimum((f * (np.int64(1) << 9) + (safe_r >> 1)) // safe_r, INT32_MAX)
+    g = np.where(r > 0, g, np.int64(0))
+    return sat8((y * g + (np.int64(1) << 23)) >> 24)

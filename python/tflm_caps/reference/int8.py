@@ -1,14 +1,18 @@
 """Integer capsule kernels in numpy, bit-exact with the C kernels.
 
 Each function follows docs/quantization.md step by step (vectorized over
-capsules); params come from tflm_caps.reference.quant.
+capsules); params come from tflm_caps.reference.quant.  The ``_s4``
+functions take class-capsule weights packed two per byte (TFLite INT4,
+``quant.pack_int4``); their arithmetic is that of the int8 weights they
+unpack to.
 """
 import numpy as np
 
 from tflm_caps import ops_contract as C
 from tflm_caps.reference import fixedpoint as fp
-from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, LengthParams,
-                                       PredictionsParams, RoutingParams, SquashParams)
+from tflm_caps.reference.quant import (ClassCapsDims, ClassCapsParams, EfficientSquashParams,
+                                       LengthParams, PredictionsParams, RoutingParams,
+                                       SelfAttentionParams, SquashParams, unpack_int4)
 
 
 def as_int8(x, what):
@@ -137,3 +141,78 @@ def class_caps_s8(u, W, params, return_intermediates=False):
         return v
     trace["u_hat"] = u_hat
     return v, trace
+
+
+def unpack_weights_s4(W_packed, w_shape):
+    """int8 W [N_in, N_out, D_out, D_in] (values in [-8, 7]) of packed int4 weights."""
+    shape = tuple(int(d) for d in w_shape)
+    if len(shape) != 4:
+        raise ValueError(f"W must be [N_in, N_out, D_out, D_in], got shape {shape}")
+    if (shape[1] * shape[2] * shape[3]) % C.INT4_W_BLOCK_MULTIPLE:
+        raise ValueError(f"int4 W {shape}: N_out*D_out*D_in = {shape[1] * shape[2] * shape[3]} "
+                         "is odd, so the weights of an input capsule would not start on a "
+                         "byte (the kernels need it even)")
+    return unpack_int4(W_packed, shape)
+
+
+def predictions_s4(u, W_packed, w_shape, params):
+    """predictions_s8 with W packed as int4 (shape ``w_shape``)."""
+    return predictions_s8(u, unpack_weights_s4(W_packed, w_shape), params)
+
+
+def class_caps_s4(u, W_packed, w_shape, params, return_intermediates=False):
+    """class_caps_s8 with W packed as int4 (shape ``w_shape``)."""
+    return class_caps_s8(u, unpack_weights_s4(W_packed, w_shape), params, return_intermediates)
+
+
+def efficient_squash_s8(x, params):
+    """Efficient-CapsNet squash of int8 capsules [..., D] -> int8 [..., D] (1/128, zp 0)."""
+    _check(params, EfficientSquashParams, "efficient squash params")
+    x = as_int8(x, "efficient squash input")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"efficient squash input must be [..., D] with D >= 1, got shape "
+                         f"{x.shape}")
+    y = x.astype(np.int64) - params.input_zp
+    sq = np.sum(y * y, axis=-1, keepdims=True)
+    gain = fp.efficient_squash_table_gain(sq, params.exp_multiplier, params.exp_shift)
+    return fp.squash_apply(y, gain)
+
+
+def self_attention_s8(u, W, bias, params, return_intermediates=False):
+    """Self-attention capsule layer for u [N_in, D_in] or a batch [B, N_in, D_in].
+
+    W int8 [N_in, N_out, D_out, D_in], bias int32 Q15 [N_in, N_out].
+    Intermediates per sample: ``u_hat``, ``sum`` (int16 vote sums), ``a``
+    (int32 agreements), ``c`` (Q15 softmax), ``cb`` (int16 couplings with the
+    bias), ``s`` (int16 weighted sums).
+    """
+    _check(params, SelfAttentionParams, "self-attention params")
+    u = as_int8(u, "self-attention input u")
+    W = as_int8(W, "self-attention weights W")
+    if u.ndim == 3:
+        outs = [self_attention_s8(x, W, bias, params, return_intermediates) for x in u]
+        if not return_intermediates:
+            return np.stack(outs)
+        return np.stack([o[0] for o in outs]), [o[1] for o in outs]
+    dims = ClassCapsDims.from_shapes(u.shape, W.shape)
+    if (dims.n_in, dims.n_out, dims.dim_out) != (params.n_in, params.n_out, params.dim_out):
+        raise ValueError(f"self-attention params are for [{params.n_in}, {params.n_out}, "
+                         f"{params.dim_out}], got u {u.shape} and W {W.shape}")
+    beta = np.asarray(bias)
+    if beta.shape != (dims.n_in, dims.n_out) or not np.issubdtype(beta.dtype, np.integer):
+        raise ValueError(f"self-attention bias must be integer [N_in, N_out], got "
+                         f"{beta.dtype} {beta.shape}")
+    u_hat = predictions_s8(u, W, params.pred)
+    uh = u_hat.astype(np.int64)
+    p, q = params.acc_shift, params.coupling_shift
+    total = fp.round_shift_s64(uh.sum(axis=0), p)                     # [N_out, D], int16
+    a = np.einsum("ijd,jd->ij", uh, total)                            # [N_in, N_out], int32
+    w = fp.requantize(a.max(axis=1, keepdims=True) - a, *params.exp_beta)
+    c = fp.normalize_q15(fp.exp2_neg_q30(w))                          # Q15, sum_j ~ 2^15
+    cb = fp.sat16(fp.round_shift_s64(c + beta.astype(np.int64), q))
+    acc = np.einsum("ij,ijd->jd", cb, uh)
+    s = fp.sat16(fp.requantize(fp.sat32(fp.round_shift_s64(acc, p)), *params.s))
+    v = fp.efficient_squash_wide(s, *params.squash_exp)
+    if not return_intermediates:
+        return v
+    return v, {"u_hat": u_hat, "sum": total, "a": a, "c": c, "cb": cb, "s": s}

@@ -13,7 +13,9 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from tflm_caps.ops_contract import MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN, MAX_N_OUT, MAX_ROUTINGS
+from tflm_caps.ops_contract import (ATTENTION_BIAS_SCALE, CLASS_CAPS_WEIGHT_BITS, MAX_ATTENTION_BIAS,
+                                    MAX_ATTENTION_DIM_OUT, MAX_CAPS_DIM, MAX_DIM_IN, MAX_N_IN,
+                                    MAX_N_OUT, MAX_ROUTINGS)
 from tflm_caps.reference import fixedpoint as fp
 
 _MAX_BUFFER = (1 << 31) - 1 - 65536
@@ -106,16 +108,26 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
 # Choosing scales
 # ----------------------------------------------------------------------------
 
-def symmetric_scale(max_abs):
-    """Symmetric int8 scale max_abs / 127 (float32 value), zero point 0.
+def symmetric_scale(max_abs, qmax=127):
+    """Symmetric scale max_abs / qmax (float32 value), zero point 0.
 
-    A zero range gets the scale of 2^-20 (any positive scale represents an
-    all-zero tensor exactly).
+    qmax: 127 for int8 (the default), 7 for int4 weights.  A zero range
+    gets the scale 2^-20 / qmax (any positive scale represents an all-zero
+    tensor exactly).
     """
     max_abs = float(max_abs)
     if not math.isfinite(max_abs) or max_abs < 0:
         raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
-    return as_float32_scale(max(max_abs, 2.0 ** -20) / 127.0, "symmetric scale")
+    return as_float32_scale(max(max_abs, 2.0 ** -20) / float(qmax), "symmetric scale")
+
+
+def symmetric_scale16(max_abs):
+    """Symmetric int16 scale max_abs / 32767 (float32 value), zero point 0 (a
+    zero range gets 2^-20 / 32767)."""
+    max_abs = float(max_abs)
+    if not math.isfinite(max_abs) or max_abs < 0:
+        raise ValueError(f"range must be finite and >= 0, got max_abs={max_abs!r}")
+    return as_float32_scale(max(max_abs, 2.0 ** -20) / 32767.0, "symmetric int16 scale")
 
 
 def asymmetric_params(min_value, max_value):
@@ -143,13 +155,27 @@ def dequantize(q, scale, zero_point=0):
     return (np.asarray(q, dtype=np.float64) - int(zero_point)) * np.asarray(scale, dtype=np.float64)
 
 
-def weight_scales(W, per_capsule=True):
+# Weight widths: symmetric weights use [-qmax, qmax] (never the most negative
+# code), as TFLite does: int8 [-127, 127], int4 [-7, 7].
+WEIGHT_BITS = CLASS_CAPS_WEIGHT_BITS
+
+
+def weight_qmax(bits):
+    """Largest weight code of a symmetric ``bits``-wide weight (127 or 7)."""
+    if isinstance(bits, bool) or bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, "
+                         f"got {bits!r}")
+    return (1 << (int(bits) - 1)) - 1
+
+
+def weight_scales(W, per_capsule=True, bits=8):
     """Symmetric scales of class-capsule weights W [N_in, N_out, D_out, D_in].
 
     per_capsule: one scale per output capsule (axis 1, TFLite
-    quantized_dimension 1), else one per tensor.  float32 values in a
-    float64 array.
+    quantized_dimension 1), else one per tensor.  bits: 8 (max|W| / 127)
+    or 4 (max|W| / 7).  float32 values in a float64 array.
     """
+    qmax = weight_qmax(bits)
     W = np.asarray(W, dtype=np.float64)
     if W.ndim != 4:
         raise ValueError(f"class-capsule weights must be [N_in, N_out, D_out, D_in], got shape {W.shape}")
@@ -159,16 +185,60 @@ def weight_scales(W, per_capsule=True):
         max_abs = np.abs(W).max(axis=(0, 2, 3))
     else:
         max_abs = np.array([np.abs(W).max()])
-    return np.array([symmetric_scale(m) for m in max_abs], dtype=np.float64)
+    return np.array([symmetric_scale(m, qmax) for m in max_abs], dtype=np.float64)
 
 
-def quantize_weights(W, scales):
-    """int8 weights for weight_scales(...) (1 or N_out scales)."""
+def quantize_weights(W, scales, bits=8):
+    """Symmetric weight codes for weight_scales(...) (1 or N_out scales), as int8
+    values in [-127, 127] (bits 8) or [-7, 7] (bits 4; pack them with pack_int4)."""
+    qmax = weight_qmax(bits)
     W = np.asarray(W, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64).reshape(-1)
     if scales.size not in (1, W.shape[1]):
         raise ValueError(f"weights need 1 or {W.shape[1]} scales, got {scales.size}")
-    return quantize(W, scales.reshape(1, -1, 1, 1) if scales.size > 1 else scales[0])
+    q = quantize(W, scales.reshape(1, -1, 1, 1) if scales.size > 1 else scales[0])
+    return np.clip(q, -qmax, qmax).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# Packed 4-bit tensors (TFLite INT4)
+# ----------------------------------------------------------------------------
+
+def int4_packed_size(count):
+    """Bytes of ``count`` packed 4-bit values: two per byte, rounded up."""
+    return (int(count) + 1) // 2
+
+
+def pack_int4(q):
+    """Pack int4 codes ([-8, 7], any shape, row-major) as TFLite INT4 does.
+
+    Element e goes to byte e // 2: the low nibble when e is even, the high
+    nibble when e is odd (the order of TFLM's UnpackDenseInt4IntoInt8); an
+    odd count leaves the last high nibble 0.  Returns uint8 bytes.
+    """
+    q = np.asarray(q)
+    if q.size and (not np.issubdtype(q.dtype, np.integer) or q.min() < -8 or q.max() > 7):
+        raise ValueError("int4 values must be integers in [-8, 7]")
+    flat = q.astype(np.int64).reshape(-1) & 0xF
+    if flat.size % 2:
+        flat = np.append(flat, 0)
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(packed, shape):
+    """int8 array of ``shape`` from packed TFLite INT4 bytes (see pack_int4)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.frombuffer(bytes(packed), dtype=np.uint8) if isinstance(
+        packed, (bytes, bytearray, memoryview)) else np.asarray(packed).astype(np.uint8)
+    raw = raw.reshape(-1)
+    if raw.size != int4_packed_size(count):
+        raise ValueError(f"packed int4 data of shape {tuple(shape)} needs "
+                         f"{int4_packed_size(count)} bytes, got {raw.size}")
+    nibbles = np.empty(raw.size * 2, dtype=np.int16)
+    nibbles[0::2] = raw & 0xF
+    nibbles[1::2] = raw >> 4
+    values = ((nibbles ^ 8) - 8)[:count]  # sign-extend the nibble
+    return values.astype(np.int8).reshape(tuple(shape))
 
 
 # ----------------------------------------------------------------------------
@@ -403,12 +473,13 @@ def class_caps_params(dims, quant):
 # ----------------------------------------------------------------------------
 
 def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scales=None,
-                         per_capsule=True, batch_size=256, quantize_input=True):
+                         per_capsule=True, batch_size=256, quantize_input=True, weight_bits=8):
     """ClassCapsQuant from float activations u [B, N_in, D_in] and float W.
 
     Runs the float reference (on u rounded to its int8 grid when
-    quantize_input, and on the int8-rounded weights, i.e. what the kernel
-    sees) and sets every intermediate scale to max|x| / 127 over the batch.
+    quantize_input, and on the weights rounded to their ``weight_bits``
+    grid, i.e. what the kernel sees) and sets every intermediate scale to
+    max|x| / 127 over the batch.
     """
     from tflm_caps.reference import float_ref
 
@@ -417,9 +488,9 @@ def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scal
         u = u[None]
     dims = ClassCapsDims.from_shapes(u.shape, np.shape(W))
     if w_scales is None:
-        w_scales = weight_scales(W, per_capsule)
+        w_scales = weight_scales(W, per_capsule, weight_bits)
     ws = np.asarray(_scale_tuple(w_scales, "weight scales"))
-    Wq = quantize_weights(W, ws)
+    Wq = quantize_weights(W, ws, weight_bits)
     Wd = Wq.astype(np.float64) * (ws.reshape(1, -1, 1, 1) if ws.size > 1 else ws[0])
     routings = int(routings)
     if not 1 <= routings <= MAX_ROUTINGS:
@@ -441,3 +512,172 @@ def calibrate_class_caps(u, W, routings, input_scale, input_zero_point=0, w_scal
     return ClassCapsQuant(input_scale, input_zero_point, tuple(ws), symmetric_scale(uh_max),
                           tuple(symmetric_scale(m) for m in s_max),
                           tuple(symmetric_scale(m) for m in b_max)).check_n_out(dims.n_out)
+
+
+# ----------------------------------------------------------------------------
+# Efficient-CapsNet: exponential squash and self-attention capsules
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EfficientSquashParams:
+    """caps_efficient_squash_params: exp maps the Q16 norm |y| to the Q16
+    base-2 exponent of exp(-S |y|) (real input_scale * log2(e))."""
+    input_zp: int
+    exp_multiplier: int
+    exp_shift: int
+
+
+def efficient_squash_params(input_scale, input_zp=0):
+    """Params of the Efficient-CapsNet squash for an int8 input (scale, zero point)."""
+    s = as_float32_scale(input_scale, "efficient squash input scale")
+    zp = check_zero_point(input_zp, "efficient squash input zero point")
+    m, e = quantize_multiplier(s * LOG2E)
+    return EfficientSquashParams(zp, m, e)
+
+
+def check_self_attention_dims(dims):
+    """ClassCapsDims checked against the class-capsule limits and the
+    self-attention one (D_out <= MAX_ATTENTION_DIM_OUT)."""
+    dims = ClassCapsDims(*dims).check()
+    if dims.dim_out > MAX_ATTENTION_DIM_OUT:
+        raise ValueError(f"self-attention dim_out must be <= {MAX_ATTENTION_DIM_OUT} (the "
+                         f"agreement sums fit int32), got {dims.dim_out}")
+    return dims
+
+
+@dataclass(frozen=True)
+class SelfAttentionQuant:
+    """Quantization of a self-attention capsule layer (C: caps_self_attention_quant).
+
+    input_scale / input_zero_point: u.  weight_scales: 1 (per tensor) or
+    N_out.  uhat_scale: the int8 votes u_hat.  s_scale: the int16 weighted
+    sums s_j.  The coupling bias has the fixed scale 2^-15 (ATTENTION_BIAS_SCALE).
+    """
+    input_scale: float
+    input_zero_point: int
+    weight_scales: Tuple[float, ...]
+    uhat_scale: float
+    s_scale: float
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "input_scale", as_float32_scale(self.input_scale,
+                                                   "self-attention input_scale"))
+        set_(self, "input_zero_point", check_zero_point(self.input_zero_point,
+                                                        "self-attention input_zero_point"))
+        set_(self, "weight_scales", _scale_tuple(self.weight_scales,
+                                                 "self-attention weight_scales"))
+        set_(self, "uhat_scale", as_float32_scale(self.uhat_scale, "self-attention uhat_scale"))
+        set_(self, "s_scale", as_float32_scale(self.s_scale, "self-attention s_scale"))
+
+    def check_n_out(self, n_out):
+        """ValueError unless there are 1 or n_out weight scales."""
+        if len(self.weight_scales) not in (1, int(n_out)):
+            raise ValueError(f"self-attention weight_scales: need 1 or N_out={n_out} scales, "
+                             f"got {len(self.weight_scales)}")
+        return self
+
+    def to_dict(self):
+        return {"input_scale": self.input_scale, "input_zero_point": self.input_zero_point,
+                "weight_scales": list(self.weight_scales), "uhat_scale": self.uhat_scale,
+                "s_scale": self.s_scale}
+
+
+@dataclass(frozen=True)
+class SelfAttentionParams:
+    """caps_self_attention_params (see caps_nn_types.h for each field)."""
+    pred: PredictionsParams
+    n_in: int
+    n_out: int
+    dim_out: int
+    acc_shift: int
+    coupling_shift: int
+    exp_beta: Tuple[int, int]
+    s: Tuple[int, int]
+    squash_exp: Tuple[int, int]
+
+
+def quantize_attention_bias(bias):
+    """int32 coupling bias in Q15: round half away from zero of b * 2^15.
+
+    ValueError for non-finite values or |b| beyond MAX_ATTENTION_BIAS / 2^15.
+    """
+    b = np.asarray(bias, dtype=np.float64)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("self-attention bias contains NaN or inf")
+    q = b / ATTENTION_BIAS_SCALE
+    q = np.sign(q) * np.floor(np.abs(q) + 0.5)
+    if q.size and np.abs(q).max() > MAX_ATTENTION_BIAS:
+        raise ValueError(f"self-attention bias |b| = {np.abs(b).max():g} exceeds "
+                         f"{MAX_ATTENTION_BIAS * ATTENTION_BIAS_SCALE:g}")
+    return q.astype(np.int32)
+
+
+def coupling_shift(bias_q15):
+    """Smallest q >= 0 with 2^15 + max|bias| <= 2^(15+q): couplings plus bias,
+    shifted right by q, fit int16 (+2^15 itself saturates to 2^15 - 1)."""
+    b = np.asarray(bias_q15, dtype=np.int64)
+    top = (1 << 15) + (int(np.abs(b).max()) if b.size else 0)
+    q = 0
+    while (1 << (15 + q)) < top:
+        q += 1
+    return q
+
+
+def self_attention_params(dims, quant, bias_q15):
+    """Params of a self-attention capsule layer (docs/quantization.md)."""
+    dims = check_self_attention_dims(dims)
+    if not isinstance(quant, SelfAttentionQuant):
+        raise ValueError(f"quant must be SelfAttentionQuant, got {type(quant).__name__}")
+    quant.check_n_out(dims.n_out)
+    bias = np.asarray(bias_q15)
+    if bias.shape != (dims.n_in, dims.n_out) or not np.issubdtype(bias.dtype, np.integer):
+        raise ValueError(f"self-attention bias must be integer [N_in, N_out] = "
+                         f"[{dims.n_in}, {dims.n_out}], got {bias.dtype} {bias.shape}")
+    if bias.size and np.abs(bias.astype(np.int64)).max() > MAX_ATTENTION_BIAS:
+        raise ValueError(f"self-attention bias exceeds +-{MAX_ATTENTION_BIAS} (Q15)")
+    pred = predictions_params(quant.input_scale, quant.input_zero_point, quant.weight_scales,
+                              quant.uhat_scale, dims.n_out)
+    uh = quant.uhat_scale
+    p = fp.routing_acc_shift(dims.n_in)
+    q = coupling_shift(bias)
+    inv_sqrt = fp.inv_sqrt_q30(dims.dim_out) * 2.0 ** (p - 30)
+    exp_beta = quantize_multiplier(((uh * uh) * inv_sqrt) * (LOG2E * 65536.0))
+    s_q = quantize_multiplier((uh * 2.0 ** (q + p - 15)) / quant.s_scale)
+    squash_exp = quantize_multiplier((quant.s_scale * LOG2E) * 256.0)
+    return SelfAttentionParams(pred, dims.n_in, dims.n_out, dims.dim_out, p, q, exp_beta, s_q,
+                               squash_exp)
+
+
+def calibrate_self_attention(u, W, bias, input_scale, input_zero_point=0, w_scales=None,
+                             per_capsule=True, batch_size=256, quantize_input=True):
+    """SelfAttentionQuant from float activations u [B, N_in, D_in], float W and bias.
+
+    Runs the float reference on what the kernel sees (u on its int8 grid when
+    quantize_input, int8-rounded W, Q15-rounded bias) and sets the votes'
+    scale to max|u_hat| / 127 (int8) and the weighted sums' to max|s| / 32767
+    (int16) over the batch.
+    """
+    from tflm_caps.reference import float_ref
+
+    u = np.asarray(u, dtype=np.float64)
+    if u.ndim == 2:
+        u = u[None]
+    dims = check_self_attention_dims(ClassCapsDims.from_shapes(u.shape, np.shape(W)))
+    if w_scales is None:
+        w_scales = weight_scales(W, per_capsule)
+    ws = np.asarray(_scale_tuple(w_scales, "weight scales"))
+    Wq = quantize_weights(W, ws)
+    Wd = Wq.astype(np.float64) * (ws.reshape(1, -1, 1, 1) if ws.size > 1 else ws[0])
+    bd = quantize_attention_bias(bias).astype(np.float64) * ATTENTION_BIAS_SCALE
+    uh_max = s_max = 0.0
+    for start in range(0, u.shape[0], max(1, int(batch_size))):
+        chunk = u[start:start + batch_size]
+        if quantize_input:
+            chunk = dequantize(quantize(chunk, input_scale, input_zero_point), input_scale,
+                               input_zero_point)
+        _, inter = float_ref.self_attention_float(chunk, Wd, bd, return_intermediates=True)
+        uh_max = max(uh_max, float(np.abs(inter["u_hat"]).max()))
+        s_max = max(s_max, float(np.abs(inter["s"]).max()))
+    return SelfAttentionQuant(input_scale, input_zero_point, tuple(ws), symmetric_scale(uh_max),
+                              symmetric_scale16(s_max)).check_n_out(dims.n_out)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from tflm_caps.ops_contract import CLASS_CAPS
+from tflm_caps.ops_contract import CLASS_CAPS, SELF_ATTENTION_CAPS
 from tflm_caps.runtime import _library
 from tflm_caps.tflite.reader import ModelFormatError, check_model
 
@@ -95,6 +95,14 @@ def class_caps_scratch_bytes(n_in, n_out, dim_out, dim_in, store_predictions=Tru
     return routing + stored + a8(2 * dim_in)
 
 
+def self_attention_scratch_bytes(n_in, n_out, dim_out, dim_in):
+    """Scratch bytes of one TFLMCaps_SelfAttentionCaps op (docs/quantization.md)."""
+    a8 = lambda v: (v + 7) & ~7  # noqa: E731
+    md = n_out * dim_out
+    return (8 + a8(n_in * md) + a8(2 * md) + 8 * md + 2 * a8(4 * n_out) + a8(2 * n_in * n_out)
+            + a8(2 * md) + a8(2 * dim_in) + 8)
+
+
 def default_arena_size(info, preserve_all_tensors=False):
     """A generous arena for ``info`` (ModelInfo): every non-constant tensor
     without reuse, the class-capsule scratch buffers, plus fixed headroom
@@ -105,6 +113,10 @@ def default_arena_size(info, preserve_all_tensors=False):
             w = info.tensors[op.inputs[1]].shape
             if len(w) == 4:
                 total += class_caps_scratch_bytes(w[0], w[1], w[2], w[3])
+    for op in info.ops_named(SELF_ATTENTION_CAPS):
+        w = info.tensors[op.inputs[1]].shape if len(op.inputs) > 1 and op.inputs[1] >= 0 else ()
+        if len(w) == 4:
+            total += self_attention_scratch_bytes(w[0], w[1], w[2], w[3])
     size = int(total + _AUTO_ARENA_OVERHEAD + 1024 * len(info.tensors))
     return 2 * size if preserve_all_tensors else size
 

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from tflm_caps.tflite.tables import (BUILTIN_CUSTOM, FILE_IDENTIFIER, NUMPY_DTYPES,
+from tflm_caps.tflite.tables import (BUILTIN_CUSTOM, FILE_IDENTIFIER, NUMPY_DTYPES, data_bytes,
                                      SCHEMA_VERSION, TENSOR_TYPE_NAMES, builtin_name, type_name)
 
 
@@ -69,9 +69,15 @@ class TensorInfo:
         return None
 
     @property
+    def bits(self):
+        """Bits per element (4 for int4, 8 for int8, ...), or None when variable."""
+        return data_bytes(self.type_code, 8)  # the bytes of 8 elements
+
+    @property
     def nbytes(self):
-        dt = self.dtype
-        return int(np.prod(self.shape, dtype=np.int64)) * (dt.itemsize if dt is not None else 1)
+        elements = int(np.prod(self.shape, dtype=np.int64))
+        nbytes = data_bytes(self.type_code, elements)
+        return elements if nbytes is None else nbytes
 
 
 @dataclass
@@ -368,7 +374,7 @@ class _GraphCheck:
                       f"{list(shape)}")
         data = buffer_data[bidx]
         info = TensorInfo(k, name, shape, type_code, bidx, scale, zp, qdim, data)
-        if data is not None and info.dtype is not None and len(data) != info.nbytes:
+        if data is not None and info.bits is not None and len(data) != info.nbytes:
             self.fail(f"{label} has {len(data)} bytes of constant data, expected {info.nbytes} "
                       f"for {info.type_name} {list(shape)}")
         return info

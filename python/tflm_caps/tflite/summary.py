@@ -97,6 +97,47 @@ def summarize(data, what="model"):
         weight_bytes=int(weight_bytes), metadata=list(info.metadata_names))
 
 
+@dataclasses.dataclass
+class LayerWeights:
+    """The constant inputs of one operator (weights, biases, shapes)."""
+
+    op_index: int
+    op_name: str
+    output: str                # name of the op's first output tensor
+    tensors: list              # dicts: slot (input index), name, dtype, bits, shape, bytes
+
+    @property
+    def bytes(self):
+        return sum(t["bytes"] for t in self.tensors)
+
+    def to_dict(self):
+        return {"op_index": self.op_index, "op": self.op_name, "output": self.output,
+                "tensors": self.tensors, "bytes": self.bytes}
+
+
+def weights_by_layer(data, what="model"):
+    """[LayerWeights] of every operator with constant inputs, in execution
+    order, and {bits: bytes} of all constant data (4 for packed int4, 8 for
+    int8, 32 for int32 biases and shapes, ...)."""
+    info = check_model(bytes(data), what)
+    layers, by_bits = [], collections.Counter()
+    for op in info.operators:
+        consts = []
+        for slot, t in enumerate(op.inputs):
+            if t < 0 or not info.tensors[t].is_constant:
+                continue
+            tensor = info.tensors[t]
+            bits = tensor.bits
+            consts.append({"slot": slot, "name": tensor.name, "dtype": tensor.type_name,
+                           "bits": bits, "shape": [int(d) for d in tensor.shape],
+                           "bytes": len(tensor.data)})
+            by_bits[bits] += len(tensor.data)
+        if consts:
+            out = info.tensors[op.outputs[0]].name if op.outputs else ""
+            layers.append(LayerWeights(op.index, op.op_name, out, consts))
+    return layers, dict(sorted(by_bits.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+
+
 def op_macs(info, op):
     """Multiply-accumulates of one builtin operator of a ModelInfo, from its
     tensor shapes: CONV_2D (output elements x kernel height x width x input

@@ -27,6 +27,9 @@ TENSOR_TYPE_NAMES = {
 }
 TENSOR_TYPES = {name: code for code, name in TENSOR_TYPE_NAMES.items()}
 FLOAT32, INT32, INT8 = TENSOR_TYPES["float32"], TENSOR_TYPES["int32"], TENSOR_TYPES["int8"]
+INT4 = TENSOR_TYPES["int4"]  # packed two per byte (low nibble first)
+# Bits per element of the types whose elements are packed below a byte.
+PACKED_BITS = {INT4: 4, TENSOR_TYPES["uint4"]: 4, TENSOR_TYPES["int2"]: 2}
 # TensorType code -> numpy dtype, for the types whose element size is fixed.
 NUMPY_DTYPES = {code: np.dtype(TENSOR_TYPE_NAMES[code]) for code in
                 (0, 1, 2, 3, 4, 6, 7, 9, 10, 12, 15, 16)}
@@ -58,3 +61,13 @@ def builtin_name(code):
 def builtin_codes():
     """Schema name -> BuiltinOperator code ('CONV_2D' -> 3)."""
     return {name: code for code, name in builtin_names().items()}
+
+
+def data_bytes(type_code, elements):
+    """Bytes of ``elements`` values of a type (packed types rounded up to a
+    byte); None for variable-size types (string, resource, variant)."""
+    bits = PACKED_BITS.get(int(type_code))
+    if bits is not None:
+        return (int(elements) * bits + 7) // 8
+    dt = NUMPY_DTYPES.get(int(type_code))
+    return None if dt is None else int(elements) * dt.itemsize

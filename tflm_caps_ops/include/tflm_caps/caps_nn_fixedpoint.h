@@ -295,6 +295,86 @@ CAPS_NN_INLINE int8_t caps_nn_squash_apply(int32_t y, int32_t gain_q24)
     return caps_nn_sat_s8((int32_t)(((int64_t)y * gain_q24 + ((int64_t)1 << 23)) >> 24));
 }
 
+/* ---------------------------------------------------------------------
+ * Efficient-CapsNet: exponential squash and self-attention routing.
+ * ------------------------------------------------------------------- */
+
+/* Clamp an int64 into int16. */
+CAPS_NN_INLINE int16_t caps_nn_sat_s16(int64_t x)
+{
+    return (int16_t)(x > 32767 ? 32767 : (x < -32768 ? -32768 : x));
+}
+
+/* Gain G in Q24 of the Efficient-CapsNet squash for a capsule with squared
+ * offset norm sq (< 2^30):  G = 128 * (1 - exp(-S |y|)) / |y|.
+ *   r = floor(sqrt(sq) * 2^16)                         (|y|, Q16, < 2^31),
+ *   w = requantize(r, exp)                             (S |y| log2(e), Q16),
+ *   f = 2^30 - exp2_neg_q30(w)                          (1 - exp(-S|y|), Q30),
+ *   G = round(f * 2^17 / r)                             (Q24, <= 2^31).
+ * sq == 0 gives G = 0 (nothing is divided). */
+CAPS_NN_INLINE uint32_t caps_nn_efficient_squash_gain(uint32_t sq, int32_t exp_multiplier,
+                                                      int32_t exp_shift)
+{
+    if (sq == 0) {
+        return 0;
+    }
+    const uint32_t r = caps_nn_norm_q16(sq);
+    const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+    const uint64_t f = ((uint64_t)1 << 30) - caps_nn_exp2_neg_q30(w);
+    return (uint32_t)((f * ((uint64_t)1 << 17) + (r >> 1)) / r);
+}
+
+/* Gain-table entry k of the Efficient-CapsNet squash: the clamped gain of
+ * the index's representative (same index as the squash table). */
+CAPS_NN_INLINE int32_t caps_nn_efficient_squash_table_entry(uint32_t k, int32_t exp_multiplier,
+                                                            int32_t exp_shift)
+{
+    return caps_nn_squash_gain_s32(caps_nn_efficient_squash_gain(caps_nn_squash_index_rep(k),
+                                                                 exp_multiplier, exp_shift));
+}
+
+/* The gain the Efficient-CapsNet squash applies at squared norm sq. */
+CAPS_NN_INLINE int32_t caps_nn_efficient_squash_table_gain(uint32_t sq, int32_t exp_multiplier,
+                                                           int32_t exp_shift)
+{
+    return caps_nn_efficient_squash_table_entry(caps_nn_squash_index(sq), exp_multiplier,
+                                                exp_shift);
+}
+
+/* Efficient-CapsNet squash of one int16 capsule y [dim] (dim <= 128) to int8
+ * at 1/128 (the last step of the self-attention layer):
+ *   sq = sum y^2 (< 2^37),  r = isqrt(sq 2^16) = floor(|y| 2^8),
+ *   w = requantize(r, exp) = S |y| log2(e) in Q16,
+ *   f = 2^30 - exp2_neg_q30(w),  G = min(round(f 2^9 / r), 2^31 - 1) (Q24),
+ *   v_k = sat8((y_k G + 2^23) >> 24).  A zero capsule stays zero. */
+CAPS_NN_INLINE void caps_nn_efficient_squash_wide(const int16_t *y, int32_t dim,
+                                                  int32_t exp_multiplier, int32_t exp_shift,
+                                                  int8_t *v)
+{
+    uint64_t sq = 0;
+    for (int32_t k = 0; k < dim; ++k) {
+        sq += (uint64_t)((int32_t)y[k] * y[k]);
+    }
+    const uint64_t r = caps_nn_isqrt_u64(sq << 16);
+    int64_t gain = 0;
+    if (r > 0) {
+        const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+        const uint64_t f = ((uint64_t)1 << 30) - caps_nn_exp2_neg_q30(w);
+        const uint64_t g = (f * ((uint64_t)1 << 9) + (r >> 1)) / r;
+        gain = g > (uint64_t)INT32_MAX ? INT32_MAX : (int64_t)g;
+    }
+    for (int32_t k = 0; k < dim; ++k) {
+        /* |y G| < 2^46: the shifted value fits int32 */
+        v[k] = caps_nn_sat_s8((int32_t)(((int64_t)y[k] * gain + ((int64_t)1 << 23)) >> 24));
+    }
+}
+
+/* floor(2^30 / sqrt(n)) for n >= 1, exact: isqrt(floor(2^60 / n)). */
+CAPS_NN_INLINE uint32_t caps_nn_inv_sqrt_q30(uint32_t n)
+{
+    return (uint32_t)caps_nn_isqrt_u64(((uint64_t)1 << 60) / n);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,8 @@
  *  - buffer sizes and entry checks (src/common/): bytes a kernel needs in
  *    ctx->buf, the squash gain table;
  *  - kernels (src/portable/, re-implemented under the same names by the
- *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap.
+ *    Cortex-M and RISC-V backends, bit-exact): pure integer, no heap;
+ *    int8 weights (_s8) or packed 4-bit weights (_s4).
  *
  * Tensors are one sample, row-major, last axis contiguous.  The arithmetic
  * is specified in docs/quantization.md.
@@ -172,6 +173,45 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                   const int8_t *weights, int8_t *output);
 
 /* ---------------------------------------------------------------------
+ * Packed 4-bit weights (the _s4 kernels).
+ *
+ * W [n_in, n_out, dim_out, dim_in] as TFLite stores an INT4 tensor (and
+ * TFLM's UnpackDenseInt4IntoInt8 reads it): element e of the row-major W
+ * is the low nibble of byte e / 2 when e is even, the high nibble when e
+ * is odd, two's complement in [-8, 7] (the converter writes [-7, 7]);
+ * n_in n_out dim_out dim_in / 2 bytes.  The arithmetic is that of the
+ * int8 kernels on the unpacked values (docs/quantization.md); no backend
+ * unpacks the tensor into RAM.  Each input capsule's block W[i] must start
+ * on a byte: n_out * dim_out * dim_in even (else CAPS_NN_ARG_ERROR and
+ * buffer size -1).  The scratch sizes are those of the int8 kernels.
+ * ------------------------------------------------------------------- */
+int32_t caps_predictions_s4_get_buffer_size(const caps_class_caps_dims *dims);
+int32_t caps_class_caps_s4_get_buffer_size(const caps_class_caps_dims *dims,
+                                           int32_t store_predictions);
+caps_nn_status caps_predictions_s4_args_check(const caps_nn_context *ctx,
+                                              const caps_class_caps_dims *dims,
+                                              const caps_predictions_params *params,
+                                              const int8_t *input, const int8_t *weights,
+                                              const int8_t *u_hat);
+caps_nn_status caps_class_caps_s4_args_check(const caps_nn_context *ctx,
+                                             const caps_class_caps_dims *dims,
+                                             const caps_class_caps_params *params,
+                                             int32_t store_predictions, const int8_t *input,
+                                             const int8_t *weights, const int8_t *output);
+
+/* caps_predictions_s8 with packed 4-bit weights. */
+caps_nn_status caps_predictions_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                   const caps_predictions_params *params, const int8_t *input,
+                                   const int8_t *weights, int8_t *u_hat);
+
+/* caps_class_caps_s8 with packed 4-bit weights (same params, same output
+ * for the same weight values). */
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output);
+
+/* ---------------------------------------------------------------------
  * Exported copies of the inline fixed-point primitives of
  * caps_nn_fixedpoint.h, for bindings and tests (not for hot loops).
  * ------------------------------------------------------------------- */
@@ -184,6 +224,72 @@ void caps_nn_exp_table_export(const caps_nn_requant *exp_beta, uint32_t *table);
 uint32_t caps_nn_squash_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
 /* Gain the squash applies at squared norm sq (its table entry). */
 int32_t caps_nn_squash_table_gain_export(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+
+/* ---------------------------------------------------------------------
+ * Efficient-CapsNet: exponential squash and self-attention capsules
+ * (src/common/caps_efficient_*.c; kernels in src/portable/ and every
+ * optimized backend).
+ * ------------------------------------------------------------------- */
+caps_nn_status caps_efficient_squash_params_init(float input_scale, int32_t input_zp,
+                                                 caps_efficient_squash_params *out);
+
+/* bias: the constant int32 Q15 coupling bias [n_in, n_out] (it sets
+ * coupling_shift); multipliers/shifts as for caps_predictions_params_init. */
+caps_nn_status caps_self_attention_params_init(const caps_class_caps_dims *dims,
+                                               const caps_self_attention_quant *quant,
+                                               const int32_t *bias, int32_t *multipliers,
+                                               int32_t *shifts,
+                                               caps_self_attention_params *out);
+
+/* Class-capsule dims within limits and dim_out <= CAPS_NN_MAX_ATTENTION_DIM_OUT. */
+caps_nn_status caps_self_attention_dims_check(const caps_class_caps_dims *dims);
+caps_nn_status caps_efficient_squash_params_check(const caps_efficient_squash_params *params);
+caps_nn_status caps_self_attention_params_check(const caps_class_caps_dims *dims,
+                                                const caps_self_attention_params *params);
+
+/* Gain table of the Efficient-CapsNet squash (same index and layout as the
+ * squash table, its own header): size, fill, entry check. */
+int32_t caps_efficient_squash_s8_get_buffer_size(const caps_caps_dims *dims,
+                                                 const caps_efficient_squash_params *params);
+caps_nn_status caps_efficient_squash_s8_init_table(const caps_nn_context *ctx,
+                                                   const caps_caps_dims *dims,
+                                                   const caps_efficient_squash_params *params);
+caps_nn_status caps_efficient_squash_s8_args_check(const caps_nn_context *ctx,
+                                                   const caps_caps_dims *dims,
+                                                   const caps_efficient_squash_params *params,
+                                                   const int8_t *input, const int8_t *output,
+                                                   const int32_t **table);
+
+/* Scratch of caps_self_attention_s8 (-1 for invalid dims). */
+int32_t caps_self_attention_s8_get_buffer_size(const caps_class_caps_dims *dims);
+caps_nn_status caps_self_attention_s8_args_check(const caps_nn_context *ctx,
+                                                 const caps_class_caps_dims *dims,
+                                                 const caps_self_attention_params *params,
+                                                 const int8_t *input, const int8_t *weights,
+                                                 const int32_t *bias, const int8_t *output);
+
+/* v = (1 - exp(-|x|)) x / |x| per capsule; input and output [n_caps, dim],
+ * may run in place.  ctx: a table from caps_efficient_squash_s8_init_table,
+ * or NULL (or ctx->buf NULL) to compute each capsule's gain. */
+caps_nn_status caps_efficient_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *dims,
+                                        const caps_efficient_squash_params *params,
+                                        const int8_t *input, int8_t *output);
+
+/* Self-attention capsule layer for one sample: votes, agreement with the
+ * vote sums, softmax over the output capsules, + bias, weighted sum,
+ * Efficient-CapsNet squash.  input u [n_in, dim_in], weights [n_in, n_out,
+ * dim_out, dim_in], bias int32 [n_in, n_out] (Q15), output [n_out, dim_out]
+ * (scale 1/128, zp 0). */
+caps_nn_status caps_self_attention_s8(const caps_nn_context *ctx,
+                                      const caps_class_caps_dims *dims,
+                                      const caps_self_attention_params *params,
+                                      const int8_t *input, const int8_t *weights,
+                                      const int32_t *bias, int8_t *output);
+
+/* Exported copies for bindings and tests. */
+uint32_t caps_nn_efficient_squash_gain_export(uint32_t sq, int32_t exp_multiplier,
+                                              int32_t exp_shift);
+uint32_t caps_nn_inv_sqrt_q30_export(uint32_t n);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,14 @@ typedef enum {
 #define CAPS_NN_MAX_DIM_IN 16384     /* predictions: D_in */
 #define CAPS_NN_MAX_N_IN 1048576     /* input capsules of a class-capsule layer */
 #define CAPS_NN_MAX_N_OUT 1024       /* output capsules of a class-capsule layer */
+#define CAPS_NN_MAX_ATTENTION_DIM_OUT 128 /* self-attention dim_out: agreement fits int32 */
+/* The coupling bias of the self-attention layer: int32 in Q15 (scale 2^-15,
+ * zero point 0), |bias| <= CAPS_NN_MAX_ATTENTION_BIAS. */
+#define CAPS_NN_ATTENTION_BIAS_SCALE_LOG2 (-15)
+#define CAPS_NN_MAX_ATTENTION_BIAS 16777216
+/* Packed 4-bit weights (the _s4 kernels): n_out*dim_out*dim_in a multiple of
+ * this, so that each input capsule's weights start on a byte. */
+#define CAPS_NN_S4_BLOCK_MULTIPLE 2
 
 /* Fixed output quantization of squash/routing (v) and length. */
 #define CAPS_NN_SQUASH_OUT_SCALE_LOG2 (-7) /* scale 1/128, zero point 0 */
@@ -148,6 +156,54 @@ typedef struct {
     const float *b_scales;       /* routings-1 entries: logits after each update
                                     (may be NULL when routings == 1) */
 } caps_class_caps_quant;
+
+/* Efficient-CapsNet squash: x int8 (any scale, input_zp) -> v int8 (scale
+ * 1/128, zp 0), v = (1 - exp(-|x|)) x / |x|.  exp maps the Q16 offset norm
+ * to the Q16 base-2 exponent of exp(-|x|): real = input_scale * log2(e). */
+typedef struct {
+    int32_t input_zp;
+    caps_nn_requant exp;
+} caps_efficient_squash_params;
+
+/* Self-attention capsule layer (Efficient-CapsNet) for one sample, with the
+ * dims of caps_class_caps_dims: u [n_in, dim_in], W [n_in, n_out, dim_out,
+ * dim_in], coupling bias [n_in, n_out] int32 Q15 -> v [n_out, dim_out].
+ *   pred            votes u_hat (as caps_predictions_s8), scale uhat_scale.
+ *   acc_shift       p = caps_nn_routing_acc_shift(n_in): the vote sums and
+ *                   the weighted-sum accumulators are shifted right by p.
+ *   coupling_shift  q: couplings plus bias (Q15) shifted right by q fit int16
+ *                   (smallest q with 2^15 + max|bias| <= 2^(15+q)).
+ *   exp_beta        agreement difference (units uhat_scale^2 2^p) -> Q16
+ *                   base-2 exponent: real = uhat_scale^2 2^p / sqrt(dim_out)
+ *                   * log2(e) * 2^16 (1/sqrt as caps_nn_inv_sqrt_q30).
+ *   s               accumulator >> p -> s int16 (s_scale, zp 0): real =
+ *                   uhat_scale 2^(q+p-15) / s_scale.
+ *   squash_exp      Q8 norm of s -> Q16 base-2 exponent of exp(-|s|):
+ *                   real = s_scale * log2(e) * 2^8 (caps_nn_efficient_squash_wide).
+ * n_in/n_out/dim_out record the dims the parameters were derived for. */
+typedef struct {
+    caps_predictions_params pred;
+    int32_t n_in;
+    int32_t n_out;
+    int32_t dim_out;
+    int32_t acc_shift;
+    int32_t coupling_shift;
+    caps_nn_requant exp_beta;
+    caps_nn_requant s;
+    caps_nn_requant squash_exp;
+} caps_self_attention_params;
+
+/* Float quantization of a self-attention layer, as stored in the model
+ * (mirrors tflm_caps.reference.SelfAttentionQuant); the bias has the fixed
+ * scale 2^CAPS_NN_ATTENTION_BIAS_SCALE_LOG2. */
+typedef struct {
+    float input_scale;
+    int32_t input_zp;
+    const float *weight_scales;  /* num_weight_scales entries */
+    int32_t num_weight_scales;   /* 1 or n_out */
+    float uhat_scale;            /* int8 votes u_hat */
+    float s_scale;               /* int16 weighted sums s_j */
+} caps_self_attention_quant;
 
 #ifdef __cplusplus
 }

@@ -172,6 +172,62 @@ uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier, int32_t sq_expo
     return caps_bm_divlu((uint32_t)(num >> 32), (uint32_t)num, r);
 }
 
+/* caps_nn_efficient_squash_gain with the fast norm, exp2 and division:
+ * r >= 2^16 for sq >= 1 and f 2^17 + r/2 < 2^48, so the high word of the
+ * dividend is below r. */
+uint32_t caps_bm_efficient_squash_gain(uint32_t sq, int32_t exp_multiplier, int32_t exp_shift)
+{
+    if (sq == 0) {
+        return 0;
+    }
+    const uint32_t r = caps_bm_norm_q16(sq);
+    const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+    const uint64_t f = ((uint64_t)1 << 30) - caps_bm_exp2_neg_q30(w);
+    const uint64_t num = f * ((uint64_t)1 << 17) + (r >> 1);
+    return caps_bm_divlu((uint32_t)(num >> 32), (uint32_t)num, r);
+}
+
+/* floor(sqrt(sq) 2^8) for sq < 2^38: below 2^30 from the Q16 norm
+ * (floor(floor(x 2^16) / 2^8) = floor(x 2^8)); above, n = sq 2^16 < 2^54
+ * from a 32-bit estimate of its top bits (relative error < 2^-13), one
+ * Newton step with the 64/32 division (error then below 1) and an exact
+ * correction. */
+static uint32_t caps_bm_norm_q8_wide(uint64_t sq)
+{
+    if (sq < ((uint64_t)1 << 30)) {
+        return caps_bm_norm_q16((uint32_t)sq) >> 8;
+    }
+    const uint64_t n = sq << 16;
+    int32_t k = 0; /* n >> 2k in [2^28, 2^30) */
+    while ((n >> (2 * k)) >= ((uint64_t)1 << 30)) {
+        ++k;
+    }
+    uint32_t a = (caps_bm_isqrt32((uint32_t)(n >> (2 * k))) + 1u) << k; /* >= sqrt(n) */
+    /* n / a < 2^32 since a >= sqrt(n) >= 2^23 and n < 2^54 */
+    a = (uint32_t)(((uint64_t)a + caps_bm_divlu((uint32_t)(n >> 32), (uint32_t)n, a)) >> 1);
+    while ((uint64_t)a * a > n) {
+        --a;
+    }
+    while ((uint64_t)(a + 1) * (a + 1) <= n) {
+        ++a;
+    }
+    return a;
+}
+
+int32_t caps_bm_efficient_squash_wide_gain(uint64_t sq, int32_t exp_multiplier,
+                                           int32_t exp_shift)
+{
+    const uint32_t r = caps_bm_norm_q8_wide(sq);
+    if (r == 0) {
+        return 0;
+    }
+    const int32_t w = caps_nn_requantize((int32_t)r, exp_multiplier, exp_shift);
+    const uint64_t f = ((uint64_t)1 << 30) - caps_bm_exp2_neg_q30(w);
+    /* f 2^9 + r/2 < 2^40 and r >= 2^8: the quotient fits 32 bits */
+    const uint64_t num = f * ((uint64_t)1 << 9) + (r >> 1);
+    const uint32_t g = caps_bm_divlu((uint32_t)(num >> 32), (uint32_t)num, r);
+    return g > (uint32_t)INT32_MAX ? INT32_MAX : (int32_t)g;
+}
 
 /* The exponent of entry k is requantize(k, beta) for k in [0, 255]: one
  * rounding multiply-high where the split of caps_bm_requant is exact. */

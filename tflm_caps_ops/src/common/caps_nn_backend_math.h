@@ -54,6 +54,13 @@ uint32_t caps_bm_isqrt32(uint32_t x);
 uint32_t caps_bm_norm_q16(uint32_t sq);
 /* caps_nn_squash_gain. */
 uint32_t caps_bm_squash_gain(uint32_t sq, int32_t sq_multiplier, int32_t sq_exponent);
+/* caps_nn_efficient_squash_gain (Efficient-CapsNet squash, sq < 2^30). */
+uint32_t caps_bm_efficient_squash_gain(uint32_t sq, int32_t exp_multiplier, int32_t exp_shift);
+/* The Q24 gain of caps_nn_efficient_squash_wide for the squared norm sq
+ * (< 2^38) of an int16 capsule: min(round(f 2^9 / r), 2^31 - 1), 0 for
+ * sq = 0, with r = floor(sqrt(sq) 2^8). */
+int32_t caps_bm_efficient_squash_wide_gain(uint64_t sq, int32_t exp_multiplier,
+                                           int32_t exp_shift);
 /* Entries [start, stop) of the routing softmax's exp table (0 <= start <=
  * stop <= 256): table[k] = caps_nn_exp_neg_q30(k, beta->multiplier,
  * beta->shift) for checked params. */
@@ -201,6 +208,45 @@ CAPS_BM_INLINE int32_t caps_bm_requantize(int32_t x, const caps_bm_requant *q)
 {
     const int32_t y = caps_bm_mulhi_round((int32_t)((uint32_t)x << q->lshift), q->multiplier);
     return (y + q->half + ((x >> 31) & q->fix)) >> q->rshift;
+}
+
+/* Self-attention couplings of one input capsule from its agreements a
+ * [n_out] (largest mx, smallest mn): the Q16 exponents of the differences
+ * to mx (the split requantization when it is exact for mx - mn), their
+ * exponentials into expv, the reciprocal of their sum, Q15 couplings plus
+ * the Q15 bias, shifted right by coupling_shift (rounding) and saturated
+ * to int16 into out: caps_self_attention_s8's step 3 of
+ * docs/quantization.md, with the fast exact primitives above. */
+CAPS_BM_INLINE void caps_bm_attention_couplings(const int32_t *a, int32_t n_out, int32_t mx,
+                                                int32_t mn, const caps_nn_requant *exp_beta,
+                                                int32_t coupling_shift, const int32_t *bias,
+                                                uint32_t *expv, int16_t *out)
+{
+    const caps_bm_requant q =
+        caps_bm_requant_init(exp_beta->multiplier, exp_beta->shift, (int64_t)mx - mn);
+    uint64_t total = 0;
+    for (int32_t j = 0; j < n_out; ++j) {
+        const int32_t d = mx - a[j]; /* 0 .. 2^30 */
+        const int32_t w = q.fast ? caps_bm_requantize(d, &q)
+                                 : caps_nn_requantize(d, exp_beta->multiplier, exp_beta->shift);
+        expv[j] = caps_bm_exp2_neg_q30(w);
+        total += expv[j];
+    }
+    const uint32_t recip = caps_bm_softmax_recip(total); /* total >= 2^30 */
+    const int32_t half = coupling_shift > 0 ? 1 << (coupling_shift - 1) : 0;
+    for (int32_t j = 0; j < n_out; ++j) {
+        /* |c + bias| <= 2^15 + 2^24 */
+        const int32_t c = caps_bm_softmax_q15(expv[j], recip) + bias[j];
+        out[j] = caps_nn_sat_s16((c + half) >> coupling_shift);
+    }
+}
+
+/* Step 4 of the self-attention layer for one element: the weighted sum
+ * shifted right by p, requantized to int16 s. */
+CAPS_BM_INLINE int16_t caps_bm_attention_s(int64_t acc, int32_t p, const caps_nn_requant *s)
+{
+    const int32_t a = caps_nn_sat_s32(caps_nn_round_shift_s64(acc, p));
+    return caps_nn_sat_s16(caps_nn_requantize(a, s->multiplier, s->shift));
 }
 
 #endif /* TFLM_CAPS_CAPS_NN_BACKEND_MATH_H */

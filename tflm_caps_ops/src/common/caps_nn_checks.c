@@ -217,3 +217,46 @@ caps_nn_status caps_class_caps_s8_args_check(const caps_nn_context *ctx,
     }
     return CAPS_NN_SUCCESS;
 }
+
+/* Packed 4-bit weights: every input capsule's block W[i] starts on a byte. */
+static int s4_dims_ok(const caps_class_caps_dims *dims)
+{
+    return caps_class_caps_dims_check(dims) == CAPS_NN_SUCCESS &&
+           ((int64_t)dims->n_out * dims->dim_out * dims->dim_in) % CAPS_NN_S4_BLOCK_MULTIPLE == 0;
+}
+
+int32_t caps_predictions_s4_get_buffer_size(const caps_class_caps_dims *dims)
+{
+    return s4_dims_ok(dims) ? caps_predictions_s8_get_buffer_size(dims) : -1;
+}
+
+int32_t caps_class_caps_s4_get_buffer_size(const caps_class_caps_dims *dims,
+                                           int32_t store_predictions)
+{
+    return s4_dims_ok(dims) ? caps_class_caps_s8_get_buffer_size(dims, store_predictions) : -1;
+}
+
+caps_nn_status caps_predictions_s4_args_check(const caps_nn_context *ctx,
+                                              const caps_class_caps_dims *dims,
+                                              const caps_predictions_params *params,
+                                              const int8_t *input, const int8_t *weights,
+                                              const int8_t *u_hat)
+{
+    if (!s4_dims_ok(dims)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return caps_predictions_s8_args_check(ctx, dims, params, input, weights, u_hat);
+}
+
+caps_nn_status caps_class_caps_s4_args_check(const caps_nn_context *ctx,
+                                             const caps_class_caps_dims *dims,
+                                             const caps_class_caps_params *params,
+                                             int32_t store_predictions, const int8_t *input,
+                                             const int8_t *weights, const int8_t *output)
+{
+    if (!s4_dims_ok(dims)) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    return caps_class_caps_s8_args_check(ctx, dims, params, store_predictions, input, weights,
+                                         output);
+}

@@ -170,4 +170,51 @@ static inline void caps_nn_routing_output(const caps_nn_routing_buffers *sc,
     (void)caps_squash_s8(NULL, &sdims, &params->squash[r], sc->s, output);
 }
 
+/* Scratch of caps_self_attention_s8 (every backend), each region 8-aligned
+ * from the 8-aligned start of ctx->buf, in this order; the total is
+ * caps_self_attention_s8_get_buffer_size (caps_efficient_checks.c):
+ *   uhat      int8   [n_in md]     the votes
+ *   sum       int16  [md]          vote sums >> p (a backend may permute
+ *                                  the elements of each capsule)
+ *   acc       int64  [md]          weighted sums (backends: also int32 work)
+ *   agree     int32  [n_out]       agreements of one input capsule
+ *   expv      uint32 [n_out]       their exponentials
+ *   coupling  int16  [n_in n_out]  couplings plus bias >> q
+ *   s         int16  [md]          requantized weighted sums
+ *   pred      the predictions scratch (caps_predictions_s8_get_buffer_size) */
+typedef struct {
+    int8_t *uhat;
+    int16_t *sum;
+    int64_t *acc;
+    int32_t *agree;
+    uint32_t *expv;
+    int16_t *coupling;
+    int16_t *s;
+    caps_nn_context pred;
+} caps_nn_attention_buffers;
+
+static inline void caps_nn_attention_carve(void *buf, const caps_class_caps_dims *dims,
+                                           caps_nn_attention_buffers *out)
+{
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    const size_t n_out = (size_t)dims->n_out;
+    uint8_t *p = caps_nn_scratch_start(buf);
+    out->uhat = (int8_t *)p;
+    p += CAPS_NN_A8((size_t)dims->n_in * md);
+    out->sum = (int16_t *)(void *)p;
+    p += CAPS_NN_A8(2 * md);
+    out->acc = (int64_t *)(void *)p;
+    p += 8 * md;
+    out->agree = (int32_t *)(void *)p;
+    p += CAPS_NN_A8(4 * n_out);
+    out->expv = (uint32_t *)(void *)p;
+    p += CAPS_NN_A8(4 * n_out);
+    out->coupling = (int16_t *)(void *)p;
+    p += CAPS_NN_A8(2 * (size_t)dims->n_in * n_out);
+    out->s = (int16_t *)(void *)p;
+    p += CAPS_NN_A8(2 * md);
+    out->pred.buf = p;
+    out->pred.size = caps_predictions_s8_get_buffer_size(dims);
+}
+
 #endif /* TFLM_CAPS_CAPS_NN_SCRATCH_H */

@@ -110,6 +110,22 @@ CAPS_CM_INLINE int32_t caps_cm_smlawt(int32_t a, uint32_t x, int32_t acc)
 /* Saturate to int8. */
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return __ssat(x, 8); }
 
+/* acc + a.lo * x.lo and acc + a.lo * x.hi (signed 16-bit halves). */
+CAPS_CM_INLINE int32_t caps_cm_smlabb(uint32_t a, uint32_t x, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)x, acc);
+}
+CAPS_CM_INLINE int32_t caps_cm_smlabt(uint32_t a, uint32_t x, int32_t acc)
+{
+    return __smlabt((int32_t)a, (int32_t)x, acc);
+}
+
+/* 64-bit acc + x.lo*y.lo + x.hi*y.hi. */
+CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
+{
+    return __smlald((int16x2_t)x, (int16x2_t)y, acc);
+}
+
 #else /* exact C equivalents */
 
 CAPS_CM_INLINE uint32_t caps_cm_sxtb16(uint32_t x)
@@ -183,6 +199,20 @@ CAPS_CM_INLINE int32_t caps_cm_qadd(int32_t a, int32_t b)
 }
 
 CAPS_CM_INLINE int32_t caps_cm_ssat8(int32_t x) { return x > 127 ? 127 : (x < -128 ? -128 : x); }
+
+CAPS_CM_INLINE int32_t caps_cm_smlabb(uint32_t a, uint32_t x, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(caps_cm_lo16(a) * caps_cm_lo16(x)));
+}
+CAPS_CM_INLINE int32_t caps_cm_smlabt(uint32_t a, uint32_t x, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(caps_cm_lo16(a) * caps_cm_hi16(x)));
+}
+
+CAPS_CM_INLINE int64_t caps_cm_smlald(uint32_t x, uint32_t y, int64_t acc)
+{
+    return acc + caps_cm_lo16(x) * caps_cm_lo16(y) + caps_cm_hi16(x) * caps_cm_hi16(y);
+}
 
 #endif /* CAPS_CM_DSP */
 

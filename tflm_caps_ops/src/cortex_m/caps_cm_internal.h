@@ -56,6 +56,21 @@ CAPS_CM_INLINE uint32_t caps_cm_squared_norm(const int8_t *x, int32_t dim, int32
     return (uint32_t)sq;
 }
 
+/* Squash gain-table index of sq (caps_nn_squash_index), shared by both
+ * squash variants: shift = max(0, 24 - clz(sq)) (USAT clamps the negative
+ * counts of small sq, including clz(0) = 32). */
+CAPS_CM_INLINE uint32_t caps_cm_squash_table_index(uint32_t sq)
+{
+#if CAPS_CM_DSP
+    uint32_t lz;
+    __asm__("clz %0, %1" : "=r"(lz) : "r"(sq)); /* 32 for 0, unlike __builtin_clz */
+    const uint32_t shift = (uint32_t)__usat(24 - (int32_t)lz, 5);
+#else
+    const uint32_t shift = (uint32_t)caps_nn_squash_shift(sq);
+#endif
+    return (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+}
+
 /* Output capsules whose requantization is cached in caps_cm_pred. */
 #define CAPS_CM_PRED_CACHED 32
 
@@ -82,6 +97,9 @@ typedef struct {
                          input capsule stays in registers (caps_predictions_s8.c) */
     uint32_t *u2;     /* scratch: dim_in int16, 4-byte aligned */
     caps_cm_rq rq[CAPS_CM_PRED_CACHED]; /* per output capsule, shift <= 0 */
+    int32_t weight_bits; /* 8, or 4: packed weights (caps_predictions_s4.c) */
+    int32_t rq_cached_fix; /* all_fast, n_out cached and every rshift > 0: the
+                              requantization needs no branch (caps_predictions_s4.c) */
 } caps_cm_pred;
 
 /* Prepares `pc` from checked params; scratch is the predictions context
@@ -93,8 +111,22 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
 void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out);
 
-/* All predictions [n_in, n_out*dim_out] of a layer (stored mode). */
+/* All predictions [n_in, n_out*dim_out] of a layer (stored mode), or of
+ * n_in consecutive input capsules; weights point at W[first]. */
 void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
                            int8_t *u_hat, int32_t n_in);
+
+/* The same from packed 4-bit weights (pc->weight_bits 4; caps_predict_layer
+ * forwards there). */
+void caps_cm_predict_layer_s4(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
+                              int8_t *u_hat, int32_t n_in);
+
+/* Where W[i] starts: int8 or packed 4-bit weights. */
+CAPS_CM_INLINE const int8_t *caps_cm_weights_of(const caps_cm_pred *pc, const int8_t *weights,
+                                                int32_t i)
+{
+    const size_t block = (size_t)pc->n_out * (size_t)pc->dim_out * (size_t)pc->dim_in;
+    return weights + (size_t)i * (pc->weight_bits == 4 ? block / 2u : block);
+}
 
 #endif /* TFLM_CAPS_CM_INTERNAL_H */

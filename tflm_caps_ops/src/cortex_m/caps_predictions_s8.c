@@ -33,6 +33,7 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
             pc->all_fast = 0;
         }
     }
+    pc->rq_cached_fix = pc->all_fast && dims->n_out <= CAPS_CM_PRED_CACHED;
     pc->in_regs = pc->all_fast && (dims->dim_in == 4 || dims->dim_in == 8) &&
                   dims->n_out <= CAPS_CM_PRED_CACHED;
     for (int32_t j = 0; j < dims->n_out && j < CAPS_CM_PRED_CACHED; ++j) {
@@ -45,10 +46,12 @@ void caps_cm_pred_init(caps_cm_pred *pc, const caps_class_caps_dims *dims,
          * which is exact only for rshift > 0 */
         if (rq->rshift == 0) {
             pc->in_regs = 0;
+            pc->rq_cached_fix = 0;
         }
     }
     /* the scratch has 8 bytes of slack for this */
     pc->u2 = (uint32_t *)(void *)caps_nn_scratch_align(scratch, 4);
+    pc->weight_bits = 8;
 }
 
 /* 2 (u - zp) of four inputs as halfword pairs in SXTB16 lane order:
@@ -384,6 +387,10 @@ void caps_cm_predict_capsule(const caps_cm_pred *pc, const int8_t *u_i, const in
 void caps_cm_predict_layer(const caps_cm_pred *pc, const int8_t *input, const int8_t *weights,
                            int8_t *u_hat, int32_t n_in)
 {
+    if (pc->weight_bits == 4) {
+        caps_cm_predict_layer_s4(pc, input, weights, u_hat, n_in);
+        return;
+    }
     if (pc->in_regs) {
         predict_in_regs(pc, input, weights, u_hat, n_in);
         return;

@@ -36,8 +36,7 @@ static const int8_t *source_rows(const cm_source *src, const caps_nn_routing_buf
         return src->stored + (size_t)i * md;
     }
     caps_cm_predict_layer(src->pc, src->input + (size_t)i * (size_t)src->pc->dim_in,
-                          src->weights + (size_t)i * md * (size_t)src->pc->dim_in, sc->rowbuf,
-                          n);
+                          caps_cm_weights_of(src->pc, src->weights, i), sc->rowbuf, n);
     return sc->rowbuf;
 }
 
@@ -98,6 +97,26 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     return CAPS_NN_SUCCESS;
 }
 
+/* The class-capsule layer with int8 (weight_bits 8) or packed 4-bit
+ * weights, after the entry check of either. */
+static void class_caps(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                       const caps_class_caps_params *params, int32_t store_predictions,
+                       const int8_t *input, const int8_t *weights, int32_t weight_bits,
+                       int8_t *output)
+{
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
+    caps_cm_pred pc;
+    caps_cm_pred_init(&pc, dims, &params->pred, sc.pred);
+    pc.weight_bits = weight_bits;
+    cm_source src = {NULL, &pc, input, weights};
+    if (store_predictions) {
+        caps_cm_predict_layer(&pc, input, weights, sc.uhat, dims->n_in);
+        src.stored = sc.uhat;
+    }
+    routing_core(dims, &params->routing, &src, &sc, output);
+}
+
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
                                   const caps_class_caps_params *params,
                                   int32_t store_predictions, const int8_t *input,
@@ -107,15 +126,19 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                       output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    caps_nn_routing_buffers sc;
-    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
-    caps_cm_pred pc;
-    caps_cm_pred_init(&pc, dims, &params->pred, sc.pred);
-    cm_source src = {NULL, &pc, input, weights};
-    if (store_predictions) {
-        caps_cm_predict_layer(&pc, input, weights, sc.uhat, dims->n_in);
-        src.stored = sc.uhat;
+    class_caps(ctx, dims, params, store_predictions, input, weights, 8, output);
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (caps_class_caps_s4_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
+        return CAPS_NN_ARG_ERROR;
     }
-    routing_core(dims, &params->routing, &src, &sc, output);
+    class_caps(ctx, dims, params, store_predictions, input, weights, 4, output);
     return CAPS_NN_SUCCESS;
 }

@@ -11,20 +11,6 @@
  */
 #include "caps_cm_internal.h"
 
-/* Table index of sq: shift = max(0, 24 - clz(sq)) (USAT clamps the
- * negative counts of small sq, including clz(0) = 32). */
-CAPS_CM_INLINE uint32_t table_index(uint32_t sq)
-{
-#if CAPS_CM_DSP
-    uint32_t lz;
-    __asm__("clz %0, %1" : "=r"(lz) : "r"(sq)); /* 32 for 0, unlike __builtin_clz */
-    const uint32_t shift = (uint32_t)__usat(24 - (int32_t)lz, 5);
-#else
-    const uint32_t shift = (uint32_t)caps_nn_squash_shift(sq);
-#endif
-    return (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
-}
-
 CAPS_CM_INLINE int8_t apply(uint32_t y, int32_t g)
 {
     return (int8_t)caps_cm_ssat8(caps_cm_smlawb(g, y, 128) >> 8);
@@ -40,7 +26,7 @@ static void squash_d4(const int32_t *table, int32_t n_caps, int32_t zp, const in
         const uint32_t a = caps_cm_sxtab16(nzp, w);      /* y0, y2 */
         const uint32_t b = caps_cm_sxtab16_ror8(nzp, w); /* y1, y3 */
         const uint32_t sq = (uint32_t)caps_cm_smlad(b, b, caps_cm_smuad(a, a));
-        const int32_t g = table[table_index(sq)];
+        const int32_t g = table[caps_cm_squash_table_index(sq)];
         v[0] = (int8_t)caps_cm_ssat8(caps_cm_smlawb(g, a, 128) >> 8);
         v[1] = (int8_t)caps_cm_ssat8(caps_cm_smlawb(g, b, 128) >> 8);
         v[2] = (int8_t)caps_cm_ssat8(caps_cm_smlawt(g, a, 128) >> 8);
@@ -48,7 +34,7 @@ static void squash_d4(const int32_t *table, int32_t n_caps, int32_t zp, const in
     }
 #else
     for (int32_t n = 0; n < n_caps; ++n, x += 4, v += 4) {
-        const int32_t g = table[table_index(caps_cm_squared_norm(x, 4, zp))];
+        const int32_t g = table[caps_cm_squash_table_index(caps_cm_squared_norm(x, 4, zp))];
         for (int32_t k = 0; k < 4; ++k) {
             v[k] = apply((uint32_t)(x[k] - zp), g);
         }
@@ -78,9 +64,9 @@ caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *
         const uint32_t sq = caps_cm_squared_norm(x, dim, zp);
         int32_t g;
         if (table != NULL) {
-            g = table[table_index(sq)];
+            g = table[caps_cm_squash_table_index(sq)];
         } else {
-            const uint32_t rep = caps_nn_squash_index_rep(table_index(sq));
+            const uint32_t rep = caps_nn_squash_index_rep(caps_cm_squash_table_index(sq));
             g = caps_nn_squash_gain_s32(
                 caps_bm_squash_gain(rep, params->sq_multiplier, params->sq_exponent));
         }

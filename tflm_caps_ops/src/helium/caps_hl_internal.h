@@ -260,7 +260,11 @@ enum {
     CAPS_HL_PRED_D4_S8 = 1, /* dim_in 4, zp 0: four rows per int8 vector */
     CAPS_HL_PRED_D8 = 2,    /* dim_in 8: one row per int16 vector */
     CAPS_HL_PRED_D8_S8 = 3, /* dim_in 8, zp 0: two rows per int8 vector */
-    CAPS_HL_PRED_ANY = 4    /* any dim_in: predicated loop over each row */
+    CAPS_HL_PRED_ANY = 4,   /* any dim_in: predicated loop over each row */
+    /* packed 4-bit weights (caps_predictions_s4.c) */
+    CAPS_HL_PRED_D4_S4 = 5, /* dim_in 4, zp 0: four rows per 8 weight bytes */
+    CAPS_HL_PRED_D8_S4 = 6, /* dim_in 8, zp 0: two rows per 8 weight bytes */
+    CAPS_HL_PRED_ANY_S4 = 7 /* anything else: each row from its first nibble */
 };
 enum {
     CAPS_HL_RQ_FAST = 0,    /* every shift < 0, scalar params per run of rows */
@@ -287,8 +291,10 @@ typedef struct {
     const int32_t *multipliers;
     const int32_t *shifts;
     int32_t kind;   /* CAPS_HL_PRED_* */
+    int32_t s4;     /* weights packed 4 bits (the _S4 kinds) */
     int32_t mode;   /* CAPS_HL_RQ_* */
-    int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch) */
+    int16_t *u_off; /* CAPS_HL_PRED_ANY: u - zp of the current capsule (scratch);
+                       CAPS_HL_PRED_ANY_S4: its even and odd elements, below */
     const int32_t *rq_mult;  /* CAPS_HL_RQ_TABLE: per row, CAPS_HL_RQ_GROUPS: per
                                 group of 4 rows, CAPS_HL_RQ_PERIOD6: per 12 rows
                                 {m0, s0, m2, s2, m1[4], s1[4]} (the tables below) */
@@ -302,9 +308,48 @@ typedef struct {
 } caps_hl_pred;
 
 /* Prepares `pc` from checked params; scratch is the predictions context
- * (caps_predictions_s8_get_buffer_size bytes). */
+ * (caps_predictions_s8_get_buffer_size bytes); s4: weights packed 4 bits
+ * (caps_nn_int4.h). */
 void caps_hl_pred_init(caps_hl_pred *pc, const caps_class_caps_dims *dims,
-                       const caps_predictions_params *params, void *scratch);
+                       const caps_predictions_params *params, void *scratch, int32_t s4);
+
+/* The weights of input capsule i (int8, or its packed block). */
+CAPS_HL_INLINE const int8_t *caps_hl_pred_weights(const caps_hl_pred *pc, const int8_t *weights,
+                                                  int32_t i)
+{
+    const size_t n = (size_t)i * (size_t)pc->core.md * (size_t)pc->core.dim_in;
+    return weights + (pc->core.s4 ? n / 2u : n);
+}
+
+/* 16 packed weights (the 8 bytes at p; `pred` over halfword lanes: the
+ * first bytes only) in natural order as int8 lanes 16 w: element 2l (low
+ * nibble of byte l) in byte 2l, element 2l + 1 (high nibble) in byte
+ * 2l + 1, each nibble in the top half of its byte.  16 w is exact in
+ * int8 ([-128, 112]), and a dot product of 16 w against int8 inputs is
+ * 16 times the int4 one within the int8 kernel's bound (|16 w| <= 128),
+ * so an arithmetic shift by 4 gives it back exactly.  VSHL, VBIC, VMOVNT. */
+CAPS_HL_INLINE int8x16_t caps_hl_s4_x16(uint16x8_t b)
+{
+    const uint8x16_t lo = vreinterpretq_u8_u16(vshlq_n_u16(b, 4)); /* even bytes: low << 4 */
+    return vreinterpretq_s8_u8(vmovntq_u16(lo, vbicq_n_u16(b, 0x0F))); /* odd: high nibble */
+}
+
+CAPS_HL_INLINE int8x16_t caps_hl_s4_load16(const int8_t *p)
+{
+    return caps_hl_s4_x16(vldrbq_u16((const uint8_t *)p));
+}
+
+CAPS_HL_INLINE int8x16_t caps_hl_s4_load16_z(const int8_t *p, mve_pred16_t pred)
+{
+    return caps_hl_s4_x16(vldrbq_z_u16((const uint8_t *)p, pred));
+}
+
+/* caps_hl_predict of packed weights (pc prepared with s4 = 1), and its
+ * path for any shape (CAPS_HL_PRED_ANY_S4). */
+void caps_hl_predict_s4(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
+                        int8_t *out, int32_t n_in, int32_t rstride, int32_t istride);
+void caps_hl_predict_any_s4(const caps_hl_pred *pc, const int8_t *input, const int8_t *weights,
+                            int8_t *out, int32_t n_in, int32_t rstride, int32_t istride);
 
 /* Predictions of n_in consecutive input capsules: row r of capsule i goes
  * to out[i istride + r rstride] (natural layout: istride md, rstride 1;

@@ -21,6 +21,11 @@
  * scales with other dim_out read a per-row table (up to
  * CAPS_HL_PRED_TABLE_ROWS rows per input capsule) or go in runs of dim_out
  * rows.  Any shift >= 0 takes the full requantization.
+ *
+ * Packed 4-bit weights (caps_predictions_s4.c) with zp 0 and dim_in 4 or 8
+ * take the same loops: 8 weight bytes become one int8 vector of 16 w in
+ * natural order (caps_hl_s4_x16), dotted with the same patterns, and the
+ * four sums are shifted back by 4 before the requantization.
  */
 #include "caps_hl_internal.h"
 
@@ -40,7 +45,7 @@ CAPS_HL_INLINE void make_patterns(const caps_hl_pred_core *pc, const int8_t *u, 
         const int16x8_t y = vsubq_m_n_s16(vdupq_n_s16(0), vldrbq_z_s16(u, p), zp, p);
         up->p16[0] = y;
         up->p16[1] = vshlcq_s16(vshlcq_s16(y, &carry, 32), &carry, 32);
-    } else if (kind == CAPS_HL_PRED_D4_S8) {
+    } else if (kind == CAPS_HL_PRED_D4_S8 || kind == CAPS_HL_PRED_D4_S4) {
         const int8x16_t y = vldrbq_z_s8(u, vctp8q(4));
         up->p8[0] = y;
         up->p8[1] = vshlcq_s8(y, &carry, 32);
@@ -48,7 +53,7 @@ CAPS_HL_INLINE void make_patterns(const caps_hl_pred_core *pc, const int8_t *u, 
         up->p8[3] = vshlcq_s8(up->p8[2], &carry, 32);
     } else if (kind == CAPS_HL_PRED_D8) {
         up->p16[0] = vsubq_n_s16(vldrbq_s16(u), zp);
-    } else if (kind == CAPS_HL_PRED_D8_S8) {
+    } else if (kind == CAPS_HL_PRED_D8_S8 || kind == CAPS_HL_PRED_D8_S4) {
         const int8x16_t y = vldrbq_z_s8(u, vctp8q(8));
         up->p8[0] = y;
         up->p8[1] = vshlcq_s8(vshlcq_s8(y, &carry, 32), &carry, 32);
@@ -102,6 +107,19 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, cons
         a1 = vmladavq_s8(w01, up->p8[1]);
         a2 = vmladavq_s8(w23, up->p8[0]);
         a3 = vmladavq_s8(w23, up->p8[1]);
+    } else if (kind == CAPS_HL_PRED_D4_S4) {
+        const int8x16_t w4 = caps_hl_s4_load16(w);
+        a0 = vmladavq_s8(w4, up->p8[0]);
+        a2 = vmladavq_s8(w4, up->p8[2]);
+        a1 = vmladavq_s8(w4, up->p8[1]);
+        a3 = vmladavq_s8(w4, up->p8[3]);
+    } else if (kind == CAPS_HL_PRED_D8_S4) {
+        const int8x16_t w01 = caps_hl_s4_load16(w);
+        const int8x16_t w23 = caps_hl_s4_load16(w + 8);
+        a0 = vmladavq_s8(w01, up->p8[0]);
+        a1 = vmladavq_s8(w01, up->p8[1]);
+        a2 = vmladavq_s8(w23, up->p8[0]);
+        a3 = vmladavq_s8(w23, up->p8[1]);
     } else {
         const size_t k = (size_t)pc->dim_in;
         a0 = dot_any(pc, w);
@@ -116,10 +134,25 @@ CAPS_HL_INLINE int32x4_t rows4(const caps_hl_pred_core *pc, const upat *up, cons
         *wp = w + 16;
     } else if (kind == CAPS_HL_PRED_D8) {
         *wp = w + 32;
+    } else if (kind == CAPS_HL_PRED_D4_S4) {
+        *wp = w + 8;
+    } else if (kind == CAPS_HL_PRED_D8_S4) {
+        *wp = w + 16;
     } else {
         *wp = w + 4 * (size_t)pc->dim_in;
     }
+    if (kind == CAPS_HL_PRED_D4_S4 || kind == CAPS_HL_PRED_D8_S4) {
+        return vshrq_n_s32(caps_hl_vec4(a0, a1, a2, a3), 4); /* the sums of 16 w */
+    }
     return caps_hl_vec4(a0, a1, a2, a3);
+}
+
+/* Weight bytes of one row. */
+CAPS_HL_INLINE size_t row_bytes(const caps_hl_pred_core *pc, const int kind)
+{
+    return kind == CAPS_HL_PRED_D4_S4 ? 2u
+           : kind == CAPS_HL_PRED_D8_S4 ? 4u
+                                        : (size_t)pc->dim_in;
 }
 
 /* The dot products of the n < 4 rows at w (nothing beyond them is read);
@@ -129,7 +162,7 @@ CAPS_HL_INLINE int32x4_t rows_tail(const caps_hl_pred_core *pc, const upat *up, 
 {
     int32_t a[4] = {0, 0, 0, 0};
     for (int32_t t = 0; t < n; ++t) {
-        const int8_t *wr = w + (size_t)t * (size_t)pc->dim_in;
+        const int8_t *wr = w + (size_t)t * row_bytes(pc, kind);
         if (kind == CAPS_HL_PRED_D4) {
             a[t] = vmladavq_s16(vldrbq_z_s16(wr, vctp16q(4)), up->p16[0]);
         } else if (kind == CAPS_HL_PRED_D4_S8) {
@@ -138,6 +171,10 @@ CAPS_HL_INLINE int32x4_t rows_tail(const caps_hl_pred_core *pc, const upat *up, 
             a[t] = vmladavq_s16(vldrbq_s16(wr), up->p16[0]);
         } else if (kind == CAPS_HL_PRED_D8_S8) {
             a[t] = vmladavq_s8(vldrbq_z_s8(wr, vctp8q(8)), up->p8[0]);
+        } else if (kind == CAPS_HL_PRED_D4_S4) {
+            a[t] = vmladavq_s8(caps_hl_s4_load16_z(wr, vctp16q(2)), up->p8[0]) >> 4;
+        } else if (kind == CAPS_HL_PRED_D8_S4) {
+            a[t] = vmladavq_s8(caps_hl_s4_load16_z(wr, vctp16q(4)), up->p8[0]) >> 4;
         } else {
             a[t] = dot_any(pc, wr);
         }
@@ -176,7 +213,7 @@ CAPS_HL_INLINE void run_scalar(const caps_hl_pred_core *pc, const upat *up, cons
         const int32x4_t acc = rows_tail(pc, up, w, n, kind);
         store_tail(o, offs,
                    general ? caps_hl_requant(acc, &q) : caps_hl_requant_rs(acc, mult, shift), n);
-        w += (size_t)n * (size_t)pc->dim_in;
+        w += (size_t)n * row_bytes(pc, kind);
         o += (size_t)n * (size_t)rstride;
     }
     *wp = w;
@@ -204,7 +241,7 @@ CAPS_HL_INLINE void rows_table(const caps_hl_pred_core *pc, const upat *up, cons
     if (n > 0) {
         const int32x4_t acc = rows_tail(pc, up, w, n, kind);
         store_tail(o, offs, caps_hl_requant_rs_v(acc, vld1q_s32(tm), vld1q_s32(ts)), n);
-        w += (size_t)n * (size_t)pc->dim_in;
+        w += (size_t)n * row_bytes(pc, kind);
     }
     *wp = w;
 }
@@ -273,7 +310,7 @@ CAPS_HL_INLINE void capsule_kind(const caps_hl_pred_core *pc, const int8_t *u, c
 }
 
 void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
-                       const caps_predictions_params *params, void *scratch)
+                       const caps_predictions_params *params, void *scratch, int32_t s4)
 {
     caps_hl_pred_core *pc = &pred->core;
     pc->rq_mult = pred->rq_mult;
@@ -295,22 +332,26 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
         }
     }
     pc->mode = fast ? CAPS_HL_RQ_FAST : CAPS_HL_RQ_GENERAL;
-    if (fast && params->num_scales != 1 && dims->dim_out == 6 && dims->dim_in == 4 &&
-        pc->zp == 0 && pc->md % 12 == 0 && pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
+    if (fast && dims->dim_out == 6 && dims->dim_in == 4 && pc->zp == 0 && pc->md % 12 == 0 &&
+        pc->md <= CAPS_HL_PRED_TABLE_ROWS) {
         /* the published 6-D class capsules: of each three groups of 4 rows,
          * the first and third lie in one output capsule (scalar params, the
-         * VQRDMLAH requantization), the second in two */
+         * VQRDMLAH requantization), the second in two.  One scale per
+         * tensor (the converter's default) takes this loop too: its
+         * registers allocate better than the one-scale loop's (measured:
+         * 16 fewer instructions per input capsule on the M55) */
         pc->mode = CAPS_HL_RQ_PERIOD6;
+        const int32_t per_capsule = params->num_scales != 1;
         for (int32_t g = 0; g < pc->md / 12; ++g) {
             int32_t *t = pred->rq_mult + 12 * g;
-            const int32_t j = 2 * g;
+            const int32_t j = 2 * g * per_capsule; /* capsule of the group's row 0 */
             t[0] = params->multipliers[j];
             t[1] = params->shifts[j];
-            t[2] = params->multipliers[j + 1];
-            t[3] = params->shifts[j + 1];
+            t[2] = params->multipliers[j + per_capsule];
+            t[3] = params->shifts[j + per_capsule];
             for (int32_t l = 0; l < 4; ++l) {
-                t[4 + l] = params->multipliers[j + l / 2];
-                t[8 + l] = params->shifts[j + l / 2];
+                t[4 + l] = params->multipliers[j + (l / 2) * per_capsule];
+                t[8 + l] = params->shifts[j + (l / 2) * per_capsule];
             }
         }
     } else if (fast && (params->num_scales == 1 ? pc->md % 4 == 0 : dims->dim_out % 4 == 0) &&
@@ -332,7 +373,16 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
             pred->rq_shift[r] = params->shifts[j];
         }
     }
-    if (dims->dim_in == 4) {
+    pc->s4 = s4;
+    if (s4) {
+        /* the int16 pairs of CAPS_HL_PRED_ANY_S4 need 2-byte alignment only
+         * (their 2 dim_in + 4 bytes fit the scratch then) */
+        pc->u_off = (int16_t *)(void *)(((uintptr_t)scratch + 1u) & ~(uintptr_t)1u);
+        pc->kind = pc->zp != 0 ? CAPS_HL_PRED_ANY_S4
+                   : dims->dim_in == 4 ? CAPS_HL_PRED_D4_S4
+                   : dims->dim_in == 8 ? CAPS_HL_PRED_D8_S4
+                                       : CAPS_HL_PRED_ANY_S4;
+    } else if (dims->dim_in == 4) {
         pc->kind = pc->zp == 0 ? CAPS_HL_PRED_D4_S8 : CAPS_HL_PRED_D4;
     } else if (dims->dim_in == 8) {
         pc->kind = pc->zp == 0 ? CAPS_HL_PRED_D8_S8 : CAPS_HL_PRED_D8;
@@ -344,14 +394,21 @@ void caps_hl_pred_init(caps_hl_pred *pred, const caps_class_caps_dims *dims,
 /* The dot products of the next four rows (16 weights at *w) of a
  * capsule with dim_in 4 and zp 0 (patterns p0..p3, see make_patterns). */
 CAPS_HL_INLINE int32x4_t d4s8_rows4(const int8_t **w, int8x16_t p0, int8x16_t p1, int8x16_t p2,
-                                    int8x16_t p3)
+                                    int8x16_t p3, const int s4)
 {
-    const int8x16_t w4 = caps_hl_load16(w);
+    int8x16_t w4;
+    if (s4) { /* 8 bytes of packed weights: 16 w, the sums shifted back */
+        w4 = caps_hl_s4_load16(*w);
+        *w += 8;
+    } else {
+        w4 = caps_hl_load16(w);
+    }
     const int32_t a0 = vmladavq_s8(w4, p0);
     const int32_t a2 = vmladavq_s8(w4, p2);
     const int32_t a1 = vmladavq_s8(w4, p1);
     const int32_t a3 = vmladavq_s8(w4, p3);
-    return caps_hl_vec4(a0, a1, a2, a3);
+    const int32x4_t acc = caps_hl_vec4(a0, a1, a2, a3);
+    return s4 ? vshrq_n_s32(acc, 4) : acc;
 }
 
 /* dim_in 4, zp 0, params per group of 4 rows (rows 0: per group scalars,
@@ -361,7 +418,7 @@ CAPS_HL_INLINE int32x4_t d4s8_rows4(const int8_t **w, int8x16_t p0, int8x16_t p1
  * its registers). */
 CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *input,
                                   const int8_t *weights, int8_t *out, int32_t n_in,
-                                  int32_t rstride, int32_t istride, const int rows)
+                                  int32_t rstride, int32_t istride, const int rows, const int s4)
 {
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)rstride);
     const size_t ostep = 4 * (size_t)rstride;
@@ -386,17 +443,17 @@ CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *inp
                 int32_t m, sh;
                 int32x4_t mv, sv;
                 CAPS_HL_LDRD_POST(m, sh, tm);
-                int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3, s4), m, sh);
                 vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
                 o += ostep;
                 CAPS_HL_LDRD_POST(m, sh, tm);
-                const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3);
+                const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3, s4);
                 CAPS_HL_LDRW_POST(mv, tm, 16);
                 CAPS_HL_LDRW_POST(sv, tm, 16);
                 r = caps_hl_requant_rs_v(acc, mv, sv);
                 vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
                 o += ostep;
-                r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3, s4), m, sh);
                 vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
                 o += ostep;
             } while (tm != tm_end);
@@ -405,14 +462,14 @@ CAPS_HL_INLINE void d4s8_capsules(const caps_hl_pred_core *pc, const int8_t *inp
         if (rows == 3) {
             const int32_t m = pc->multipliers[0], sh = pc->shifts[0];
             for (int32_t g = pc->md >> 2; g > 0; --g) {
-                const int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3), m, sh);
+                const int32x4_t r = caps_hl_requant_rs(d4s8_rows4(&w, p0, p1, p2, p3, s4), m, sh);
                 vstrbq_scatter_offset_s32(o, offs, caps_hl_sat8_lanes(r));
                 o += ostep;
             }
             continue;
         }
         do {
-            const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3);
+            const int32x4_t acc = d4s8_rows4(&w, p0, p1, p2, p3, s4);
             int32x4_t r;
             if (rows) {
                 r = caps_hl_requant_rs_v(acc, vld1q_s32(tm), vld1q_s32(ts));
@@ -448,17 +505,17 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
 {
     const caps_hl_pred_core *pc = &pred->core;
     if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies CAPS_HL_PRED_D4_S8 */
-        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2);
+        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 0);
         return;
     }
     if (pc->kind == CAPS_HL_PRED_D4_S8 && pc->md % 4 == 0 &&
         (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
         if (pc->num_scales == 1) {
-            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3);
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3, 0);
         } else if (pc->mode == CAPS_HL_RQ_TABLE) {
-            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1);
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1, 0);
         } else {
-            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0);
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0, 0);
         }
         return;
     }
@@ -481,6 +538,32 @@ void caps_hl_predict(const caps_hl_pred *pred, const int8_t *input, const int8_t
     }
 }
 
+/* caps_hl_predict with packed 4-bit weights (its own dispatch, so the int8
+ * one compiles as before). */
+void caps_hl_predict_s4(const caps_hl_pred *pred, const int8_t *input, const int8_t *weights,
+                        int8_t *out, int32_t n_in, int32_t rstride, int32_t istride)
+{
+    const caps_hl_pred_core *pc = &pred->core;
+    if (pc->kind == CAPS_HL_PRED_ANY_S4) {
+        caps_hl_predict_any_s4(pred, input, weights, out, n_in, rstride, istride);
+    } else if (pc->mode == CAPS_HL_RQ_PERIOD6) { /* implies dim_in 4, zp 0 */
+        d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 2, 1);
+    } else if (pc->kind == CAPS_HL_PRED_D4_S4 && pc->md % 4 == 0 &&
+               (pc->mode == CAPS_HL_RQ_TABLE || pc->mode == CAPS_HL_RQ_GROUPS)) {
+        if (pc->num_scales == 1) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 3, 1);
+        } else if (pc->mode == CAPS_HL_RQ_TABLE) {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 1, 1);
+        } else {
+            d4s8_capsules(pc, input, weights, out, n_in, rstride, istride, 0, 1);
+        }
+    } else if (pc->kind == CAPS_HL_PRED_D4_S4) {
+        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D4_S4);
+    } else {
+        predict_kind(pc, input, weights, out, n_in, rstride, istride, CAPS_HL_PRED_D8_S4);
+    }
+}
+
 caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
                                    const caps_predictions_params *params, const int8_t *input,
                                    const int8_t *weights, int8_t *u_hat)
@@ -490,7 +573,7 @@ caps_nn_status caps_predictions_s8(const caps_nn_context *ctx, const caps_class_
         return CAPS_NN_ARG_ERROR;
     }
     caps_hl_pred pc;
-    caps_hl_pred_init(&pc, dims, params, ctx->buf);
+    caps_hl_pred_init(&pc, dims, params, ctx->buf, 0);
     caps_hl_predict(&pc, input, weights, u_hat, dims->n_in, 1, pc.core.md);
     return CAPS_NN_SUCCESS;
 }

@@ -8,7 +8,9 @@
  * layer stores its predictions that way (caps_hl_predict with the tile
  * width as row stride); caps_dynamic_routing_s8 transposes its [i][j][d]
  * input block by block (byte scatters), and the recomputing mode predicts
- * each block into tiles of the block buffer.
+ * each block into tiles of the block buffer.  caps_class_caps_s4 is the
+ * same layer with packed 4-bit weights: only its predictions differ
+ * (caps_hl_predict reads the packed blocks, caps_predictions_s4.c).
  *
  * Iteration 0: s_jd = sum_i u_hat, one VADDVA per tile row.
  * Iterations r >= 1, per block of up to 256 input capsules:
@@ -70,6 +72,18 @@ typedef struct {
     const int8_t *weights;
 } hl_source;
 
+/* Predictions of the w capsules of one tile, int8 or packed weights (out
+ * of line: the routing's loops stay as they are for int8). */
+static CAPS_HL_NOINLINE void predict_tile(const caps_hl_pred *pc, const int8_t *input,
+                                          const int8_t *weights, int8_t *tile, int32_t w)
+{
+    if (pc->core.s4) {
+        caps_hl_predict_s4(pc, input, weights, tile, w, w, 1);
+    } else {
+        caps_hl_predict(pc, input, weights, tile, w, w, 1);
+    }
+}
+
 /* The tiles of input capsules [i0, i0 + n) (i0 a multiple of the tile
  * width): stored, or written into the block buffer. */
 static hl_block block_tiles(const hl_source *src, const caps_nn_routing_buffers *sc,
@@ -127,9 +141,8 @@ static hl_block block_tiles(const hl_source *src, const caps_nn_routing_buffers 
             }
         } else {
             const int32_t i = i0 + k0;
-            caps_hl_predict(src->pc, src->input + (size_t)i * (size_t)dims->dim_in,
-                            src->weights + (size_t)i * (size_t)md * (size_t)dims->dim_in, tile,
-                            w, w, 1);
+            predict_tile(src->pc, src->input + (size_t)i * (size_t)dims->dim_in,
+                         caps_hl_pred_weights(src->pc, src->weights, i), tile, w);
         }
     }
     return bk;
@@ -801,6 +814,32 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     return routing_core(dims, params, &src, &sc, output);
 }
 
+/* The class-capsule layer with int8 (s4 0) or packed 4-bit (s4 1) weights,
+ * after the entry check of either. */
+static caps_nn_status class_caps(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                 const caps_class_caps_params *params, int32_t store_predictions,
+                                 const int8_t *input, const int8_t *weights, int32_t s4,
+                                 int8_t *output)
+{
+    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
+    /* stored predictions go to sc.uhat in tiles */
+    caps_nn_routing_buffers sc;
+    caps_hl_carve(ctx->buf, dims, !store_predictions, &sc);
+    int8_t *uhat = sc.uhat;
+    caps_hl_pred pc;
+    caps_hl_pred_init(&pc, dims, &params->pred, sc.pred, s4);
+    hl_source src = {NULL, NULL, &pc, input, weights};
+    if (store_predictions) {
+        for (int32_t i0 = 0; i0 < dims->n_in; i0 += (int32_t)CAPS_HL_TILE) {
+            const int32_t w = MIN32((int32_t)CAPS_HL_TILE, dims->n_in - i0);
+            predict_tile(&pc, input + (size_t)i0 * (size_t)dims->dim_in,
+                         caps_hl_pred_weights(&pc, weights, i0), uhat + (size_t)i0 * md, w);
+        }
+        src.stored = uhat;
+    }
+    return routing_core(dims, &params->routing, &src, &sc, output);
+}
+
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
                                   const caps_class_caps_params *params,
                                   int32_t store_predictions, const int8_t *input,
@@ -810,22 +849,17 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                       output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    const size_t md = (size_t)dims->n_out * (size_t)dims->dim_out;
-    /* stored predictions go to sc.uhat in tiles */
-    caps_nn_routing_buffers sc;
-    caps_hl_carve(ctx->buf, dims, !store_predictions, &sc);
-    int8_t *uhat = sc.uhat;
-    caps_hl_pred pc;
-    caps_hl_pred_init(&pc, dims, &params->pred, sc.pred);
-    hl_source src = {NULL, NULL, &pc, input, weights};
-    if (store_predictions) {
-        for (int32_t i0 = 0; i0 < dims->n_in; i0 += (int32_t)CAPS_HL_TILE) {
-            const int32_t w = MIN32((int32_t)CAPS_HL_TILE, dims->n_in - i0);
-            caps_hl_predict(&pc, input + (size_t)i0 * (size_t)dims->dim_in,
-                            weights + (size_t)i0 * md * (size_t)dims->dim_in,
-                            uhat + (size_t)i0 * md, w, w, 1);
-        }
-        src.stored = uhat;
+    return class_caps(ctx, dims, params, store_predictions, input, weights, 0, output);
+}
+
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (caps_class_caps_s4_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
+        return CAPS_NN_ARG_ERROR;
     }
-    return routing_core(dims, &params->routing, &src, &sc, output);
+    return class_caps(ctx, dims, params, store_predictions, input, weights, 1, output);
 }

@@ -1,5 +1,8 @@
 /*
- * Portable dynamic routing and the whole class-capsule layer.
+ * Portable dynamic routing and the whole class-capsule layer (int8 or
+ * packed 4-bit weights).  caps_class_caps_s8 and caps_class_caps_s4 share
+ * one body (class_caps below): a backend that replaces this file defines
+ * both, passing the weight width to its prediction source.
  *
  * One pass over the predictions per iteration: for iteration r >= 1 the
  * logit update of iteration r-1 (which needs v_{r-1}) and the softmax of
@@ -10,6 +13,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../common/caps_nn_int4.h"
 #include "../common/caps_nn_scratch.h"
 #include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
@@ -22,6 +26,7 @@ typedef struct {
     const int8_t *input;                   /* recompute: u [n_in, dim_in] */
     const int8_t *weights;                 /* recompute: W */
     int8_t *row;                           /* recompute: [n_out*dim_out] */
+    int32_t weight_bits;                   /* recompute: 8, or 4 (packed W) */
 } uhat_source;
 
 static const int8_t *uhat_row(const uhat_source *src, const caps_class_caps_dims *dims, int32_t i)
@@ -31,9 +36,14 @@ static const int8_t *uhat_row(const uhat_source *src, const caps_class_caps_dims
         return src->stored + (size_t)i * md;
     }
     const caps_class_caps_dims one = {1, dims->dim_in, dims->n_out, dims->dim_out};
-    (void)caps_predictions_s8(src->pred_ctx, &one, src->pred,
-                              src->input + (size_t)i * (size_t)dims->dim_in,
-                              src->weights + (size_t)i * md * (size_t)dims->dim_in, src->row);
+    const int8_t *u_i = src->input + (size_t)i * (size_t)dims->dim_in;
+    if (src->weight_bits == 4) {
+        (void)caps_predictions_s4(src->pred_ctx, &one, src->pred, u_i,
+                                  caps_nn_s4_block(src->weights, dims, i), src->row);
+    } else {
+        (void)caps_predictions_s8(src->pred_ctx, &one, src->pred, u_i,
+                                  src->weights + (size_t)i * md * (size_t)dims->dim_in, src->row);
+    }
     return src->row;
 }
 
@@ -128,9 +138,35 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     }
     caps_nn_routing_buffers sc;
     caps_nn_routing_carve(ctx->buf, dims, 1, &sc);
-    const uhat_source src = {u_hat, NULL, NULL, NULL, NULL, NULL};
+    const uhat_source src = {u_hat, NULL, NULL, NULL, NULL, NULL, 8};
     routing_core(dims, params, &src, &sc, output);
     return CAPS_NN_SUCCESS;
+}
+
+/* The class-capsule layer with int8 (weight_bits 8) or packed 4-bit
+ * weights, after the entry check of either. */
+static void class_caps(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                       const caps_class_caps_params *params, int32_t store_predictions,
+                       const int8_t *input, const int8_t *weights, int32_t weight_bits,
+                       int8_t *output)
+{
+    caps_nn_routing_buffers sc;
+    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
+    caps_nn_context pred_ctx;
+    pred_ctx.buf = sc.pred;
+    pred_ctx.size = caps_predictions_s8_get_buffer_size(dims);
+
+    uhat_source src = {NULL, &pred_ctx, &params->pred, input, weights, sc.uhat, weight_bits};
+    if (store_predictions) {
+        /* cannot fail: the entry check covered these params and dims */
+        if (weight_bits == 4) {
+            (void)caps_predictions_s4(&pred_ctx, dims, &params->pred, input, weights, sc.uhat);
+        } else {
+            (void)caps_predictions_s8(&pred_ctx, dims, &params->pred, input, weights, sc.uhat);
+        }
+        src.stored = sc.uhat;
+    }
+    routing_core(dims, &params->routing, &src, &sc, output);
 }
 
 caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
@@ -142,18 +178,19 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
                                       output) != CAPS_NN_SUCCESS) {
         return CAPS_NN_ARG_ERROR;
     }
-    caps_nn_routing_buffers sc;
-    caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
-    caps_nn_context pred_ctx;
-    pred_ctx.buf = sc.pred;
-    pred_ctx.size = caps_predictions_s8_get_buffer_size(dims);
+    class_caps(ctx, dims, params, store_predictions, input, weights, 8, output);
+    return CAPS_NN_SUCCESS;
+}
 
-    uhat_source src = {NULL, &pred_ctx, &params->pred, input, weights, sc.uhat};
-    if (store_predictions) {
-        /* cannot fail: the entry check covered these params and dims */
-        (void)caps_predictions_s8(&pred_ctx, dims, &params->pred, input, weights, sc.uhat);
-        src.stored = sc.uhat;
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (caps_class_caps_s4_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
+        return CAPS_NN_ARG_ERROR;
     }
-    routing_core(dims, &params->routing, &src, &sc, output);
+    class_caps(ctx, dims, params, store_predictions, input, weights, 4, output);
     return CAPS_NN_SUCCESS;
 }

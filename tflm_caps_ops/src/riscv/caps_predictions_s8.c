@@ -18,6 +18,7 @@ void caps_rv_pred_init(caps_rv_pred *pc, const caps_class_caps_dims *dims,
     pc->num_scales = params->num_scales;
     pc->multipliers = params->multipliers;
     pc->shifts = params->shifts;
+    pc->weight_bits = 8;
 }
 
 /* sum_k w_k (u_k - zp), exact int32 (|.| <= dim_in 255 128). */
@@ -43,6 +44,10 @@ CAPS_RV_INLINE int32_t row_dot(const int8_t *w, const int8_t *u, int32_t k_in, i
 void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out)
 {
+    if (pc->weight_bits == 4) {
+        caps_rv_predict_capsule_s4(pc, u_i, w_i, out);
+        return;
+    }
     const int32_t k_in = pc->dim_in;
     const int64_t max_abs = (int64_t)k_in * 255 * 128;
     for (int32_t j = 0; j < pc->n_out; ++j) {
@@ -73,7 +78,7 @@ static void pred_phase(void *args, int32_t core, int32_t cores)
     caps_nn_core_range(pc->n_in, core, cores, &start, &stop);
     for (int32_t i = start; i < stop; ++i) {
         caps_rv_predict_capsule(pc, job->input + (size_t)i * (size_t)pc->dim_in,
-                                job->weights + (size_t)i * md * (size_t)pc->dim_in,
+                                caps_rv_weights_of(pc, job->weights, (size_t)i),
                                 job->u_hat + (size_t)i * md);
     }
 }

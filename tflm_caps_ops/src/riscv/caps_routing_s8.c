@@ -66,7 +66,7 @@ static void phase_predict(void *args, int32_t core, int32_t cores)
     for (int32_t k = start; k < stop; ++k) {
         const size_t i = (size_t)(job->i0 + k);
         caps_rv_predict_capsule(pc, job->input + i * (size_t)pc->dim_in,
-                                job->weights + i * job->md * (size_t)pc->dim_in,
+                                caps_rv_weights_of(pc, job->weights, i),
                                 job->sc->rowbuf + (size_t)k * job->md);
     }
 }
@@ -273,19 +273,18 @@ caps_nn_status caps_dynamic_routing_s8(const caps_nn_context *ctx,
     return CAPS_NN_SUCCESS;
 }
 
-caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
-                                  const caps_class_caps_params *params,
-                                  int32_t store_predictions, const int8_t *input,
-                                  const int8_t *weights, int8_t *output)
+/* The class-capsule layer with int8 (weight_bits 8) or packed 4-bit
+ * weights, after the entry check of either. */
+static void class_caps(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                       const caps_class_caps_params *params, int32_t store_predictions,
+                       const int8_t *input, const int8_t *weights, int32_t weight_bits,
+                       int8_t *output)
 {
-    if (caps_class_caps_s8_args_check(ctx, dims, params, store_predictions, input, weights,
-                                      output) != CAPS_NN_SUCCESS) {
-        return CAPS_NN_ARG_ERROR;
-    }
     caps_nn_routing_buffers sc;
     caps_nn_routing_carve(ctx->buf, dims, store_predictions, &sc);
     caps_rv_pred pc;
     caps_rv_pred_init(&pc, dims, &params->pred);
+    pc.weight_bits = weight_bits;
     rv_job job;
     job_init(&job, dims, &params->routing, &sc);
     job.pc = &pc;
@@ -296,5 +295,30 @@ caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_c
         job.stored = sc.uhat;
     }
     routing_core(&job, output);
+}
+
+caps_nn_status caps_class_caps_s8(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (caps_class_caps_s8_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    class_caps(ctx, dims, params, store_predictions, input, weights, 8, output);
+    return CAPS_NN_SUCCESS;
+}
+
+caps_nn_status caps_class_caps_s4(const caps_nn_context *ctx, const caps_class_caps_dims *dims,
+                                  const caps_class_caps_params *params,
+                                  int32_t store_predictions, const int8_t *input,
+                                  const int8_t *weights, int8_t *output)
+{
+    if (caps_class_caps_s4_args_check(ctx, dims, params, store_predictions, input, weights,
+                                      output) != CAPS_NN_SUCCESS) {
+        return CAPS_NN_ARG_ERROR;
+    }
+    class_caps(ctx, dims, params, store_predictions, input, weights, 4, output);
     return CAPS_NN_SUCCESS;
 }

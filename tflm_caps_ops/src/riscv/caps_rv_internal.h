@@ -70,6 +70,23 @@ CAPS_RV_INLINE int32_t caps_rv_requant(int32_t x, const caps_bm_requant *q, int3
     return q->fast ? caps_bm_requantize(x, q) : caps_nn_requantize(x, multiplier, shift);
 }
 
+/* max(0, bit length(sq) - 8): the right shift of sq in its squash table
+ * index (both squash variants). */
+CAPS_RV_INLINE uint32_t caps_rv_squash_index_shift(uint32_t sq)
+{
+#if defined(__riscv_zbb)
+    return sq < 256u ? 0u : 24u - (uint32_t)__builtin_clz(sq);
+#else
+    uint32_t t = sq >> (CAPS_NN_SQUASH_LUT_BITS + 1), s = 0;
+    if (t >= 1u << 16) { s += 16; t >>= 16; }
+    if (t >= 1u << 8) { s += 8; t >>= 8; }
+    if (t >= 1u << 4) { s += 4; t >>= 4; }
+    if (t >= 1u << 2) { s += 2; t >>= 2; }
+    if (t >= 1u << 1) { s += 1; t >>= 1; }
+    return s + t;
+#endif
+}
+
 /* Prepared predictions (per output capsule requantization). */
 typedef struct {
     int32_t n_in;
@@ -80,14 +97,28 @@ typedef struct {
     int32_t num_scales;
     const int32_t *multipliers;
     const int32_t *shifts;
+    int32_t weight_bits; /* 8, or 4: packed weights (caps_predictions_s4.c) */
 } caps_rv_pred;
 
 void caps_rv_pred_init(caps_rv_pred *pc, const caps_class_caps_dims *dims,
                        const caps_predictions_params *params);
 
-/* u_hat(.|i) [n_out*dim_out] of one input capsule (one core's work). */
+/* u_hat(.|i) [n_out*dim_out] of one input capsule (one core's work) from
+ * its block W[i] (int8, or packed 4-bit when pc->weight_bits is 4). */
 void caps_rv_predict_capsule(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
                              int8_t *out);
+
+/* The same from a packed 4-bit block (caps_rv_predict_capsule forwards there). */
+void caps_rv_predict_capsule_s4(const caps_rv_pred *pc, const int8_t *u_i, const int8_t *w_i,
+                                int8_t *out);
+
+/* Where W[i] starts: int8 or packed 4-bit weights. */
+CAPS_RV_INLINE const int8_t *caps_rv_weights_of(const caps_rv_pred *pc, const int8_t *weights,
+                                                size_t i)
+{
+    const size_t block = (size_t)pc->n_out * (size_t)pc->dim_out * (size_t)pc->dim_in;
+    return weights + i * (pc->weight_bits == 4 ? block / 2u : block);
+}
 
 /* All predictions [n_in, n_out*dim_out], input capsules split over the cores. */
 void caps_rv_predict_all(const caps_rv_pred *pc, const int8_t *input, const int8_t *weights,

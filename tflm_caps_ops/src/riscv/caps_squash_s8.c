@@ -15,22 +15,6 @@ typedef struct {
     int8_t *output;
 } squash_job;
 
-/* max(0, bit length(sq) - 8): the right shift of sq in its table index. */
-CAPS_RV_INLINE uint32_t index_shift(uint32_t sq)
-{
-#if defined(__riscv_zbb)
-    return sq < 256u ? 0u : 24u - (uint32_t)__builtin_clz(sq);
-#else
-    uint32_t t = sq >> (CAPS_NN_SQUASH_LUT_BITS + 1), s = 0;
-    if (t >= 1u << 16) { s += 16; t >>= 16; }
-    if (t >= 1u << 8) { s += 8; t >>= 8; }
-    if (t >= 1u << 4) { s += 4; t >>= 4; }
-    if (t >= 1u << 2) { s += 2; t >>= 2; }
-    if (t >= 1u << 1) { s += 1; t >>= 1; }
-    return s + t;
-#endif
-}
-
 static void squash_phase(void *args, int32_t core, int32_t cores)
 {
     const squash_job *job = (const squash_job *)args;
@@ -46,7 +30,7 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
             const int32_t y = x[k] - zp;
             sq += (uint32_t)(y * y);
         }
-        const uint32_t shift = index_shift(sq);
+        const uint32_t shift = caps_rv_squash_index_shift(sq);
         const uint32_t index = (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
         int32_t g;
         if (job->table != NULL) {

@@ -211,21 +211,24 @@ static void run_class_caps(int32_t case_index)
     check_record(caps_vec_read_class_caps_head(rd32, &dims, &flags, &p, CAPS_NN_MAX_N_OUT));
     check_record(caps_vec_read_class_caps_rest(rd32, &dims, &p, mult, shift));
     const caps_routing_params *rp = &p.routing;
+    caps_vec_kernels kern;
+    caps_vec_kernels_of(&dims, flags, &kern);
     const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
     const int8_t *u = rd_i8((size_t)dims.n_in * (size_t)dims.dim_in);
-    const int8_t *w = rd_i8((size_t)dims.n_in * md * (size_t)dims.dim_in);
+    const int8_t *w = rd_i8(kern.weight_bytes);
     int8_t *v = (int8_t *)arena_take(md, 0);
     uint64_t t0, t1;
     caps_nn_status st;
 
     if (flags & CAPS_VEC_F_PREDICTIONS) {
         int8_t *u_hat = (int8_t *)arena_take((size_t)dims.n_in * md, 0);
-        caps_nn_context ctx = scratch(caps_predictions_s8_get_buffer_size(&dims));
+        caps_nn_context ctx = scratch(kern.predictions_buffer_size(&dims));
         profile_reset();
         t0 = mcu_counter_read();
-        st = caps_predictions_s8(&ctx, &dims, &p.pred, u, w, u_hat);
+        st = kern.predictions(&ctx, &dims, &p.pred, u, w, u_hat);
         t1 = mcu_counter_read();
-        check_call(case_index, "predictions", st, t1 - t0, u_hat, (size_t)dims.n_in * md);
+        check_call(case_index, (flags & CAPS_VEC_F_INT4) ? "predictions_s4" : "predictions", st,
+                   t1 - t0, u_hat, (size_t)dims.n_in * md);
         if (flags & CAPS_VEC_F_ROUTING) {
             caps_nn_context rctx =
                 scratch(caps_dynamic_routing_s8_get_buffer_size(&dims) + extra_scratch(&dims));
@@ -241,15 +244,70 @@ static void run_class_caps(int32_t case_index)
             continue;
         }
         caps_nn_context ctx =
-            scratch(caps_class_caps_s8_get_buffer_size(&dims, store) + extra_scratch(&dims));
+            scratch(kern.class_caps_buffer_size(&dims, store) + extra_scratch(&dims));
         memset(v, 0x55, md);
         profile_reset();
         t0 = mcu_counter_read();
-        st = caps_class_caps_s8(&ctx, &dims, &p, store, u, w, v);
+        st = kern.class_caps(&ctx, &dims, &p, store, u, w, v);
         t1 = mcu_counter_read();
-        check_call(case_index, store ? "class_caps_store" : "class_caps_recompute", st, t1 - t0,
+        static const char *const names[2][2] = {{"class_caps_recompute", "class_caps_store"},
+                                                {"class_caps_recompute_s4", "class_caps_store_s4"}};
+        check_call(case_index, names[(flags & CAPS_VEC_F_INT4) != 0][store], st, t1 - t0,
                    v, md);
     }
+}
+
+static void run_efficient_squash(int32_t case_index)
+{
+    caps_caps_dims dims;
+    caps_efficient_squash_params ep;
+    caps_vec_read_efficient_squash(rd32, &dims, &ep);
+    const size_t n = (size_t)dims.n_caps * (size_t)dims.dim;
+    const int8_t *x = rd_i8(n);
+    /* the gain table is filled outside the timed call (TFLM Prepare) */
+    const int32_t bytes = caps_efficient_squash_s8_get_buffer_size(&dims, &ep);
+    caps_nn_context table;
+    table.size = bytes < 0 ? 0 : bytes;
+    table.buf = arena_take((size_t)table.size, 0);
+    caps_nn_status st = caps_efficient_squash_s8_init_table(&table, &dims, &ep);
+    int8_t *out = (int8_t *)arena_take(n, 0);
+    profile_reset();
+    uint64_t t0 = mcu_counter_read();
+    if (st == CAPS_NN_SUCCESS) {
+        st = caps_efficient_squash_s8(&table, &dims, &ep, x, out);
+    }
+    uint64_t t1 = mcu_counter_read();
+    check_call(case_index, "efficient_squash", st, t1 - t0, out, n);
+    profile_reset();
+    t0 = mcu_counter_read();
+    st = caps_efficient_squash_s8(NULL, &dims, &ep, x, out);
+    t1 = mcu_counter_read();
+    check_call(case_index, "efficient_squash_no_table", st, t1 - t0, out, n);
+}
+
+static void run_self_attention(int32_t case_index)
+{
+    caps_class_caps_dims dims;
+    caps_self_attention_params p;
+    static int32_t mult[CAPS_NN_MAX_N_OUT];
+    static int32_t shift[CAPS_NN_MAX_N_OUT];
+    check_record(caps_vec_read_self_attention_head(rd32, &dims, &p, CAPS_NN_MAX_N_OUT));
+    caps_vec_read_self_attention_rest(rd32, &dims, &p, mult, shift);
+    const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
+    const size_t nb = (size_t)dims.n_in * (size_t)dims.n_out;
+    const int8_t *u = rd_i8((size_t)dims.n_in * (size_t)dims.dim_in);
+    const int8_t *w = rd_i8((size_t)dims.n_in * md * (size_t)dims.dim_in);
+    /* the int32 bias is copied out of the unaligned blob */
+    int32_t *bias = (int32_t *)arena_take(4 * nb, 0);
+    memcpy(bias, rd_i8(4 * nb), 4 * nb);
+    int8_t *v = (int8_t *)arena_take(md, 0);
+    caps_nn_context ctx = scratch(caps_self_attention_s8_get_buffer_size(&dims));
+    memset(v, 0x55, md);
+    profile_reset();
+    const uint64_t t0 = mcu_counter_read();
+    const caps_nn_status st = caps_self_attention_s8(&ctx, &dims, &p, u, w, bias, v);
+    const uint64_t t1 = mcu_counter_read();
+    check_call(case_index, "self_attention", st, t1 - t0, v, md);
 }
 
 int main(void)
@@ -272,6 +330,10 @@ int main(void)
             run_squash_or_length(c, op);
         } else if (op == CAPS_VEC_OP_CLASS_CAPS) {
             run_class_caps(c);
+        } else if (op == CAPS_VEC_OP_EFFICIENT_SQUASH) {
+            run_efficient_squash(c);
+        } else if (op == CAPS_VEC_OP_SELF_ATTENTION) {
+            run_self_attention(c);
         } else {
             mcu_fail("kernel_vectors_main: unknown op code in vector blob\n");
         }
