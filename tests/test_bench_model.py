@@ -158,6 +158,71 @@ def test_parameters_are_the_models():
     assert np.array_equal(again, u) and not np.array_equal(other, u)
 
 
+def _efficient_and_int4_model():
+    """x [1, 16, 8] -> EfficientSquash -> SelfAttentionCaps (16x8D -> 10x16D),
+    and an int4 ClassCaps (32x4D -> 10x6D, per-capsule scales) on a second
+    input; every quantization from the reference's calibration."""
+    rng = np.random.default_rng(5)
+    # self-attention: float layer calibrated on efficient-squashed capsules
+    W = rng.normal(size=(16, 10, 16, 8)) / np.sqrt(8)
+    b = rng.normal(0, 0.2, (16, 10))
+    u = rng.normal(size=(4, 16, 8))
+    sa_quant = q.calibrate_self_attention(u / (1 + np.abs(u)), W, b, 1 / 128, 0)
+    sa_w = q.quantize_weights(W, sa_quant.weight_scales)
+    bias = q.quantize_attention_bias(b)
+    x = mb.TensorSpec("x", (1, 16, 8), "int8", scale=0.04, zero_point=0)
+    u_t, w_t, b_t, v_t = mb.self_attention_tensors(1, sa_w, bias, sa_quant)
+    # int4 class capsules
+    W4 = rng.normal(size=(32, 10, 6, 4)) / 2
+    c_quant = q.calibrate_class_caps(q.dequantize(q.quantize(
+        np.tanh(rng.normal(size=(4, 32, 4))), 1 / 128), 1 / 128), W4, 3, 1 / 128, 0,
+        per_capsule=True, weight_bits=4)
+    c_w = q.quantize_weights(W4, c_quant.weight_scales, 4)
+    cu = mb.TensorSpec("cu", (1, 32, 4), "int8", scale=1 / 128, zero_point=0)
+    cw = mb.TensorSpec("cW", (32, 10, 6, 4), "int4", scale=list(c_quant.weight_scales),
+                       zero_point=0, quantized_dimension=1, data=c_w)
+    cv = mb.TensorSpec("cv", (1, 10, 6), "int8", scale=1 / 128, zero_point=0)
+    tensors = [x, u_t, w_t, b_t, v_t, cu, cw, cv]
+    ops = [mb.OpSpec(C.EFFICIENT_SQUASH, [0], [1], mb.encode_options({C.OPT_VERSION: C.OPTIONS_VERSION})),
+           mb.OpSpec(C.SELF_ATTENTION_CAPS, [1, 2, 3], [4],
+                     mb.encode_options(mb.self_attention_options(sa_quant))),
+           mb.OpSpec(C.CLASS_CAPS, [5, 6], [7],
+                     mb.encode_options(mb.class_caps_options(c_quant)))]
+    model = mb.build_model(tensors, ops, [0, 5], [4, 7])
+    return model, (sa_w, bias, sa_quant), (c_w, c_quant)
+
+
+def test_efficient_capsnet_and_int4_ops(tmp_path):
+    """Efficient squash, self-attention and an int4 ClassCaps: the params are
+    the reference's for the model's quantization, and each runs bit-exact on
+    the M55 with the Helium kernels (the _s4 ones for int4)."""
+    require_target("cortex-m55")
+    model, (sa_w, bias, sa_quant), (c_w, c_quant) = _efficient_and_int4_model()
+    _, _, ops = bench_model.analyze(model)
+    by = {o.op: o for o in ops}
+    es, sa, cc = by[C.EFFICIENT_SQUASH], by[C.SELF_ATTENTION_CAPS], by[C.CLASS_CAPS]
+    assert es.case[2] == q.efficient_squash_params(0.04, 0) and es.kernel == "efficient_squash"
+    assert np.array_equal(sa.case[2], sa_w) and np.array_equal(sa.case[3], bias)
+    assert sa.case[4] == q.self_attention_params((16, 8, 10, 16), sa_quant, bias)
+    assert np.array_equal(sa.case[1], ref.efficient_squash_s8(es.case[1], es.case[2]))
+    assert sa.macs == 16 * 10 * 16 * (8 + 3) and sa.shape == "16x8D->10x16D attention"
+    assert np.array_equal(cc.case[2], c_w) and cc.case[4] & vec.F_INT4
+    assert cc.case[3] == q.class_caps_params((32, 4, 10, 6), c_quant)
+    assert cc.kernel == "class_caps_store_s4" and cc.shape == "32x4D->10x6D r3 int4"
+
+    report = bench_model.run(model, configs=["m55-helium"], arena=False, progress=False,
+                             cache_dir=tmp_path)
+    got = {o["op"]: o for o in report["capsule_ops"]}
+    for name, kernel in ((C.EFFICIENT_SQUASH, "efficient_squash"),
+                         (C.SELF_ATTENTION_CAPS, "self_attention"),
+                         (C.CLASS_CAPS, "class_caps_store_s4")):
+        o = got[name]
+        assert o["emulated"] and o["kernel"] == kernel and o["instructions"]["m55-helium"] > 0
+        assert all(c["bit_exact"] for c in o["calls"])
+    assert {c["kernel"] for c in got[C.CLASS_CAPS]["calls"]} == \
+        {"predictions_s4", "routing", "class_caps_store_s4"}
+
+
 def test_squash_chain_feeds_class_caps(tiny_tflite):
     """ClassCaps sees the reference output of the Squash before it."""
     _, _, ops = bench_model.analyze(tiny_tflite.read_bytes(), seed=0)

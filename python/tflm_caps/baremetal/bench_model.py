@@ -17,9 +17,12 @@ numbers of a trained model.
 Also reported: MACs of every builtin layer (``tflite.summary.op_macs``:
 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED; other builtins None), the
 model's bytes and its minimum tensor arena in the TFLM host interpreter
-(``runtime.find_min_arena_size``).  A capsule op that cannot be emulated
-(an op kind without a kernel case, a float op, inconsistent tensors) is
-listed with the reason, never dropped.
+(``runtime.find_min_arena_size``).  Capsule ops with a kernel case:
+Squash (with its gain table), Length, ClassCaps (int8 or packed int4
+weights; the store or recompute kernel the op's options choose, and the
+predictions and routing phases), EfficientSquash and SelfAttentionCaps.
+A capsule op that cannot be emulated (an op kind without a kernel case, a
+float op, inconsistent tensors) is listed with the reason, never dropped.
 """
 import dataclasses
 import os
@@ -69,7 +72,11 @@ class CapsuleOp:
             return " ".join("x".join(map(str, s)) for s in self.inputs[:1])
         if self.case[0] == "class_caps":
             n_in, n_out, d_out, d_in = self.case[2].shape
-            return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{self.case[3].routing.routings}"
+            int4 = " int4" if self.case[4] & vec.F_INT4 else ""
+            return f"{n_in}x{d_in}D->{n_out}x{d_out}D r{self.case[3].routing.routings}{int4}"
+        if self.case[0] == "self_attention":
+            n_in, n_out, d_out, d_in = self.case[2].shape
+            return f"{n_in}x{d_in}D->{n_out}x{d_out}D attention"
         x = np.asarray(self.case[1])
         return f"{x.shape[0]}x{x.shape[1]}D"
 
@@ -117,6 +124,32 @@ def _int8_input(t, op):
     return t.quantization
 
 
+def _weights(info, op, allow_int4=False):
+    """(int8 W [N_in, N_out, D_out, D_in], int4 packed?, weight scales) of a
+    capsule layer's constant input 1; ValueError with the reason otherwise."""
+    from tflm_caps.reference import int8 as ref
+
+    w_t = info.tensors[op.inputs[1]]
+    kinds = ("int8", "int4") if allow_int4 else ("int8",)
+    if w_t.type_name not in kinds or w_t.data is None:
+        raise ValueError(f"weights {w_t.name!r} must be constant {' or '.join(kinds)}, got "
+                         f"{'constant ' if w_t.data is not None else ''}{w_t.type_name}")
+    x_shape = info.tensors[op.inputs[0]].shape
+    if len(w_t.shape) != 4 or w_t.shape[0] != x_shape[1] or w_t.shape[3] != x_shape[2]:
+        raise ValueError(f"weights {w_t.name!r} {list(w_t.shape)} do not fit input "
+                         f"{list(x_shape)} (expected [N_in, N_out, D_out, D_in])")
+    if np.any(w_t.zero_point != 0):
+        raise ValueError(f"weights {w_t.name!r} must be symmetric (zero point 0)")
+    if w_t.scale.size > 1 and w_t.quantized_dimension != 1:
+        raise ValueError(f"per-capsule weight scales need quantized_dimension 1, got "
+                         f"{w_t.quantized_dimension}")
+    if w_t.type_name == "int4":
+        W = ref.unpack_weights_s4(w_t.data, w_t.shape)
+    else:
+        W = np.frombuffer(w_t.data, np.int8).reshape(w_t.shape)
+    return W, w_t.type_name == "int4", tuple(float(s) for s in w_t.scale)
+
+
 def _capsule_case(info, op, rng, produced):
     """(case, kernel, repeat, options) of one capsule op; ValueError with the
     reason when it cannot be emulated.  ``produced``: tensor index -> int8
@@ -139,6 +172,7 @@ def _capsule_case(info, op, rng, produced):
     if x is None:
         x = rng.integers(-128, 128, size=x_t.shape).astype(np.int8)
     batch, n, dim = (int(d) for d in x_t.shape)
+    repeat = 1
     if op.op_name == C.SQUASH:
         params = q.squash_params(scale, zp)
         if len(op.inputs) > 1 and op.inputs[1] >= 0:
@@ -149,40 +183,50 @@ def _capsule_case(info, op, rng, produced):
                                  f"{dim} and the input quantization (TFLM refuses it)")
         case = ("squash", x.reshape(batch * n, dim), params)
         out = ref.squash_s8(case[1], params).reshape(x_t.shape)
-        kernel, repeat = "squash", 1
+        kernel = "squash"  # with its gain table, as TFLM runs it
+    elif op.op_name == C.EFFICIENT_SQUASH:
+        params = q.efficient_squash_params(scale, zp)
+        case = ("efficient_squash", x.reshape(batch * n, dim), params)
+        out = ref.efficient_squash_s8(case[1], params).reshape(x_t.shape)
+        kernel = "efficient_squash"  # with the table TFLM fills in Prepare
     elif op.op_name == C.LENGTH:
         params = q.length_params(scale, zp)
         case = ("length", x.reshape(batch * n, dim), params)
         out = ref.length_s8(case[1], params).reshape(batch, n)
-        kernel, repeat = "length", 1
-    else:
-        w_t = info.tensors[op.inputs[1]]
-        if w_t.type_name != "int8" or w_t.data is None:
-            raise ValueError(f"weights {w_t.name!r} must be constant int8, got "
-                             f"{'constant ' if w_t.data is not None else ''}{w_t.type_name}")
-        if len(w_t.shape) != 4 or w_t.shape[0] != n or w_t.shape[3] != dim:
-            raise ValueError(f"weights {w_t.name!r} {list(w_t.shape)} do not fit input "
-                             f"{list(x_t.shape)} (expected [N_in, N_out, D_out, D_in])")
-        if np.any(w_t.zero_point != 0):
-            raise ValueError(f"weights {w_t.name!r} must be symmetric (zero point 0)")
-        if w_t.scale.size > 1 and w_t.quantized_dimension != 1:
-            raise ValueError(f"per-capsule weight scales need quantized_dimension 1, got "
-                             f"{w_t.quantized_dimension}")
-        W = np.frombuffer(w_t.data, np.int8).reshape(w_t.shape)
-        quant = q.ClassCapsQuant(scale, zp, tuple(float(s) for s in w_t.scale),
-                                 opts[C.OPT_U_HAT_SCALE], tuple(opts[C.OPT_S_SCALES]),
-                                 tuple(opts[C.OPT_B_SCALES]))
+        kernel = "length"
+    elif op.op_name == C.CLASS_CAPS:
+        W, int4, w_scales = _weights(info, op, allow_int4=True)
+        quant = q.ClassCapsQuant(scale, zp, w_scales, opts[C.OPT_U_HAT_SCALE],
+                                 tuple(opts[C.OPT_S_SCALES]), tuple(opts[C.OPT_B_SCALES]))
         if quant.routings != int(opts[C.OPT_NUM_ROUTING]):
             raise ValueError(f"num_routing {opts[C.OPT_NUM_ROUTING]} but "
                              f"{quant.routings} s_scales")
-        params = q.class_caps_params(q.ClassCapsDims.from_shapes(x_t.shape, w_t.shape), quant)
+        params = q.class_caps_params(q.ClassCapsDims.from_shapes(x_t.shape, W.shape), quant)
         store = bool(opts[C.OPT_STORE_PREDICTIONS])
-        kernel = "class_caps_store" if store else "class_caps_recompute"
+        kernel = ("class_caps_store" if store else "class_caps_recompute") + \
+            ("_s4" if int4 else "")
         # the predictions and routing phases too, for where the time goes
         flags = vec.F_PREDICTIONS | vec.F_ROUTING | (vec.F_STORE if store else vec.F_RECOMPUTE)
-        case = ("class_caps", x[0], W, params, flags)
-        out = np.stack([ref.class_caps_s8(x[b], W, params) for b in range(batch)])
+        case = ("class_caps", x[0], W, params, flags | (vec.F_INT4 if int4 else 0))
+        out = ref.class_caps_s8(x, W, params)
         repeat = batch  # the glue calls the kernel once per batch item
+    elif op.op_name == C.SELF_ATTENTION_CAPS:
+        W, _, w_scales = _weights(info, op)
+        b_t = info.tensors[op.inputs[2]] if len(op.inputs) > 2 else None
+        if (b_t is None or b_t.type_name != "int32" or b_t.data is None
+                or b_t.quantization != (C.ATTENTION_BIAS_SCALE, C.ATTENTION_BIAS_ZERO_POINT)):
+            raise ValueError("the coupling bias must be a constant int32 tensor with scale "
+                             "2^-15 and zero point 0")
+        bias = np.frombuffer(b_t.data, np.int32).reshape(b_t.shape)
+        quant = q.SelfAttentionQuant(scale, zp, w_scales, opts[C.OPT_U_HAT_SCALE],
+                                     opts[C.OPT_S_SCALE])
+        params = q.self_attention_params(q.ClassCapsDims.from_shapes(x_t.shape, W.shape),
+                                         quant, bias)
+        case = ("self_attention", x[0], W, bias, params)
+        out = ref.self_attention_s8(x, W, bias, params)
+        kernel, repeat = "self_attention", batch
+    else:
+        raise ValueError("no bare-metal kernel case for this capsule op kind")
     produced.setdefault(op.outputs[0], np.asarray(out, np.int8))
     return case, kernel, repeat, opts
 
