@@ -23,8 +23,9 @@ against the fraction of primary capsule types removed.
    (helium), MACs of each convolution read from the .tflite.
 5. Print Markdown tables, write JSON and the PNG plot.
 
-``--from-json OUT.json --tflite-dir DIR --mcu`` redoes steps 4 and 5 on the
-rows and the kept .tflite models of an earlier run, without training.
+``--from-json OUT.json --tflite-dir DIR --mcu`` redoes steps 4 and 5 (and
+the arena) on the rows and the kept .tflite models of an earlier run,
+without training.
 """
 import argparse
 import json
@@ -201,6 +202,7 @@ def markdown_mcu(rows):
 def remeasure(args, progress):
     """Steps 4 and 5 on the rows and .tflite models of an earlier run."""
     from tflm_caps import data
+    from tflm_caps.runtime import find_min_arena_size
 
     with open(args.from_json) as fh:
         report = json.load(fh)
@@ -213,6 +215,7 @@ def remeasure(args, progress):
             model = fh.read()
         _log(f"{100 * r['fraction_pruned']:.1f}%: emulating the capsule ops of {r['tflite']}")
         r["mcu"] = mcu_bench(model, ds.x_test[:1], progress)
+        r["arena_bytes"] = int(find_min_arena_size(model))  # with the kernels of this build
     return report
 
 
