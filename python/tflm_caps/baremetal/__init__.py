@@ -12,6 +12,8 @@ boards and runs them with deterministic instruction counting:
   a C header for the bare-metal driver) and the reference's outputs;
 - ``cases``: kernel cases on the published CapsNet shapes;
 - ``bench``: instruction counts behind ``tflm-caps bench``;
+- ``bench_model``: a converted model's own capsule ops, MACs, bytes, arena
+  (``tflm-caps bench MODEL.tflite``);
 - ``profile``: per-function instruction profile of an image.
 
 Needs the cross toolchains and QEMU that scripts/install.sh installs.

@@ -1,4 +1,5 @@
-"""What a .tflite contains: operators, I/O tensors, tensor types, sizes, metadata.
+"""What a .tflite contains: operators, I/O tensors, tensor types, sizes, metadata,
+MACs of the compute builtins (``op_macs``).
 
 For reports (conversion summary, ``tflm-caps export``) and tests.  Built on
 the bounds-checked reader, so a malformed file is a ModelFormatError.
@@ -135,3 +136,29 @@ def weights_by_layer(data, what="model"):
             out = info.tensors[op.outputs[0]].name if op.outputs else ""
             layers.append(LayerWeights(op.index, op.op_name, out, consts))
     return layers, dict(sorted(by_bits.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+
+
+def op_macs(info, op):
+    """Multiply-accumulates of one builtin operator of a ModelInfo, from its
+    tensor shapes: CONV_2D (output elements x kernel height x width x input
+    channels per group), DEPTHWISE_CONV_2D (output elements x kernel height
+    x width), FULLY_CONNECTED (input elements x units).  None for any other
+    operator."""
+    def shape(i):
+        return [int(d) for d in info.tensors[i].shape]
+
+    def count(dims):
+        n = 1
+        for d in dims:
+            n *= d
+        return n
+
+    if op.op_name == "CONV_2D":
+        w = shape(op.inputs[1])
+        return count(shape(op.outputs[0])) * w[1] * w[2] * w[3]
+    if op.op_name == "DEPTHWISE_CONV_2D":
+        w = shape(op.inputs[1])
+        return count(shape(op.outputs[0])) * w[1] * w[2]
+    if op.op_name == "FULLY_CONNECTED":
+        return count(shape(op.inputs[0])) * shape(op.inputs[1])[0]
+    return None
