@@ -66,12 +66,13 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
                             const TfLiteTensor* v) {
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "input 0 (u)", u, 3));
   CAPS_ENSURE_OK(CapsCheckRank(kOp, "input 1 (W)", w, 4));
-  if (w->type != kTfLiteInt8 && w->type != kTfLiteInt4) {
+  const int w_type = CapsTensorType(w);
+  if (w_type != kTfLiteInt8 && w_type != kTfLiteInt4) {
     CapsReportError("%s: input 1 (W) must be int8 or int4 (packed two per byte), got %s", kOp,
-                    CapsTypeName(w->type));
+                    CapsTypeName(w_type));
     return kTfLiteError;
   }
-  const int32_t weight_bits = w->type == kTfLiteInt4 ? 4 : 8;
+  const int32_t weight_bits = w_type == kTfLiteInt4 ? 4 : 8;
   CAPS_ENSURE_OK(CapsCheckInt8Rank(kOp, "output 0 (v)", v, 3));
   const int32_t batch = u->dims->data[0];
   caps_class_caps_dims dims;

@@ -46,8 +46,8 @@ TfLiteStatus CheckBias(const TfLiteTensor* bias, int32_t n_in, int32_t n_out) {
     CapsReportError("%s: %s is missing (could not allocate its tensor)", kOp, what);
     return kTfLiteError;
   }
-  if (bias->type != kTfLiteInt32) {
-    CapsReportError("%s: %s must be int32, got %s", kOp, what, CapsTypeName(bias->type));
+  if (CapsTensorType(bias) != kTfLiteInt32) {
+    CapsReportError("%s: %s must be int32, got %s", kOp, what, CapsTypeName(CapsTensorType(bias)));
     return kTfLiteError;
   }
   const int dims[2] = {(int)n_in, (int)n_out};

@@ -34,8 +34,8 @@ TfLiteStatus CheckTableInput(const TfLiteTensor* t, const OpData* data) {
     CapsReportError("%s: %s is missing (could not allocate its tensor)", kOp, kTable);
     return kTfLiteError;
   }
-  if (t->type != kTfLiteInt32) {
-    CapsReportError("%s: %s must be int32, got %s", kOp, kTable, CapsTypeName(t->type));
+  if (CapsTensorType(t) != kTfLiteInt32) {
+    CapsReportError("%s: %s must be int32, got %s", kOp, kTable, CapsTypeName(CapsTensorType(t)));
     return kTfLiteError;
   }
   if (t->allocation_type != kCapsConstantAllocation) {
