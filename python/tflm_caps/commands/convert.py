@@ -2,6 +2,7 @@
 import json
 import os
 
+from tflm_caps import ops_contract as C
 from tflm_caps.commands import options
 from tflm_caps.commands.errors import CliError
 
@@ -13,9 +14,9 @@ def add_parser(subparsers):
                                 data="data source of the calibration images (train split "
                                      "only; sources: `tflm-caps train --help`)")],
         description="Convert a Keras CapsNet (.keras) to a .tflite whose capsule layers are "
-                    "int8 TFLite CUSTOM ops (TFLMCaps_Squash, TFLMCaps_ClassCaps, "
-                    "TFLMCaps_Length) and whose builtins are int8, calibrated on training "
-                    "images of the data source.")
+                    "int8 TFLite CUSTOM ops (" + ", ".join(C.CUSTOM_OPS) + ") and whose "
+                    "builtins are int8 (or packed int4, --weight-bits), calibrated on "
+                    "training images of the data source.")
     parser.add_argument("model", metavar="MODEL.keras", help="trained Keras model")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.tflite",
                         help="where to write the int8 model")
