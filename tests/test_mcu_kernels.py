@@ -151,7 +151,8 @@ def _cases():
     # last step of the four-capsules-per-vector loops (Helium), and dims
     # around the vector widths
     for n_caps, dim, scale, zp in ((13, 4, 0.2, -5), (2, 4, 0.01, 127), (1027, 4, 0.05, 0),
-                                   (5, 3, 0.1, 1), (9, 8, 0.03, -2), (3, 17, 0.02, 4)):
+                                   (5, 3, 0.1, 1), (9, 8, 0.03, -2), (40, 8, 0.05, 0),
+                                   (3, 17, 0.02, 4)):
         out.append(cases.squash_case(rng, n_caps, dim, scale=scale, zp=zp))
     for n_caps, dim, scale, zp in ((11, 4, 0.03, 9), (3, 4, 1.0 / 128, -128), (7, 9, 0.01, 0)):
         out.append(cases.length_case(rng, n_caps, dim, scale=scale, zp=zp))

@@ -75,7 +75,7 @@ CAPS_HL_INLINE void squash_d4(const int32_t *table, const caps_squash_params *pa
 
 /* One capsule of any dim with gain g: four elements per step (predicated
  * tail), y 2^7 by VQRDMULH with the scalar gain = (y G 2^8 + 2^31) >> 32. */
-static void apply_gain(const int8_t *x, int8_t *v, int32_t dim, int32_t zp, int32_t g)
+CAPS_HL_INLINE void apply_gain(const int8_t *x, int8_t *v, int32_t dim, int32_t zp, int32_t g)
 {
     /* in place is safe: each step reads its elements before writing them */
     for (int32_t k = 0; k < dim; k += 4) {
@@ -83,6 +83,20 @@ static void apply_gain(const int8_t *x, int8_t *v, int32_t dim, int32_t zp, int3
         const int32x4_t y = vsubq_n_s32(vldrbq_z_s32(x + k, p), zp);
         const int32x4_t r = vqrdmulhq_n_s32(vshlq_n_s32(y, 7), g);
         vstrbq_p_s32(v + k, caps_hl_sat8_lanes(r), p);
+    }
+}
+
+/* Capsules of any dim one at a time: squared norm, gain, elements. */
+CAPS_HL_INLINE void squash_each(const int32_t *table, const caps_squash_params *params,
+                                int32_t n_caps, const int8_t *x, int8_t *v, const int32_t dim)
+{
+    const int32_t zp = params->input_zp;
+    for (int32_t n = n_caps; n > 0; --n) {
+        const uint32_t idx = caps_nn_squash_index(caps_hl_squared_norm(x, dim, zp));
+        const int32_t g = table != NULL ? table[idx] : computed_gain(idx, params);
+        apply_gain(x, v, dim, zp, g);
+        x += dim;
+        v += dim;
     }
 }
 
@@ -105,13 +119,15 @@ caps_nn_status caps_squash_s8(const caps_nn_context *ctx, const caps_caps_dims *
         }
         return CAPS_NN_SUCCESS;
     }
-    const int32_t zp = params->input_zp;
-    for (int32_t n = 0; n < dims->n_caps; ++n) {
-        const int8_t *x = input + (size_t)n * (size_t)dim;
-        int8_t *v = output + (size_t)n * (size_t)dim;
-        const uint32_t idx = caps_nn_squash_index(caps_hl_squared_norm(x, dim, zp));
-        const int32_t g = table != NULL ? table[idx] : computed_gain(idx, params);
-        apply_gain(x, v, dim, zp, g);
+    /* 8-D (sabour2017-mnist's primary capsules) and 16-D get their own
+     * copies of the loop: with a constant dim the predicates are constants
+     * and the inner loops unroll */
+    if (dim == 8) {
+        squash_each(table, params, dims->n_caps, input, output, 8);
+    } else if (dim == 16) {
+        squash_each(table, params, dims->n_caps, input, output, 16);
+    } else {
+        squash_each(table, params, dims->n_caps, input, output, dim);
     }
     return CAPS_NN_SUCCESS;
 }
