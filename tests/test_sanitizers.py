@@ -11,9 +11,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from support.kernel_cases import random_self_attention
 from support.toolchains import require_tools
 
 from tflm_caps import ops_sources
+from tflm_caps.baremetal import cases as B
 from tflm_caps.baremetal import vectors as V
 from tflm_caps.baremetal.build import HARNESS_DIR
 from tflm_caps.reference import float_ref
@@ -133,10 +135,37 @@ def _int4_layer_cases():
     return cases
 
 
+def _efficient_cases():
+    """Efficient-CapsNet ops: exponential squash at edge inputs, scales and
+    dims (D up to 16384, zero capsules), self-attention layers calibrated and
+    random, at D_out 1 and its limit of 128, N_in beyond one 255-capsule
+    block, biases from zero to the limit."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for dim in (1, 3, 4, 16, 16384):
+        x = np.stack([np.full(dim, -128), np.full(dim, 127), np.zeros(dim),
+                      np.resize([127, -128], dim)]).astype(np.int8)
+        for scale, zp in ((1.0 / 128, 0), (1e-6, -128), (1e3, 127), (1e-30, 127), (3e38, -128)):
+            cases.append(("efficient_squash", x, q.efficient_squash_params(scale, zp)))
+    cases.append(("efficient_squash", np.zeros((0, 5), np.int8),
+                  q.efficient_squash_params(0.1, 0)))
+    for n_caps, dim, scale, zp in ((33, 5, 0.05, 3), (7, 16, 2.0, 127), (13, 4, 3e-4, -128)):
+        cases.append(B.efficient_squash_case(rng, n_caps, dim, scale=scale, zp=zp))
+    for dims, per_capsule in (((21, 8, 4, 16), False), ((13, 5, 3, 7), True)):
+        cases.append(("self_attention", *B.calibrated_self_attention(rng, *dims,
+                                                                      per_capsule=per_capsule)))
+    for dims, per_capsule, bias_kind in (((37, 5, 7, 9), True, 2), ((3, 1, 1, 1), True, 3),
+                                         ((300, 4, 3, 6), False, 1), ((5, 8, 17, 128), True, 1),
+                                         ((2, 16, 5, 33), False, 0)):
+        cases.append(("self_attention", *random_self_attention(
+            rng, *dims, per_capsule=per_capsule, bias_kind=bias_kind)))
+    return cases
+
+
 @pytest.mark.parametrize("offset", [0, 3])
 def test_kernels_clean_under_asan_ubsan(sanitized_driver, tmp_path, offset):
     cases = (_edge_caps_cases() + _edge_layer_cases() + _realistic_layer_cases()
-             + _int4_layer_cases())
+             + _int4_layer_cases() + _efficient_cases())
     _check(_run(sanitized_driver, cases, tmp_path, offset), cases)
 
 

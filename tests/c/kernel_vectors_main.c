@@ -167,6 +167,62 @@ static void run_class_caps(void)
     free(bs);
 }
 
+static void run_efficient_squash(void)
+{
+    caps_caps_dims dims;
+    caps_efficient_squash_params ep;
+    caps_vec_read_efficient_squash(rd32, &dims, &ep);
+    const size_t n = (size_t)dims.n_caps * (size_t)dims.dim;
+    void *bx, *bo, *bt;
+    int8_t *x = read_i8(n, &bx);
+    /* with the gain table (a block of exactly the promised size), then
+     * computing each gain */
+    const int32_t bytes = caps_efficient_squash_s8_get_buffer_size(&dims, &ep);
+    caps_nn_context table;
+    table.size = bytes < 0 ? 0 : bytes;
+    table.buf = block((size_t)table.size, &bt);
+    caps_nn_status st = caps_efficient_squash_s8_init_table(&table, &dims, &ep);
+    int8_t *o = (int8_t *)block(n, &bo);
+    emit(st != CAPS_NN_SUCCESS ? st : caps_efficient_squash_s8(&table, &dims, &ep, x, o), o, n);
+    emit(caps_efficient_squash_s8(NULL, &dims, &ep, x, o), o, n);
+    free(bt);
+    free(bx);
+    free(bo);
+}
+
+static void run_self_attention(void)
+{
+    caps_class_caps_dims dims;
+    caps_self_attention_params p;
+    check_record(caps_vec_read_self_attention_head(rd32, &dims, &p, 4096));
+    /* exact-size scale arrays, as for the class capsules */
+    void *bm, *bs, *bu, *bw, *bb, *bv, *bbuf;
+    int32_t *mult = (int32_t *)block_at(sizeof(int32_t) * (size_t)p.pred.num_scales, 0, &bm);
+    int32_t *shift = (int32_t *)block_at(sizeof(int32_t) * (size_t)p.pred.num_scales, 0, &bs);
+    caps_vec_read_self_attention_rest(rd32, &dims, &p, mult, shift);
+    const size_t md = (size_t)dims.n_out * (size_t)dims.dim_out;
+    const size_t nb = (size_t)dims.n_in * (size_t)dims.n_out;
+    int8_t *u = read_i8((size_t)dims.n_in * (size_t)dims.dim_in, &bu);
+    int8_t *w = read_i8((size_t)dims.n_in * md * (size_t)dims.dim_in, &bw);
+    /* the int32 bias: 4-byte aligned (the API takes an int32 array) */
+    int32_t *bias = (int32_t *)block_at(4 * nb, 0, &bb);
+    for (size_t k = 0; k < nb; ++k) {
+        bias[k] = rd32();
+    }
+    int8_t *v = (int8_t *)block(md, &bv);
+    caps_nn_context ctx;
+    ctx.size = caps_self_attention_s8_get_buffer_size(&dims);
+    ctx.buf = block(ctx.size > 0 ? (size_t)ctx.size : 0, &bbuf);
+    emit(caps_self_attention_s8(&ctx, &dims, &p, u, w, bias, v), v, md);
+    free(bbuf);
+    free(bv);
+    free(bb);
+    free(bw);
+    free(bu);
+    free(bs);
+    free(bm);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3 || argc > 4) {
@@ -187,6 +243,10 @@ int main(int argc, char **argv)
             run_caps_op(op);
         } else if (op == CAPS_VEC_OP_CLASS_CAPS) {
             run_class_caps();
+        } else if (op == CAPS_VEC_OP_EFFICIENT_SQUASH) {
+            run_efficient_squash();
+        } else if (op == CAPS_VEC_OP_SELF_ATTENTION) {
+            run_self_attention();
         } else {
             die("unknown op code");
         }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tflm_caps/caps_nn_fixedpoint.h"
 #include "tflm_caps/caps_nn_functions.h"
 
 static int g_failures;
@@ -80,6 +81,36 @@ static void refused_layer(int32_t n_in, int32_t dim_in, int32_t n_out, int32_t d
     free(scratch);
 }
 
+/* Self-attention dims the class-capsule check accepts but whose own scratch
+ * does not fit: refused by every entry point, a 64-byte scratch untouched. */
+static void refused_attention(int32_t n_in, int32_t dim_in, int32_t n_out, int32_t dim_out)
+{
+    const caps_class_caps_dims d = {n_in, dim_in, n_out, dim_out};
+    int32_t mult = 1 << 30, shift = 0;
+    caps_self_attention_params p = {{0, 1, &mult, &shift}, n_in, n_out, dim_out,
+                                    caps_nn_routing_acc_shift(n_in), 0, {1 << 30, 0},
+                                    {1 << 30, 0}, {1 << 30, 0}};
+    char what[160];
+    snprintf(what, sizeof(what), "self-attention dims %d %d %d %d", (int)n_in, (int)dim_in,
+             (int)n_out, (int)dim_out);
+    expect(caps_class_caps_dims_check(&d), CAPS_NN_SUCCESS, what);
+    expect(caps_self_attention_dims_check(&d), CAPS_NN_ARG_ERROR, what);
+    expect(caps_self_attention_s8_get_buffer_size(&d), -1, what);
+    int8_t *u = (int8_t *)malloc(64), *w = (int8_t *)malloc(64), *out = (int8_t *)malloc(64);
+    int32_t *bias = (int32_t *)calloc(16, sizeof(int32_t));
+    void *scratch = malloc(64);
+    const caps_nn_context ctx = {scratch, 64};
+    for (int k = 0; k < 64; ++k) {
+        u[k] = w[k] = 1;
+    }
+    expect(caps_self_attention_s8(&ctx, &d, &p, u, w, bias, out), CAPS_NN_ARG_ERROR, what);
+    free(u);
+    free(w);
+    free(out);
+    free(bias);
+    free(scratch);
+}
+
 static void refused_squash_exponent(int32_t exponent)
 {
     const caps_squash_params sp = {0, 1 << 30, exponent};
@@ -132,6 +163,9 @@ int main(void)
     expect(caps_class_caps_s8_get_buffer_size(&fits, 0) > 0, 1, "recompute scratch at the limit");
     expect(caps_dynamic_routing_s8_get_buffer_size(&fits) > 0, 1, "routing scratch at the limit");
     refused_layer(lo + 1, 1, 1024, 1);
+    /* found by the kernels fuzzer: the self-attention scratch (votes plus
+     * couplings) exceeds int32 below the class-capsule limit */
+    refused_attention(1046078, 1, 1024, 1);
     const int32_t exponents[] = {INT32_MIN, INT32_MIN + 1, -1022, 1026, INT32_MAX};
     for (size_t k = 0; k < sizeof(exponents) / sizeof(exponents[0]); ++k) {
         refused_squash_exponent(exponents[k]);

@@ -96,6 +96,20 @@ int64_t Elements(const TensorSpec& t) {
   return n;
 }
 
+// Bytes of a tensor of n elements: int4 packs two per byte (as TFLite
+// stores an INT4 tensor), so the sanitizer sees a read past the packed size.
+int64_t TensorBytes(const TensorSpec& t, int64_t n) {
+  return t.type == kTfLiteInt4 ? (n + 1) / 2 : n * TypeBytes(t.type);
+}
+
+// A block of `bytes` holding the spec's constant contents, zero-padded.
+void* ConstantBlock(const TensorSpec& t, size_t bytes) {
+  void* p = Block(bytes);
+  memset(p, 0, bytes);
+  if (!t.data.empty()) memcpy(p, t.data.data(), std::min(bytes, t.data.size()));
+  return p;
+}
+
 }  // namespace
 
 // ---- FlexBuffer writer (every slot 8 bytes wide, float vectors 4 or 8) ----
@@ -207,6 +221,7 @@ Host::~Host() {
     free(t.scales);
     free(t.zero_points);
     free(t.affine);
+    free(t.data);
   }
   for (void* p : persistent_) free(p);
   for (void* p : scratch_) free(p);
@@ -274,8 +289,13 @@ TfLiteTensor* Host::AllocateTemp(int tensor_index) {
   if (!s.scales.empty()) t->params.scale = s.scales[0];
   if (!s.zero_points.empty()) t->params.zero_point = s.zero_points[0];
   const int64_t n = Elements(s);
-  t->bytes = n >= 0 ? static_cast<size_t>(n * TypeBytes(s.type)) : 0;
+  t->bytes = n >= 0 ? static_cast<size_t>(TensorBytes(s, n)) : 0;
   t->allocation_type = s.allocation_type;
+  // constant tensors carry their data in Prepare (TFLM points at the model)
+  if (s.allocation_type == 1 && n >= 0 && TensorBytes(s, n) <= ((int64_t)1 << 24)) {
+    blocks.data = ConstantBlock(s, t->bytes);
+    t->data.raw = blocks.data;
+  }
   temps_.push_back(blocks);
   ++live_temps_;
   return t;
@@ -289,6 +309,7 @@ void Host::DeallocateTemp(TfLiteTensor* tensor) {
       free(temps_[k].scales);
       free(temps_[k].zero_points);
       free(temps_[k].affine);
+      free(temps_[k].data);
       temps_.erase(temps_.begin() + static_cast<long>(k));
       --live_temps_;
       return;
@@ -338,7 +359,7 @@ bool Host::Eval(const TFLMRegistration* reg, uint64_t seed, int64_t budget,
   int64_t total = scratch_bytes();
   for (const TensorSpec& t : tensors) {
     const int64_t n = Elements(t);
-    if (n > 0) total += n * TypeBytes(t.type);
+    if (n > 0) total += TensorBytes(t, n);
   }
   if (total > budget) return false;
   for (size_t s : scratch_sizes_) scratch_.push_back(Block(s));
@@ -352,11 +373,16 @@ bool Host::Eval(const TFLMRegistration* reg, uint64_t seed, int64_t budget,
     const int64_t n = Elements(s);
     if (n < 0) Die("Prepare accepted a tensor with a negative dim");
     auto* e = static_cast<TfLiteEvalTensor*>(Block(sizeof(TfLiteEvalTensor)));
-    const size_t bytes = static_cast<size_t>(n * TypeBytes(s.type));
-    void* data = Block(bytes);
+    const size_t bytes = static_cast<size_t>(TensorBytes(s, n));
+    void* data;
+    if (s.data.empty()) {
+      data = Block(bytes);
+      fz_fill_i8(static_cast<int8_t*>(data), bytes, static_cast<uint8_t>(seed >> 8),
+                 seed + static_cast<uint64_t>(index));
+    } else {
+      data = ConstantBlock(s, bytes);  // what Prepare saw
+    }
     eval_blocks_.push_back(data);
-    fz_fill_i8(static_cast<int8_t*>(data), bytes, static_cast<uint8_t>(seed >> 8),
-               seed + static_cast<uint64_t>(index));
     e->data.raw = data;
     e->dims = IntArray(s.dims);
     eval_blocks_.push_back(e->dims);

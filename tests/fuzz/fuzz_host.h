@@ -37,6 +37,10 @@ struct TensorSpec {
   std::vector<int> zero_points;
   int32_t quantized_dimension = 0;
   int32_t allocation_type = 2;  // kTfLiteArenaRw
+  // Contents of a constant tensor (allocation_type 1), zero-padded or cut to
+  // its size: Prepare sees them and Eval gets the same; empty: Prepare sees
+  // zeros, Eval the seeded filler.
+  std::vector<uint8_t> data;
 };
 
 // One FlexBuffer map entry of the options writer.
@@ -126,6 +130,7 @@ class Host {
     void* scales;
     void* zero_points;
     void* affine;
+    void* data;
   };
   std::vector<TempBlocks> temps_;
   std::vector<TfLiteEvalTensor*> eval_;

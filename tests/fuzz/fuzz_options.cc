@@ -7,7 +7,7 @@
  *     integer, a number and a vector.  Every read must stay inside the
  *     buffer (a copy of exactly its size).
  *  2. Each operator's Init and Prepare run on a small valid node carrying
- *     these options; a refusal must report a message naming the operator,
+ *     these options (ClassCaps twice: int8 and packed int4 W); a refusal must report a message naming the operator,
  *     and an accepted node must Eval cleanly.
  */
 #include <stdio.h>
@@ -28,7 +28,8 @@ using namespace tflm_caps_host;  // NOLINT
 namespace {
 
 const char* const kKeys[] = {"version", "num_routing", "store_predictions", "u_hat_scale",
-                             "s_scales", "b_scales", "", "a_key_longer_than_any_in_the_map"};
+                             "s_scales", "b_scales", "s_scale", "",
+                             "a_key_longer_than_any_in_the_map"};
 
 int g_budget;  // reads left for this input (bounds nested vectors)
 
@@ -67,14 +68,34 @@ void RunOperator(const TFLMRegistration* reg, const char* op, int which,
                  const uint8_t* data, size_t size) {
   Host host;
   host.options.assign(data, data + size);
-  if (which == 1) {  // class capsules: u [1, 6, 3], W [6, 4, 2, 3], v [1, 4, 2]
+  if (which == 1 || which == 3) {
+    // class capsules (3: int4 W): u [1, 6, 3], W [6, 4, 2, 3], v [1, 4, 2]
     host.tensors.push_back(Int8({1, 6, 3}, 1.0f / 128.0f, 0));
     TensorSpec w = Int8({6, 4, 2, 3}, 0.01f, 0);
     w.allocation_type = 1;
+    if (which == 3) w.type = kTfLiteInt4;
     host.tensors.push_back(w);
     host.tensors.push_back(Int8({1, 4, 2}, 1.0f / 128.0f, 0));
     host.inputs = {0, 1};
     host.outputs = {2};
+  } else if (which == 4) {
+    // self-attention capsules: u [2, 6, 3], W [6, 4, 2, 3], bias int32
+    // [6, 4] (Q15, constant), v [2, 4, 2]
+    host.tensors.push_back(Int8({2, 6, 3}, 1.0f / 128.0f, 0));
+    TensorSpec w = Int8({6, 4, 2, 3}, 0.01f, 0);
+    w.allocation_type = 1;
+    host.tensors.push_back(w);
+    TensorSpec bias = Int8({6, 4}, 1.0f / 32768.0f, 0);
+    bias.type = kTfLiteInt32;
+    bias.allocation_type = 1;
+    for (int k = 0; k < 24; ++k) {
+      const int32_t v = (k * 977) % 6000 - 3000;
+      for (int byte = 0; byte < 4; ++byte) bias.data.push_back((uint8_t)((uint32_t)v >> (8 * byte)));
+    }
+    host.tensors.push_back(bias);
+    host.tensors.push_back(Int8({2, 4, 2}, 1.0f / 128.0f, 0));
+    host.inputs = {0, 1, 2};
+    host.outputs = {3};
   } else {
     host.tensors.push_back(Int8({2, 5, 4}, 0.05f, 3));
     host.tensors.push_back(which == 2 ? Int8({2, 5}, 1.0f / 256.0f, -128)
@@ -123,6 +144,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RunOperator(tflm_caps::Register_TFLMCAPS_SQUASH(), "TFLMCaps_Squash", 0, buf, size);
   RunOperator(tflm_caps::Register_TFLMCAPS_CLASS_CAPS(), "TFLMCaps_ClassCaps", 1, buf, size);
   RunOperator(tflm_caps::Register_TFLMCAPS_LENGTH(), "TFLMCaps_Length", 2, buf, size);
+  RunOperator(tflm_caps::Register_TFLMCAPS_CLASS_CAPS(), "TFLMCaps_ClassCaps", 3, buf, size);
+  RunOperator(tflm_caps::Register_TFLMCAPS_EFFICIENT_SQUASH(), "TFLMCaps_EfficientSquash", 0,
+              buf, size);
+  RunOperator(tflm_caps::Register_TFLMCAPS_SELF_ATTENTION_CAPS(), "TFLMCaps_SelfAttentionCaps", 4,
+              buf, size);
   free(buf);
   return 0;
 }

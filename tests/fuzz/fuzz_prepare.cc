@@ -27,13 +27,16 @@ using namespace tflm_caps_host;  // NOLINT
 
 namespace {
 
-enum { kSquash = 0, kClassCaps = 1, kLength = 2 };
-const char* const kOpNames[3] = {"TFLMCaps_Squash", "TFLMCaps_ClassCaps", "TFLMCaps_Length"};
+enum { kSquash = 0, kClassCaps = 1, kLength = 2, kEfficientSquash = 3, kSelfAttention = 4 };
+const char* const kOpNames[5] = {"TFLMCaps_Squash", "TFLMCaps_ClassCaps", "TFLMCaps_Length",
+                                 "TFLMCaps_EfficientSquash", "TFLMCaps_SelfAttentionCaps"};
 
 const TFLMRegistration* Registration(int op) {
   switch (op) {
     case kSquash: return tflm_caps::Register_TFLMCAPS_SQUASH();
     case kClassCaps: return tflm_caps::Register_TFLMCAPS_CLASS_CAPS();
+    case kEfficientSquash: return tflm_caps::Register_TFLMCAPS_EFFICIENT_SQUASH();
+    case kSelfAttention: return tflm_caps::Register_TFLMCAPS_SELF_ATTENTION_CAPS();
     default: return tflm_caps::Register_TFLMCAPS_LENGTH();
   }
 }
@@ -110,15 +113,12 @@ void BuildUnary(fz_input* in, Host* h, Case* c) {
   c->options.push_back(IntOption("version", 1));
 }
 
-void BuildClassCaps(fz_input* in, Host* h, Case* c, uint64_t seed) {
-  const int b = fz_int(in, 1, 8);
-  const int n_in = fz_int(in, 1, CAPS_NN_MAX_N_IN), d_in = fz_int(in, 1, CAPS_NN_MAX_DIM_IN);
-  const int n_out = fz_int(in, 1, CAPS_NN_MAX_N_OUT);
-  const int d_out = fz_int(in, 1, CAPS_NN_MAX_CAPS_DIM);
-  const float u_scale = fz_scale(in);
-  const int zp = (int8_t)fz_u8(in);
-  h->tensors.push_back(Int8({b, n_in, d_in}, u_scale, zp));
+// Weights [N_in, N_out, D_out, D_in]: constant, symmetric, sometimes one
+// scale per output capsule; int4 (packed) or int8.
+TensorSpec CapsuleWeights(fz_input* in, int n_in, int n_out, int d_out, int d_in, bool int4,
+                          uint64_t seed) {
   TensorSpec w = Int8({n_in, n_out, d_out, d_in}, fz_scale(in), 0);
+  if (int4) w.type = kTfLiteInt4;
   w.allocation_type = 1;  // constant
   if (fz_u8(in) & 1) {
     // one scale per output capsule, within a factor 4 of the first
@@ -128,7 +128,57 @@ void BuildClassCaps(fz_input* in, Host* h, Case* c, uint64_t seed) {
     w.zero_points.assign(w.scales.size(), 0);
     w.quantized_dimension = 1;
   }
-  h->tensors.push_back(w);
+  return w;
+}
+
+// Self-attention capsules: u [B, N_in, D_in], W, coupling bias int32
+// [N_in, N_out] (constant, Q15, values from a pattern), v [B, N_out, D_out].
+void BuildSelfAttention(fz_input* in, Host* h, Case* c, uint64_t seed) {
+  const int b = fz_int(in, 1, 8);
+  const int n_in = fz_int(in, 1, CAPS_NN_MAX_N_IN), d_in = fz_int(in, 1, CAPS_NN_MAX_DIM_IN);
+  const int n_out = fz_int(in, 1, CAPS_NN_MAX_N_OUT);
+  const int d_out = fz_int(in, 1, CAPS_NN_MAX_ATTENTION_DIM_OUT);
+  const float u_scale = fz_scale(in);
+  const int zp = (int8_t)fz_u8(in);
+  h->tensors.push_back(Int8({b, n_in, d_in}, u_scale, zp));
+  h->tensors.push_back(CapsuleWeights(in, n_in, n_out, d_out, d_in, false, seed));
+  TensorSpec bias = Int8({n_in, n_out}, 1.0f / 32768.0f, 0);
+  bias.type = kTfLiteInt32;
+  bias.allocation_type = 1;
+  const int64_t count = n_in > 0 && n_out > 0 ? (int64_t)n_in * n_out : 0;
+  const uint8_t mode = fz_u8(in);
+  if (count > 0 && count <= (1 << 16) && mode % 4 != 0) {  // else all zero
+    uint64_t s = seed | 1u;
+    const int32_t top = CAPS_NN_MAX_ATTENTION_BIAS;
+    for (int64_t k = 0; k < count; ++k) {
+      const uint64_t r = fz_next(&s);
+      int32_t v;
+      switch (mode % 4) {
+        case 1: v = (int32_t)(r % (2u * (uint32_t)top + 1u)) - top; break;
+        case 2: v = (k & 1) ? top : -top; break;
+        default: v = k == (int64_t)(mode >> 2) ? top + 1 + (int32_t)(r % 4) : (int32_t)(r % 64); break;
+      }
+      for (int byte = 0; byte < 4; ++byte) bias.data.push_back((uint8_t)((uint32_t)v >> (8 * byte)));
+    }
+  }
+  h->tensors.push_back(bias);
+  h->tensors.push_back(Int8({b, n_out, d_out}, 1.0f / 128.0f, 0));
+  h->inputs = {0, 1, 2};
+  h->outputs = {3};
+  c->options.push_back(IntOption("version", 1 + (fz_u8(in) & 1)));
+  c->options.push_back(FloatOption("u_hat_scale", fz_scale(in)));
+  c->options.push_back(FloatOption("s_scale", fz_scale(in)));
+}
+
+void BuildClassCaps(fz_input* in, Host* h, Case* c, uint64_t seed, bool int4) {
+  const int b = fz_int(in, 1, 8);
+  const int n_in = fz_int(in, 1, CAPS_NN_MAX_N_IN), d_in = fz_int(in, 1, CAPS_NN_MAX_DIM_IN);
+  const int n_out = fz_int(in, 1, CAPS_NN_MAX_N_OUT);
+  const int d_out = fz_int(in, 1, CAPS_NN_MAX_CAPS_DIM);
+  const float u_scale = fz_scale(in);
+  const int zp = (int8_t)fz_u8(in);
+  h->tensors.push_back(Int8({b, n_in, d_in}, u_scale, zp));
+  h->tensors.push_back(CapsuleWeights(in, n_in, n_out, d_out, d_in, int4, seed));
   h->tensors.push_back(Int8({b, n_out, d_out}, 1.0f / 128.0f, 0));
   h->inputs = {0, 1};
   h->outputs = {2};
@@ -288,7 +338,7 @@ int64_t EvalWork(const Host& h, const Case& c) {
     return n;
   };
   if (h.inputs.empty()) return 0;
-  if (c.op != kClassCaps) {  // + a gain or norm per capsule
+  if (c.op != kClassCaps && c.op != kSelfAttention) {  // + a gain or norm per capsule
     if (h.inputs[0] < 0 || (size_t)h.inputs[0] >= h.tensors.size()) return 0;
     const std::vector<int>& x = h.tensors[(size_t)h.inputs[0]].dims;
     const int64_t d = x.empty() ? 1 : x.back();
@@ -298,7 +348,7 @@ int64_t EvalWork(const Host& h, const Case& c) {
     return 0;
   const std::vector<int>& u = h.tensors[(size_t)h.inputs[0]].dims;
   const int64_t batch = u.empty() ? 1 : u[0];
-  int64_t routings = CAPS_NN_MAX_ROUTINGS;
+  int64_t routings = c.op == kSelfAttention ? 2 : CAPS_NN_MAX_ROUTINGS;
   for (const OptionEntry& e : c.options)
     if (!c.raw_options && e.key == "num_routing" && e.kind == OptionEntry::kInt)
       routings = e.int_value;
@@ -314,9 +364,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t seed = fz_hash(data, size);
   Host host;
   Case c;
-  c.op = fz_u8(&in) % 3;
+  // selector: 0..127 the first three operators (decoded as before the
+  // Efficient-CapsNet operators and int4 weights, so older reproducers keep
+  // their meaning), 128..255 EfficientSquash, SelfAttentionCaps and
+  // ClassCaps with int4 W
+  const uint8_t sel = fz_u8(&in);
+  static const int kNewer[3] = {kEfficientSquash, kSelfAttention, kClassCaps};
+  c.op = sel < 128 ? sel % 3 : kNewer[(sel - 128) % 3];
   if (c.op == kClassCaps) {
-    BuildClassCaps(&in, &host, &c, seed);
+    BuildClassCaps(&in, &host, &c, seed, sel >= 128);
+  } else if (c.op == kSelfAttention) {
+    BuildSelfAttention(&in, &host, &c, seed);
   } else {
     BuildUnary(&in, &host, &c);
   }

@@ -6,7 +6,9 @@ options: the custom options the converter writes (tflm_caps.converter.
 options.encode) for each operator and routing count, and the same maps
 written with other FlexBuffer encodings the reader must accept.  prepare,
 kernels: each operator's default case (a single selector byte; the
-harnesses read missing bytes as 0, which decodes to a small valid call).
+harnesses read missing bytes as 0, which decodes to a small valid call),
+and for the Efficient-CapsNet operators and packed int4 weights their
+selector with D_in 2 (int4 needs N_out*D_out*D_in even to be valid).
 Reproducers of fixed findings are kept beside them as regress-* files.
 """
 import array
@@ -29,6 +31,12 @@ def option_seeds():
     seeds = {
         "squash": options.encode("TFLMCaps_Squash", {}),
         "length": options.encode("TFLMCaps_Length", {}),
+        # version 1: the squash fills its own gain table (version 2 reads it
+        # from input 1, which the options harness's node does not have)
+        "squash-v1": options.encode("TFLMCaps_Squash", {"version": 1}),
+        "efficient-squash": options.encode("TFLMCaps_EfficientSquash", {}),
+        "self-attention": options.encode("TFLMCaps_SelfAttentionCaps",
+                                          {"u_hat_scale": 0.05, "s_scale": 0.02}),
     }
     for r in (1, 2, 3, 8):
         seeds[f"class-caps-r{r}"] = options.encode("TFLMCaps_ClassCaps", _class_caps(r))
@@ -48,6 +56,28 @@ def option_seeds():
     return seeds
 
 
+# A selector byte, then the harness's fz_int fields (selector byte and four
+# value bytes each) up to D_in, which is 2 (selector 1: one random bit, 1).
+_D_IN_2 = bytes([1, 1, 0, 0, 0])
+
+# selector bytes of the newer operators (tests/fuzz/fuzz_prepare.cc,
+# fuzz_kernels.c): their own range, so older reproducers keep their meaning
+NEWER_SEEDS = {
+    "prepare": {
+        "efficient-squash": bytes([128]),
+        "self-attention": bytes([129]),
+        "self-attention-din2": bytes([129]) + bytes(10) + _D_IN_2,
+        "class-caps-int4": bytes([130]) + bytes(10) + _D_IN_2,
+    },
+    "kernels": {
+        "efficient-squash": bytes([160]),
+        "self-attention": bytes([161]),
+        "predictions-s4": bytes([162]) + bytes(5) + _D_IN_2,
+        "class-caps-s4": bytes([163]) + bytes(5) + _D_IN_2,
+    },
+}
+
+
 def main():
     for name, data in option_seeds().items():
         path = CORPUS / "options" / f"seed-{name}"
@@ -58,6 +88,9 @@ def main():
             path = CORPUS / harness / f"seed-default-{op}"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(bytes([op]))
+    for harness, seeds in NEWER_SEEDS.items():
+        for name, data in seeds.items():
+            (CORPUS / harness / f"seed-{name}").write_bytes(data)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ static int requant_ok(const caps_nn_requant *q)
     return q->shift >= -31 && q->shift <= 30 && q->multiplier >= 0;
 }
 
+static int64_t attention_bytes(const caps_class_caps_dims *dims);
+
+/* The class-capsule limits, dim_out <= CAPS_NN_MAX_ATTENTION_DIM_OUT, and
+ * the layer's own scratch (votes and couplings beside the prediction
+ * scratch) fits: dims the class-capsule check accepts can exceed it. */
 caps_nn_status caps_self_attention_dims_check(const caps_class_caps_dims *dims)
 {
     if (caps_class_caps_dims_check(dims) != CAPS_NN_SUCCESS ||
-        dims->dim_out > CAPS_NN_MAX_ATTENTION_DIM_OUT) {
+        dims->dim_out > CAPS_NN_MAX_ATTENTION_DIM_OUT || attention_bytes(dims) > MAX_BUFFER) {
         return CAPS_NN_ARG_ERROR;
     }
     return CAPS_NN_SUCCESS;
@@ -55,17 +60,21 @@ caps_nn_status caps_self_attention_params_check(const caps_class_caps_dims *dims
  * votes int8 [n_in n_out d], vote sums int16 [n_out d], accumulators int64
  * [n_out d], agreements int32 [n_out], exponentials uint32 [n_out],
  * couplings int16 [n_in n_out], s int16 [n_out d], predictions scratch. */
+static int64_t attention_bytes(const caps_class_caps_dims *dims)
+{
+    /* dims within the class-capsule limits: every term fits int64 */
+    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
+    return 8 + A8((int64_t)dims->n_in * md) + A8(2 * md) + 8 * md +
+           2 * A8((int64_t)4 * dims->n_out) + A8((int64_t)2 * dims->n_in * dims->n_out) +
+           A8(2 * md) + caps_predictions_s8_get_buffer_size(dims);
+}
+
 int32_t caps_self_attention_s8_get_buffer_size(const caps_class_caps_dims *dims)
 {
     if (caps_self_attention_dims_check(dims) != CAPS_NN_SUCCESS) {
         return -1;
     }
-    const int64_t md = (int64_t)dims->n_out * dims->dim_out;
-    const int64_t bytes = 8 + A8((int64_t)dims->n_in * md) + A8(2 * md) + 8 * md +
-                          2 * A8((int64_t)4 * dims->n_out) +
-                          A8((int64_t)2 * dims->n_in * dims->n_out) + A8(2 * md) +
-                          caps_predictions_s8_get_buffer_size(dims);
-    return bytes > MAX_BUFFER ? -1 : (int32_t)bytes;
+    return (int32_t)attention_bytes(dims);
 }
 
 caps_nn_status caps_self_attention_s8_args_check(const caps_nn_context *ctx,
@@ -74,9 +83,11 @@ caps_nn_status caps_self_attention_s8_args_check(const caps_nn_context *ctx,
                                                  const int8_t *input, const int8_t *weights,
                                                  const int32_t *bias, const int8_t *output)
 {
+    /* need < 0 is a size that does not exist: never enough */
+    const int32_t need = caps_self_attention_s8_get_buffer_size(dims);
     if (caps_self_attention_params_check(dims, params) != CAPS_NN_SUCCESS || input == NULL ||
         weights == NULL || bias == NULL || output == NULL || ctx == NULL || ctx->buf == NULL ||
-        ctx->size < caps_self_attention_s8_get_buffer_size(dims)) {
+        need < 0 || ctx->size < need) {
         return CAPS_NN_ARG_ERROR;
     }
     return CAPS_NN_SUCCESS;

@@ -158,8 +158,8 @@ static const char *caps_vec_read_class_caps_rest(caps_vec_rd32_fn rd32,
     return NULL;
 }
 
-/* The Efficient-CapsNet records (static inline: the host driver does not
- * run them yet, so they must not warn as unused there). */
+/* The Efficient-CapsNet records (static inline, so a driver that does not
+ * run them still compiles warning-free). */
 
 /* Efficient squash record after its op code: dims and params.  The int8
  * input of n_caps * dim bytes follows. */
