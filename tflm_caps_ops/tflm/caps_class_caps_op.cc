@@ -84,26 +84,15 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, const Options&
   CAPS_ENSURE_OK(CapsCheckDims(kOp, "input 1 (W) [N_in, N_out, D_out, D_in]", w, w_dims, 4));
   const int v_dims[3] = {(int)batch, (int)dims.n_out, (int)dims.dim_out};
   CAPS_ENSURE_OK(CapsCheckDims(kOp, "output 0 (v) [B, N_out, D_out]", v, v_dims, 3));
-  CapsQuant u_q;
-  CAPS_ENSURE_OK(CapsGetPerTensorQuant(kOp, "input 0 (u)", u, &u_q));
-  CAPS_ENSURE_OK(CapsCheckFixedQuant(kOp, "output 0 (v)", v, kSquashOutputScale,
-                                     kSquashOutputZeroPoint));
-  const float* w_scales = nullptr;
-  int32_t n_scales = 0;
-  CAPS_ENSURE_OK(CapsCheckCapsuleWeights(kOp, w, dims.n_out, &w_scales, &n_scales));
-
-  data->multipliers =
-      static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));
-  data->shifts = static_cast<int32_t*>(CapsAllocatePersistent(context, sizeof(int32_t) * n_scales));
-  if (data->multipliers == nullptr || data->shifts == nullptr) {
-    CapsReportError("%s: could not allocate requantization parameters in the arena", kOp);
-    return kTfLiteError;
-  }
+  CapsWeightedQuant wq;
+  CAPS_ENSURE_OK(CapsPrepareWeightedQuant(context, kOp, u, w, v, dims.n_out, &wq));
+  data->multipliers = wq.multipliers;
+  data->shifts = wq.shifts;
   caps_class_caps_quant quant;
-  quant.input_scale = u_q.scale;
-  quant.input_zp = u_q.zero_point;
-  quant.weight_scales = w_scales;
-  quant.num_weight_scales = n_scales;
+  quant.input_scale = wq.u.scale;
+  quant.input_zp = wq.u.zero_point;
+  quant.weight_scales = wq.w_scales;
+  quant.num_weight_scales = wq.n_scales;
   quant.uhat_scale = opt.u_hat_scale;
   quant.routings = opt.routings;
   quant.s_scales = opt.s_scales;

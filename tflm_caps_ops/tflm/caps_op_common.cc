@@ -402,4 +402,22 @@ TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int3
   return kTfLiteOk;
 }
 
+TfLiteStatus CapsPrepareWeightedQuant(TfLiteContext* context, const char* op,
+                                      const TfLiteTensor* u, const TfLiteTensor* w,
+                                      const TfLiteTensor* v, int32_t n_out,
+                                      CapsWeightedQuant* out) {
+  CAPS_ENSURE_OK(CapsGetPerTensorQuant(op, "input 0 (u)", u, &out->u));
+  CAPS_ENSURE_OK(CapsCheckFixedQuant(op, "output 0 (v)", v, kSquashOutputScale,
+                                     kSquashOutputZeroPoint));
+  CAPS_ENSURE_OK(CapsCheckCapsuleWeights(op, w, n_out, &out->w_scales, &out->n_scales));
+  const size_t bytes = sizeof(int32_t) * static_cast<size_t>(out->n_scales);
+  out->multipliers = static_cast<int32_t*>(CapsAllocatePersistent(context, bytes));
+  out->shifts = static_cast<int32_t*>(CapsAllocatePersistent(context, bytes));
+  if (out->multipliers == nullptr || out->shifts == nullptr) {
+    CapsReportError("%s: could not allocate requantization parameters in the arena", op);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
 }  // namespace tflm_caps

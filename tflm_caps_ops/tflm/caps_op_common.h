@@ -98,6 +98,22 @@ int CapsTensorType(const Tensor* tensor) {
 TfLiteStatus CapsCheckCapsuleWeights(const char* op, const TfLiteTensor* w, int32_t n_out,
                                      const float** scales, int32_t* count);
 
+// What the capsule-weight layers (ClassCaps, SelfAttentionCaps) share in
+// Prepare: u per tensor, v at the squash's fixed output quantization, W's
+// scales (CapsCheckCapsuleWeights), and persistent room for one multiplier
+// and shift per W scale.
+struct CapsWeightedQuant {
+  CapsQuant u;
+  const float* w_scales;
+  int32_t n_scales;
+  int32_t* multipliers;
+  int32_t* shifts;
+};
+TfLiteStatus CapsPrepareWeightedQuant(TfLiteContext* context, const char* op,
+                                      const TfLiteTensor* u, const TfLiteTensor* w,
+                                      const TfLiteTensor* v, int32_t n_out,
+                                      CapsWeightedQuant* out);
+
 // Human-readable name of a tensor type.
 const char* CapsTypeName(int type);
 
