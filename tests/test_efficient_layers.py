@@ -1,14 +1,13 @@
 """Efficient-CapsNet layers and zoo entry against independent numpy equations."""
 import json
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from tflm_caps import cli, layers, models  # noqa: E402
-from tflm_caps.layers import capsule_math  # noqa: E402
+from tflm_caps import cli, layers, models
+from tflm_caps.layers import capsule_math
 
 RNG = np.random.default_rng(2021)
 
