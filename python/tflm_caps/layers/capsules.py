@@ -23,6 +23,21 @@ def _positive_int(value, layer, arg):
     return int(value)
 
 
+def _conv_grid(input_shape, kernel_size, strides, padding):
+    """(H', W') a convolution ("same" or "valid") makes of an NHWC
+    ``input_shape``; None for an unknown size, 0 when the input is smaller
+    than a valid kernel."""
+    out = []
+    for size, k, st in zip(tuple(input_shape)[1:3], kernel_size, strides):
+        if size is None:
+            out.append(None)
+        elif padding == "same":
+            out.append(-(-size // st))
+        else:
+            out.append((size - k) // st + 1 if size >= k else 0)
+    return tuple(out)
+
+
 def _pair(value, layer, arg):
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
@@ -147,15 +162,7 @@ class PrimaryCaps(keras.layers.Layer):
 
     def grid_shape(self, input_shape):
         """(H', W') of the capsule grid for an NHWC ``input_shape`` (may be < 1)."""
-        out = []
-        for size, k, st in zip(tuple(input_shape)[1:3], self.kernel_size, self.strides):
-            if size is None:
-                out.append(None)
-            elif self.padding == "same":
-                out.append(-(-size // st))
-            else:
-                out.append((size - k) // st + 1 if size >= k else 0)
-        return tuple(out)
+        return _conv_grid(input_shape, self.kernel_size, self.strides, self.padding)
 
     def call(self, inputs):
         x = self.conv(inputs)

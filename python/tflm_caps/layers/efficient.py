@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from tflm_caps.layers import capsule_math
-from tflm_caps.layers.capsules import InputSpec, _pair, _positive_int, _register
+from tflm_caps.layers.capsules import InputSpec, _conv_grid, _pair, _positive_int, _register
 
 
 @_register
@@ -154,15 +154,7 @@ class DepthwisePrimaryCaps(keras.layers.Layer):
 
     def grid_shape(self, input_shape):
         """(H', W') of the capsule grid for an NHWC ``input_shape`` (may be < 1)."""
-        out = []
-        for size, k, st in zip(tuple(input_shape)[1:3], self.kernel_size, self.strides):
-            if size is None:
-                out.append(None)
-            elif self.padding == "same":
-                out.append(-(-size // st))
-            else:
-                out.append((size - k) // st + 1 if size >= k else 0)
-        return tuple(out)
+        return _conv_grid(input_shape, self.kernel_size, self.strides, self.padding)
 
     def capsules_per_position(self, input_shape):
         """Capsules at each grid position: channels * depth_multiplier / capsule_dim."""
