@@ -26,25 +26,14 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
     for (int32_t n = start; n < stop; ++n) {
         const int8_t *x = job->input + (size_t)n * (size_t)dim;
         int8_t *v = job->output + (size_t)n * (size_t)dim;
-        uint32_t sq = 0;
-        for (int32_t k = 0; k < dim; ++k) {
-            const int32_t y = x[k] - zp;
-            sq += (uint32_t)(y * y);
-        }
-        const uint32_t shift = caps_rv_squash_index_shift(sq);
-        const uint32_t index = (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+        const uint32_t index = caps_rv_squash_table_index(x, dim, zp);
         const int32_t g =
             job->table != NULL
                 ? job->table[index]
                 : caps_nn_squash_gain_s32(caps_bm_efficient_squash_gain(
                       caps_nn_squash_index_rep(index), job->params->exp.multiplier,
                       job->params->exp.shift));
-        /* in place is safe: element k is read before it is written */
-        for (int32_t k = 0; k < dim; ++k) {
-            const int32_t y = x[k] - zp;
-            const int32_t hi = (int32_t)(((int64_t)g * (y * 65536)) >> 32); /* mulh */
-            v[k] = (int8_t)caps_rv_sat8((hi + 128) >> 8);
-        }
+        caps_rv_squash_apply(x, v, dim, zp, g);
     }
 }
 

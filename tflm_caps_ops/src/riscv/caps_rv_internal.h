@@ -87,6 +87,31 @@ CAPS_RV_INLINE uint32_t caps_rv_squash_index_shift(uint32_t sq)
 #endif
 }
 
+/* Squash table index of the capsule x[0..dim) (both squash variants). */
+CAPS_RV_INLINE uint32_t caps_rv_squash_table_index(const int8_t *x, int32_t dim, int32_t zp)
+{
+    uint32_t sq = 0;
+    for (int32_t k = 0; k < dim; ++k) {
+        const int32_t y = x[k] - zp;
+        sq += (uint32_t)(y * y);
+    }
+    const uint32_t shift = caps_rv_squash_index_shift(sq);
+    return (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+}
+
+/* v = x scaled by the capsule's gain g, each element as
+ * ((y G) >> 16 + 128) >> 8 with the 32x32 high multiply (both squash
+ * variants); in place is safe: element k is read before it is written. */
+CAPS_RV_INLINE void caps_rv_squash_apply(const int8_t *x, int8_t *v, int32_t dim, int32_t zp,
+                                         int32_t g)
+{
+    for (int32_t k = 0; k < dim; ++k) {
+        const int32_t y = x[k] - zp;
+        const int32_t hi = (int32_t)(((int64_t)g * (y * 65536)) >> 32); /* mulh */
+        v[k] = (int8_t)caps_rv_sat8((hi + 128) >> 8);
+    }
+}
+
 /* Prepared predictions (per output capsule requantization). */
 typedef struct {
     int32_t n_in;

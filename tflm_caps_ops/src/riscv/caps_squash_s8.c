@@ -25,13 +25,7 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
     for (int32_t n = start; n < stop; ++n) {
         const int8_t *x = job->input + (size_t)n * (size_t)dim;
         int8_t *v = job->output + (size_t)n * (size_t)dim;
-        uint32_t sq = 0;
-        for (int32_t k = 0; k < dim; ++k) {
-            const int32_t y = x[k] - zp;
-            sq += (uint32_t)(y * y);
-        }
-        const uint32_t shift = caps_rv_squash_index_shift(sq);
-        const uint32_t index = (sq >> shift) + (shift << CAPS_NN_SQUASH_LUT_BITS);
+        const uint32_t index = caps_rv_squash_table_index(x, dim, zp);
         int32_t g;
         if (job->table != NULL) {
             g = job->table[index];
@@ -40,12 +34,7 @@ static void squash_phase(void *args, int32_t core, int32_t cores)
                                                             job->params->sq_multiplier,
                                                             job->params->sq_exponent));
         }
-        /* in place is safe: element k is read before it is written */
-        for (int32_t k = 0; k < dim; ++k) {
-            const int32_t y = x[k] - zp;
-            const int32_t hi = (int32_t)(((int64_t)g * (y * 65536)) >> 32); /* mulh */
-            v[k] = (int8_t)caps_rv_sat8((hi + 128) >> 8);
-        }
+        caps_rv_squash_apply(x, v, dim, zp, g);
     }
 }
 
