@@ -333,6 +333,7 @@ class _Finisher:
         self.layers = layers
         self.float_weights = float_weights
         self._class_caps = {}
+        self._attention = {}
 
     def _class_caps_quant(self, k, info, u, scale, zp, weights, bits):
         key = (k, bits)
@@ -371,12 +372,15 @@ class _Finisher:
                             **q.to_dict()})
         P.quantize_class_caps(q_model, cc_layers)
         sa_layers = []
-        for (_, op), info, u in zip(P.self_attention_ops(q_model), self.ex.self_attention,
-                                    self.attention_inputs):
-            scale, zp = P.activation_quant(q_model, op)
-            weights, bias = P.self_attention_constants(q_model, op)
-            q, w_int8, b_int32 = calibration.self_attention_quant(
-                info.layer_name, u, weights, bias, scale, zp, self.per_capsule)
+        for k, ((_, op), info, u) in enumerate(zip(P.self_attention_ops(q_model),
+                                                   self.ex.self_attention,
+                                                   self.attention_inputs)):
+            if k not in self._attention:  # independent of the weight widths searched
+                scale, zp = P.activation_quant(q_model, op)
+                weights, bias = P.self_attention_constants(q_model, op)
+                self._attention[k] = calibration.self_attention_quant(
+                    info.layer_name, u, weights, bias, scale, zp, self.per_capsule)
+            q, w_int8, b_int32 = self._attention[k]
             opts = caps_options.encode(C.SELF_ATTENTION_CAPS, {
                 C.OPT_U_HAT_SCALE: q.uhat_scale, C.OPT_S_SCALE: q.s_scale})
             sa_layers.append(P.SelfAttentionInt8(w_int8, q.weight_scales, b_int32, opts,
